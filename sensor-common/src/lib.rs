@@ -1,0 +1,275 @@
+//! Types and names shared by the kernel programs (`sensor-ebpf`) and the daemon (`sensor`).
+//!
+//! Every type that crosses the kernel/userspace boundary is `#[repr(C)]`, has explicit padding,
+//! no `bool`, and a size assertion next to it. Event kinds, verdicts, hooks and syscalls have
+//! explicit numbers that are never reused. Userspace never transmutes kernel bytes into an enum:
+//! it reads the `u32` and converts with `TryFrom`.
+#![no_std]
+
+use core::mem::{offset_of, size_of};
+
+/// Map names: used by the `#[map]` attributes in `sensor-ebpf` and by the loader.
+pub mod maps {
+    /// The one ring buffer every event goes through.
+    pub const EVENTS: &str = "SENSOR_EVENTS";
+    /// LPM trie of blocked IPv4 destinations: `Key<[u8; 4]>` -> [`crate::DestRule`].
+    pub const DEST_V4: &str = "SENSOR_DEST_V4";
+    /// LPM trie of blocked IPv6 destinations: `Key<[u8; 16]>` -> [`crate::DestRule`].
+    pub const DEST_V6: &str = "SENSOR_DEST_V6";
+    /// Scope roots for the global (tracepoint) hooks: cgroup v2 id -> 1.
+    pub const SCOPE: &str = "SENSOR_SCOPE";
+    /// Per-CPU kernel counters, indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "SENSOR_COUNTERS";
+}
+
+/// Program names (the kernel keeps the first 15 bytes).
+pub mod programs {
+    pub const CONNECT4: &str = "sensor_connect4";
+    pub const CONNECT6: &str = "sensor_connect6";
+    pub const SENDMSG4: &str = "sensor_sendmsg4";
+    pub const SENDMSG6: &str = "sensor_sendmsg6";
+    pub const CHMOD: &str = "sensor_chmod";
+    pub const FCHMOD: &str = "sensor_fchmod";
+    pub const FCHMODAT: &str = "sensor_fchmodat";
+    pub const FCHMODAT2: &str = "sensor_fchmodat2";
+    /// Every program name starts with this; leftover checks look for it.
+    pub const PREFIX: &str = "sensor_";
+}
+
+/// Names of the global variables the loader sets before loading.
+pub mod globals {
+    /// Bytes of unconsumed data in the ring buffer at which a submit wakes the reader.
+    /// Below it, records are submitted without a wakeup and the reader's timer drains them.
+    pub const WAKEUP_BYTES: &str = "SENSOR_WAKEUP_BYTES";
+}
+
+/// Scope walk depth for global hooks: ancestors checked from the cgroup v2 root down.
+pub const MAX_SCOPE_DEPTH: u32 = 16;
+/// Bytes of a chmod path argument carried in an event (including the NUL).
+pub const PATH_BYTES: usize = 256;
+/// `TASK_COMM_LEN`.
+pub const COMM_BYTES: usize = 16;
+
+/// Defines a `#[repr(u32)]` enum with explicit numbers, a `TryFrom<u32>` and a stable name.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $num:literal => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $num,)+
+        }
+
+        impl $name {
+            /// The stable name used in JSON output.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl TryFrom<u32> for $name {
+            type Error = u32;
+            fn try_from(value: u32) -> Result<Self, u32> {
+                match value {
+                    $($num => Ok(Self::$variant),)+
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// What an event reports. Numbers are never reused.
+    EventKind {
+        Connect = 1 => "connect",
+        Chmod = 2 => "chmod",
+    }
+}
+
+wire_enum! {
+    /// The decision taken in the kernel.
+    Verdict {
+        /// Denied: the caller got an error.
+        Blocked = 1 => "blocked",
+        /// A rule in audit mode matched: allowed, and reported.
+        Audited = 2 => "audited",
+        /// Allowed (detection-only hooks, or rules that log allowed calls).
+        Allowed = 3 => "allowed",
+        /// The caller was killed (fallback tier; later issue).
+        Killed = 4 => "killed",
+    }
+}
+
+wire_enum! {
+    /// What a matching destination rule does.
+    Action {
+        Enforce = 1 => "enforce",
+        Audit = 2 => "audit",
+    }
+}
+
+wire_enum! {
+    /// The cgroup sock_addr hook that saw a connect-family call.
+    ConnectHook {
+        Connect4 = 1 => "connect4",
+        Connect6 = 2 => "connect6",
+        Sendmsg4 = 3 => "sendmsg4",
+        Sendmsg6 = 4 => "sendmsg6",
+    }
+}
+
+wire_enum! {
+    /// The chmod-family syscall that was entered.
+    ChmodSyscall {
+        Chmod = 1 => "chmod",
+        Fchmod = 2 => "fchmod",
+        Fchmodat = 3 => "fchmodat",
+        Fchmodat2 = 4 => "fchmodat2",
+    }
+}
+
+wire_enum! {
+    /// Kernel-side counters (index into the per-CPU counter array).
+    Counter {
+        /// Connect-family calls denied.
+        Blocked = 0 => "blocked",
+        /// Connect-family calls that matched an audit rule.
+        Audited = 1 => "audited",
+        /// chmod-family calls seen in scope.
+        ChmodSeen = 2 => "chmod_seen",
+        /// Connect events lost: ring buffer reserve failed (the verdict still applied).
+        RingbufFullConnect = 3 => "ringbuf_full_connect",
+        /// chmod events lost: ring buffer reserve failed.
+        RingbufFullChmod = 4 => "ringbuf_full_chmod",
+        /// chmod path arguments that could not be read from user memory.
+        PathReadFailed = 5 => "path_read_failed",
+    }
+}
+
+/// Number of slots in the counter array.
+pub const COUNTER_SLOTS: u32 = 8;
+/// Every counter, in index order.
+pub const ALL_COUNTERS: [Counter; 6] = [
+    Counter::Blocked,
+    Counter::Audited,
+    Counter::ChmodSeen,
+    Counter::RingbufFullConnect,
+    Counter::RingbufFullChmod,
+    Counter::PathReadFailed,
+];
+
+/// `S_ISUID | S_ISGID`.
+pub const SETID_BITS: u32 = 0o6000;
+/// `AT_FDCWD`.
+pub const AT_FDCWD: i32 = -100;
+
+/// Value of a destination LPM trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestRule {
+    /// [`Action`] as `u32`.
+    pub action: u32,
+    /// Index of the rule in the daemon's rule table (names it in events).
+    pub rule: u32,
+}
+const _: () = assert!(size_of::<DestRule>() == 8);
+
+/// Fixed header at the start of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Total size of the event in bytes, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    /// Thread id (kernel `pid`).
+    pub tid: u32,
+    /// Process id (kernel `tgid`).
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// [`Verdict`] as `u32`.
+    pub verdict: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_BYTES],
+}
+const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(offset_of!(EventHeader, ktime_ns) == 8);
+const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 16);
+const _: () = assert!(offset_of!(EventHeader, verdict) == 40);
+const _: () = assert!(offset_of!(EventHeader, comm) == 48);
+
+/// A connect-family call to a listed destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// [`ConnectHook`] as `u32`.
+    pub hook: u32,
+    /// Socket family (`AF_INET` / `AF_INET6`).
+    pub sock_family: u32,
+    /// Socket type (`SOCK_STREAM`, `SOCK_DGRAM`, ...).
+    pub sock_type: u32,
+    /// Socket protocol (`IPPROTO_TCP`, `IPPROTO_UDP`, ...).
+    pub protocol: u32,
+    /// Family of the matched destination: `AF_INET` also for a v4-mapped IPv6 address.
+    pub dst_family: u32,
+    /// Destination port, host byte order.
+    pub dst_port: u32,
+    /// Rule index from [`DestRule::rule`].
+    pub rule: u32,
+    pub _pad: u32,
+    /// Destination address in network byte order; IPv4 uses the first 4 bytes.
+    pub dst_addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ConnectEvent>() == 112);
+const _: () = assert!(offset_of!(ConnectEvent, hook) == 64);
+const _: () = assert!(offset_of!(ConnectEvent, dst_addr) == 96);
+
+/// Path argument status in a [`ChmodEvent`].
+pub mod path_status {
+    /// `path` holds the whole argument.
+    pub const OK: u32 = 0;
+    /// The argument did not fit: `path` holds its first `PATH_BYTES - 1` bytes.
+    pub const TRUNCATED: u32 = 1;
+    /// Reading user memory failed.
+    pub const FAULT: u32 = 2;
+    /// The syscall has no path argument (fchmod).
+    pub const NONE: u32 = 3;
+}
+
+/// A chmod-family syscall entered by a task in scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ChmodEvent {
+    pub header: EventHeader,
+    /// [`ChmodSyscall`] as `u32`.
+    pub syscall: u32,
+    /// Requested mode (`& 0o7777`).
+    pub mode: u32,
+    /// The fd (fchmod) or dirfd (fchmodat, fchmodat2; `AT_FDCWD` = -100); -1 for chmod.
+    pub fd: i32,
+    /// fchmodat2 flags; 0 otherwise.
+    pub flags: u32,
+    /// One of [`path_status`].
+    pub path_status: u32,
+    /// Bytes of `path` in use, without the NUL.
+    pub path_len: u32,
+    pub _pad: [u32; 2],
+    pub path: [u8; PATH_BYTES],
+}
+const _: () = assert!(size_of::<ChmodEvent>() == 64 + 32 + PATH_BYTES);
+const _: () = assert!(offset_of!(ChmodEvent, path) == 96);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding bytes left implicit.
+    unsafe impl aya::Pod for super::DestRule {}
+}

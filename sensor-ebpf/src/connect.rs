@@ -1,0 +1,135 @@
+//! Metadata-endpoint access: cgroup sock_addr hooks.
+//!
+//! Kernel hooks: `BPF_CGROUP_INET4_CONNECT`, `BPF_CGROUP_INET6_CONNECT`,
+//! `BPF_CGROUP_UDP4_SENDMSG`, `BPF_CGROUP_UDP6_SENDMSG`, run from `__cgroup_bpf_run_filter_sock_addr`
+//! with a `struct bpf_sock_addr` context for every task below the cgroup the program is attached
+//! to. Returning 0 rejects the call: connect() and sendmsg() fail with EPERM. The connect hooks
+//! also run for io_uring connect and TCP Fast Open (both go through `pre_connect`).
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+use sensor_common::{Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, Verdict};
+
+use crate::shared::{DEST_V4, DEST_V6, EVENTS, count, fill_header, wakeup_flags};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+#[cgroup_sock_addr(connect4)]
+pub fn sensor_connect4(ctx: SockAddrContext) -> i32 {
+    check_v4(&ctx, ConnectHook::Connect4)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sensor_sendmsg4(ctx: SockAddrContext) -> i32 {
+    check_v4(&ctx, ConnectHook::Sendmsg4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn sensor_connect6(ctx: SockAddrContext) -> i32 {
+    check_v6(&ctx, ConnectHook::Connect6)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sensor_sendmsg6(ctx: SockAddrContext) -> i32 {
+    check_v6(&ctx, ConnectHook::Sendmsg6)
+}
+
+#[inline(always)]
+fn check_v4(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for the program's run; `user_ip4` may be read in
+    // the v4 hooks (4-byte load).
+    let ip4 = unsafe { (*sa).user_ip4 };
+    let mut addr = [0u8; 16];
+    let v4 = ip4.to_ne_bytes();
+    addr[0] = v4[0];
+    addr[1] = v4[1];
+    addr[2] = v4[2];
+    addr[3] = v4[3];
+    decide(sa, hook, AF_INET, addr)
+}
+
+#[inline(always)]
+fn check_v6(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
+    let sa = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        // SAFETY: `user_ip6` may be read in the v6 hooks with 4-byte loads.
+        let word = unsafe { (*sa).user_ip6[i] }.to_ne_bytes();
+        addr[i * 4] = word[0];
+        addr[i * 4 + 1] = word[1];
+        addr[i * 4 + 2] = word[2];
+        addr[i * 4 + 3] = word[3];
+        i += 1;
+    }
+    // An IPv4-mapped destination (::ffff:a.b.c.d) is matched as its IPv4 address.
+    let mapped = addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff;
+    if mapped {
+        let mut v4 = [0u8; 16];
+        v4[0] = addr[12];
+        v4[1] = addr[13];
+        v4[2] = addr[14];
+        v4[3] = addr[15];
+        decide(sa, hook, AF_INET, v4)
+    } else {
+        decide(sa, hook, AF_INET6, addr)
+    }
+}
+
+#[inline(always)]
+fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
+    if family == AF_INET {
+        let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
+        DEST_V4.get(&key).copied()
+    } else {
+        DEST_V6.get(&Key::new(128, *addr)).copied()
+    }
+}
+
+#[inline(always)]
+fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: [u8; 16]) -> i32 {
+    let Some(rule) = lookup(dst_family, &dst_addr) else {
+        return ALLOW;
+    };
+    // Anything but an explicit audit action enforces: a corrupt entry fails closed.
+    let (verdict, ret) = if rule.action == Action::Audit as u32 {
+        count(Counter::Audited);
+        (Verdict::Audited, ALLOW)
+    } else {
+        count(Counter::Blocked);
+        (Verdict::Blocked, DENY)
+    };
+    // The verdict is decided; reporting it must not change it.
+    match EVENTS.reserve::<ConnectEvent>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+            unsafe {
+                fill_header(
+                    &mut (*ev).header,
+                    EventKind::Connect,
+                    core::mem::size_of::<ConnectEvent>(),
+                    verdict,
+                );
+                (*ev).hook = hook as u32;
+                (*ev).sock_family = (*sa).family;
+                (*ev).sock_type = (*sa).type_;
+                (*ev).protocol = (*sa).protocol;
+                (*ev).dst_family = dst_family;
+                (*ev).dst_port = u16::from_be((*sa).user_port as u16) as u32;
+                (*ev).rule = rule.rule;
+                (*ev)._pad = 0;
+                (*ev).dst_addr = dst_addr;
+            }
+            entry.submit(wakeup_flags());
+        }
+        None => count(Counter::RingbufFullConnect),
+    }
+    ret
+}

@@ -1,0 +1,24 @@
+//! The sensor's kernel programs. One hook area per file:
+//! - `connect`: cgroup sock_addr hooks (connect4/6, sendmsg4/6) that block or audit listed
+//!   destinations for every task below the cgroup they are attached to;
+//! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope.
+//!
+//! Everything they report goes through one ring buffer (`shared`).
+#![no_std]
+#![no_main]
+
+mod chmod;
+mod connect;
+mod shared;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves there is no panic path; this is never reached.
+    loop {}
+}
+
+/// The kernel only loads GPL-compatible programs that use GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

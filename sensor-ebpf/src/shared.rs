@@ -1,0 +1,98 @@
+//! Maps, globals and helpers shared by every program: the event ring buffer with batched
+//! wakeups, the kernel counters, the scope walk and the common event header.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    },
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+use sensor_common::{
+    COMM_BYTES, COUNTER_SLOTS, Counter, DestRule, EventHeader, EventKind, MAX_SCOPE_DEPTH, Verdict,
+};
+
+/// Ring buffer size: 4 MiB (≈37k connect events) before reserves fail and are counted.
+const EVENTS_BYTES: u32 = 4 << 20;
+
+#[map(name = "SENSOR_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "SENSOR_DEST_V4")]
+pub static DEST_V4: LpmTrie<[u8; 4], DestRule> =
+    LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+#[map(name = "SENSOR_DEST_V6")]
+pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
+    LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+#[map(name = "SENSOR_SCOPE")]
+static SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "SENSOR_COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Unconsumed bytes in the ring buffer at which a submit wakes the reader (set at load).
+/// Below it the record is submitted silently and the reader's timer picks it up.
+#[unsafe(no_mangle)]
+static SENSOR_WAKEUP_BYTES: u64 = 0;
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Submit flags: wake the reader only once enough data is waiting (batched wakeups).
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    // SAFETY: a read-only global set by the loader; volatile so it is not constant-folded.
+    let threshold = unsafe { core::ptr::read_volatile(&SENSOR_WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Whether the current task sits at or below one of the scope roots (cgroup v2).
+#[inline(always)]
+pub fn current_in_scope() -> bool {
+    let mut level = 0;
+    while level < MAX_SCOPE_DEPTH {
+        // SAFETY: helper call without pointer arguments.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 {
+            return false;
+        }
+        // SAFETY: the value is read immediately, not kept across calls.
+        if unsafe { SCOPE.get(&id) }.is_some() {
+            return true;
+        }
+        level += 1;
+    }
+    false
+}
+
+/// Fill the common header for the current task.
+#[inline(always)]
+pub fn fill_header(header: &mut EventHeader, kind: EventKind, size: usize, verdict: Verdict) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    header.kind = kind as u32;
+    header.size = size as u32;
+    // SAFETY: helper calls without pointer arguments.
+    header.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.tid = pid_tgid as u32;
+    header.pid = (pid_tgid >> 32) as u32;
+    header.uid = uid_gid as u32;
+    header.gid = (uid_gid >> 32) as u32;
+    header.verdict = verdict as u32;
+    header._pad = 0;
+    header.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_BYTES]);
+}

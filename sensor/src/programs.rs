@@ -1,0 +1,253 @@
+//! The embedded eBPF object: load it, fill its maps, attach its programs.
+//!
+//! Maps are filled before any program is attached, so there is no moment at which a program
+//! runs with an empty destination list. Everything attached here is held by [`Loaded`]: dropping
+//! it detaches every program (the links are file descriptors).
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{
+        HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
+};
+use sensor_common::{ALL_COUNTERS, Action, Counter, DestRule, globals, maps, programs};
+
+use crate::{destinations::Destination, scope::ScopeRoot, tracefs::ChmodTracepoint};
+
+/// The object built by `build.rs` from `sensor-ebpf` (empty under `AYA_BUILD_SKIP=1`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+/// The cgroup sock_addr programs, attached at every scope root.
+pub const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramsError {
+    #[error(
+        "this sensor binary was built with AYA_BUILD_SKIP=1 and carries no eBPF object; rebuild without it"
+    )]
+    NoObject,
+    #[error(
+        "loading the eBPF object failed (kernel features needed: BPF ring buffer and LPM trie maps, \
+         BTF, bounded loops; Linux 5.8 or later): {0}"
+    )]
+    Load(#[source] EbpfError),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("eBPF program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("kernel feature missing: {feature} (loading program {name}): {source}")]
+    ProgramLoad {
+        name: &'static str,
+        feature: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {name} to {target}: {source}")]
+    Attach {
+        name: &'static str,
+        target: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// What is configured into the kernel.
+pub struct Config<'a> {
+    pub scopes: &'a [ScopeRoot],
+    pub destinations: &'a [Destination],
+    pub action: Action,
+    pub wakeup_bytes: u64,
+    pub tracepoints: &'a [ChmodTracepoint],
+}
+
+/// One attachment, for logs and status.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub target: String,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Loaded {
+    ebpf: Ebpf,
+    pub attachments: Vec<Attachment>,
+}
+
+impl Loaded {
+    /// Take the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
+        let map = self.ebpf.take_map(maps::EVENTS).ok_or(ProgramsError::Map {
+            name: maps::EVENTS,
+            source: MapError::InvalidName {
+                name: maps::EVENTS.into(),
+            },
+        })?;
+        RingBuf::try_from(map).map_err(|source| ProgramsError::Map {
+            name: maps::EVENTS,
+            source,
+        })
+    }
+
+    /// The kernel counters, summed over CPUs.
+    pub fn kernel_counters(&self) -> Result<Vec<(Counter, u64)>, ProgramsError> {
+        let err = |source| ProgramsError::Map {
+            name: maps::COUNTERS,
+            source,
+        };
+        let map = self.ebpf.map(maps::COUNTERS).ok_or_else(|| {
+            err(MapError::InvalidName {
+                name: maps::COUNTERS.into(),
+            })
+        })?;
+        let array = PerCpuArray::<_, u64>::try_from(map).map_err(err)?;
+        ALL_COUNTERS
+            .iter()
+            .map(|&c| Ok((c, array.get(&(c as u32), 0).map_err(err)?.iter().sum())))
+            .collect()
+    }
+}
+
+/// Load the object, fill the maps, load and attach every program.
+pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
+    if OBJECT.is_empty() {
+        return Err(ProgramsError::NoObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
+        .load(OBJECT)
+        .map_err(ProgramsError::Load)?;
+
+    fill_destinations(&mut ebpf, config.destinations, config.action)?;
+    fill_scope(&mut ebpf, config.scopes)?;
+
+    let mut attachments = Vec::new();
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "cgroup sock_addr programs (CONFIG_CGROUP_BPF)",
+            source,
+        })?;
+        for scope in config.scopes {
+            let target = scope.path.display().to_string();
+            // With bpf_link (Linux 5.7+, which aya uses there) the kernel always attaches in
+            // multi mode: other programs at the same cgroup keep running beside ours.
+            prog.attach(&scope.dir, CgroupAttachMode::Single)
+                .map_err(|source| ProgramsError::Attach {
+                    name,
+                    target: target.clone(),
+                    source,
+                })?;
+            attachments.push(Attachment {
+                program: name,
+                target,
+            });
+        }
+    }
+    for tp in config.tracepoints {
+        let name = tp.program;
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "tracepoint programs (CONFIG_BPF_EVENTS)",
+            source,
+        })?;
+        let target = format!("syscalls/{}", tp.name);
+        prog.attach("syscalls", tp.name)
+            .map_err(|source| ProgramsError::Attach {
+                name,
+                target: target.clone(),
+                source,
+            })?;
+        attachments.push(Attachment {
+            program: name,
+            target,
+        });
+    }
+    Ok(Loaded { ebpf, attachments })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProgramsError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(ProgramsError::MissingProgram { name })?;
+    prog.try_into()
+        .map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "program type",
+            source,
+        })
+}
+
+fn fill_destinations(
+    ebpf: &mut Ebpf,
+    destinations: &[Destination],
+    action: Action,
+) -> Result<(), ProgramsError> {
+    let [v4, v6] = ebpf.maps_disjoint_mut([maps::DEST_V4, maps::DEST_V6]);
+    let missing = |name: &'static str| ProgramsError::Map {
+        name,
+        source: MapError::InvalidName { name: name.into() },
+    };
+    let v4_err = |source| ProgramsError::Map {
+        name: maps::DEST_V4,
+        source,
+    };
+    let v6_err = |source| ProgramsError::Map {
+        name: maps::DEST_V6,
+        source,
+    };
+    let mut v4: LpmTrie<_, [u8; 4], DestRule> =
+        LpmTrie::try_from(v4.ok_or_else(|| missing(maps::DEST_V4))?).map_err(v4_err)?;
+    let mut v6: LpmTrie<_, [u8; 16], DestRule> =
+        LpmTrie::try_from(v6.ok_or_else(|| missing(maps::DEST_V6))?).map_err(v6_err)?;
+    for (rule, dest) in destinations.iter().enumerate() {
+        let value = DestRule {
+            action: action as u32,
+            rule: rule as u32,
+        };
+        let len = u32::from(dest.prefix.len);
+        match dest.prefix.addr {
+            IpAddr::V4(a) => v4
+                .insert(&Key::new(len, a.octets()), value, 0)
+                .map_err(v4_err)?,
+            IpAddr::V6(a) => v6
+                .insert(&Key::new(len, a.octets()), value, 0)
+                .map_err(v6_err)?,
+        }
+    }
+    Ok(())
+}
+
+fn fill_scope(ebpf: &mut Ebpf, scopes: &[ScopeRoot]) -> Result<(), ProgramsError> {
+    let err = |source| ProgramsError::Map {
+        name: maps::SCOPE,
+        source,
+    };
+    let map = ebpf.map_mut(maps::SCOPE).ok_or_else(|| {
+        err(MapError::InvalidName {
+            name: maps::SCOPE.into(),
+        })
+    })?;
+    let mut scope: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(err)?;
+    for root in scopes {
+        scope.insert(root.id, 1, 0).map_err(err)?;
+    }
+    Ok(())
+}

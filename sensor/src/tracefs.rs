@@ -1,0 +1,197 @@
+//! Syscall tracepoints: where tracefs is, which chmod-family tracepoints this kernel has, and a
+//! check that their record layout is the one the kernel programs read.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use sensor_common::{ChmodSyscall, programs};
+
+const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracefsError {
+    #[error(
+        "kernel feature missing: tracefs (not mounted at {} and mounting it failed: {source}); \
+         mount it with 'mount -t tracefs tracefs /sys/kernel/tracing'",
+        TRACEFS_DIRS[0]
+    )]
+    NotMounted {
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "kernel feature missing: syscall tracepoint syscalls/{name} (CONFIG_FTRACE_SYSCALLS): {source}"
+    )]
+    Missing {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "tracepoint syscalls/{name}: unexpected record layout, field '{field}' not at offset {offset}"
+    )]
+    Layout {
+        name: &'static str,
+        field: &'static str,
+        offset: usize,
+    },
+}
+
+/// One chmod-family tracepoint and the program that handles it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChmodTracepoint {
+    pub syscall: ChmodSyscall,
+    /// Tracepoint name in the `syscalls` category.
+    pub name: &'static str,
+    pub program: &'static str,
+    /// Whether start-up fails without it (fchmodat2 exists from Linux 6.6).
+    pub required: bool,
+    /// Argument fields and their offsets, as the kernel program reads them.
+    pub fields: &'static [(&'static str, usize)],
+}
+
+pub const CHMOD_TRACEPOINTS: [ChmodTracepoint; 4] = [
+    ChmodTracepoint {
+        syscall: ChmodSyscall::Chmod,
+        name: "sys_enter_chmod",
+        program: programs::CHMOD,
+        required: true,
+        fields: &[("filename", 16), ("mode", 24)],
+    },
+    ChmodTracepoint {
+        syscall: ChmodSyscall::Fchmod,
+        name: "sys_enter_fchmod",
+        program: programs::FCHMOD,
+        required: true,
+        fields: &[("fd", 16), ("mode", 24)],
+    },
+    ChmodTracepoint {
+        syscall: ChmodSyscall::Fchmodat,
+        name: "sys_enter_fchmodat",
+        program: programs::FCHMODAT,
+        required: true,
+        fields: &[("dfd", 16), ("filename", 24), ("mode", 32)],
+    },
+    ChmodTracepoint {
+        syscall: ChmodSyscall::Fchmodat2,
+        name: "sys_enter_fchmodat2",
+        program: programs::FCHMODAT2,
+        required: false,
+        fields: &[("dfd", 16), ("filename", 24), ("mode", 32), ("flags", 40)],
+    },
+];
+
+/// The tracefs mount point, mounting it at `/sys/kernel/tracing` when nothing is mounted.
+pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
+    if let Some(dir) = TRACEFS_DIRS
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("events").is_dir())
+    {
+        return Ok(dir.to_owned());
+    }
+    let target = TRACEFS_DIRS[0];
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let (src, dst, fstype) = (c("tracefs"), c(target), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(TracefsError::NotMounted {
+            source: io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(path = target, "mounted tracefs");
+    Ok(PathBuf::from(target))
+}
+
+/// The chmod-family tracepoints to attach on this kernel, each with its layout checked.
+pub fn chmod_tracepoints(root: &Path) -> Result<Vec<ChmodTracepoint>, TracefsError> {
+    let mut found = Vec::new();
+    for tp in CHMOD_TRACEPOINTS {
+        let path = root.join("events/syscalls").join(tp.name).join("format");
+        match fs::read_to_string(&path) {
+            Ok(format) => {
+                check_layout(tp, &format)?;
+                found.push(tp);
+            }
+            Err(source) if tp.required => {
+                return Err(TracefsError::Missing {
+                    name: tp.name,
+                    source,
+                });
+            }
+            Err(_) => tracing::info!(tracepoint = tp.name, "not available on this kernel"),
+        }
+    }
+    Ok(found)
+}
+
+fn check_layout(tp: ChmodTracepoint, format: &str) -> Result<(), TracefsError> {
+    for &(field, offset) in tp.fields {
+        let ok = format.lines().any(|line| {
+            let mut parts = line.trim().split(';').map(str::trim);
+            let decl = parts.next().unwrap_or("");
+            let off = parts.next().unwrap_or("");
+            decl.starts_with("field:")
+                && decl.rsplit([' ', '*']).next() == Some(field)
+                && off
+                    .strip_prefix("offset:")
+                    .and_then(|o| o.parse::<usize>().ok())
+                    == Some(offset)
+        });
+        if !ok {
+            return Err(TracefsError::Layout {
+                name: tp.name,
+                field,
+                offset,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FCHMODAT2: &str = "name: sys_enter_fchmodat2\nID: 798\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+        \tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n\
+        \tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n\
+        \tfield:umode_t mode;\toffset:32;\tsize:8;\tsigned:0;\n\
+        \tfield:unsigned int flags;\toffset:40;\tsize:8;\tsigned:0;\n";
+
+    #[test]
+    fn accepts_the_expected_layout() {
+        check_layout(CHMOD_TRACEPOINTS[3], FCHMODAT2).unwrap();
+    }
+
+    #[test]
+    fn rejects_a_moved_field() {
+        let moved = FCHMODAT2.replace("offset:32", "offset:48");
+        let err = check_layout(CHMOD_TRACEPOINTS[3], &moved).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TracefsError::Layout {
+                    field: "mode",
+                    offset: 32,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
