@@ -1,1 +1,361 @@
+//! Helpers for the privileged integration tests: guards for test cgroups, network namespaces
+//! and sensor processes (removed or stopped on drop, also when a test fails), and the `probe`
+//! helper that runs a scenario step inside a cgroup and a network namespace.
+//!
+//! Safety (design.md §10): metadata addresses exist only on the `lo` of a network namespace a
+//! test created; the probe refuses network operations outside such a namespace. Blocking
+//! programs are attached only to cgroups the tests create. Processes are ended by pid.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Prefix of every netns and cgroup the tests create (the leftover check looks for it).
+pub const TEST_PREFIX: &str = "sensor-test";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(kind: &str) -> String {
+    format!("{TEST_PREFIX}-{kind}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Fail (never skip) when the suite is not run as root.
+pub fn require_root() {
+    // SAFETY: no arguments, cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the privileged suite must run as root (cargo xtask test does)");
+}
+
+/// The first cgroup2 mount point; fails when there is none.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .next()
+        .expect("kernel feature missing here: no cgroup2 mount (cargo xtask setup mounts one)")
+}
+
+/// Run a command, panicking with its output when it fails.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A cgroup v2 directory created for one test; removed (children first) on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    children: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    pub fn new() -> Self {
+        let path = cgroup2_root().join(unique("cg"));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self { path, children: Vec::new() }
+    }
+
+    /// A child cgroup (removed with the parent).
+    pub fn child(&mut self, name: &str) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        self.children.push(path.clone());
+        path
+    }
+
+    /// The cgroup v2 id: the directory's inode number.
+    pub fn id(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("stat cgroup"))
+    }
+}
+
+impl Default for TestCgroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in self.children.iter().rev().chain(std::iter::once(&self.path)) {
+            // A task that just exited can keep the cgroup busy for a moment.
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A network namespace with the metadata addresses on its own `lo`; deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn with_metadata_addresses() -> Self {
+        let ns = Self { name: unique("ns") };
+        sh(Command::new("ip").args(["netns", "add", &ns.name]));
+        let ip = |args: &[&str]| sh(Command::new("ip").args(["-n", &ns.name]).args(args));
+        ip(&["link", "set", "lo", "up"]);
+        for v4 in ["169.254.169.254/32", "169.254.170.2/32"] {
+            ip(&["addr", "add", v4, "dev", "lo"]);
+        }
+        ip(&["-6", "addr", "add", "fd00:ec2::254/128", "dev", "lo", "nodad"]);
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Path of a binary built by `cargo xtask test` (`SENSOR_BIN`, else next to the test binary).
+fn built_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    assert!(bin.exists(), "{} not built: run `cargo xtask test` (or set {env})", bin.display());
+    bin
+}
+
+pub fn sensor_bin() -> PathBuf {
+    built_binary("sensor", "SENSOR_BIN")
+}
+
+pub fn probe_bin() -> PathBuf {
+    built_binary("probe", "PROBE_BIN")
+}
+
+/// A running `sensor run`; stopped with SIGKILL on drop if the test did not stop it.
+pub struct Sensor {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sensor {
+    /// Start `sensor run ARGS` and wait until it reports ready.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(sensor_bin())
+            .arg("run")
+            .args(args)
+            .env("SENSOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning sensor");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let ev = Arc::clone(&events);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("sensor stdout line is not JSON ({e}): {line}"));
+                ev.lock().unwrap().push(value);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let lines = Arc::clone(&stderr);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("sensor ready") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut sensor = Self { child, events, stderr };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = sensor.child.try_wait().ok().flatten();
+            panic!("sensor did not become ready (exit: {status:?}); stderr:\n{}", sensor.stderr_text());
+        }
+        sensor
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Wait for `n` events matching `pred`; panics with everything seen on timeout.
+    pub fn wait_for(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<Value> = self.events().into_iter().filter(|e| pred(e)).collect();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 10 s for {n} matching events, have {}; all events:\n{}\nstderr:\n{}",
+                found.len(),
+                self.events().iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+                self.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGINT, wait for exit; returns the status and stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("sensor did not exit after SIGINT; stderr:\n{}", self.stderr_text()));
+        // Let the reader threads take the last lines.
+        thread::sleep(Duration::from_millis(100));
+        (status, self.stderr_text())
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Where a probe runs.
+#[derive(Default, Clone)]
+pub struct Place<'a> {
+    pub netns: Option<&'a NetNs>,
+    pub cgroup: Option<&'a Path>,
+}
+
+/// The JSON line a probe prints for a network operation.
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub pid: u64,
+    /// 0 on success.
+    pub errno: i64,
+    /// UDP only: whether the listener received the datagram.
+    pub received: bool,
+}
+
+fn probe_command(place: &Place<'_>) -> Command {
+    let mut cmd = Command::new(probe_bin());
+    if let Some(ns) = place.netns {
+        cmd.args(["--netns", &ns.name]);
+    }
+    if let Some(cg) = place.cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    cmd
+}
+
+/// Run a probe network operation (`tcp`/`udp` ADDR PORT) and parse its result.
+pub fn probe_net(place: &Place<'_>, op: &str, addr: &str, port: u16) -> ProbeResult {
+    let out = sh(probe_command(place).args([op, addr, &port.to_string()]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output {out:?}: {e}"));
+    ProbeResult {
+        pid: v["pid"].as_u64().expect("pid"),
+        errno: v["errno"].as_i64().expect("errno"),
+        received: v["received"].as_bool().unwrap_or(false),
+    }
+}
+
+/// Start a probe that execs `argv` in `place`, with a piped stdin (close it to let a waiting
+/// script finish) and a piped stdout.
+pub fn probe_exec(place: &Place<'_>, argv: &[&str]) -> Child {
+    probe_command(place)
+        .arg("exec")
+        .args(argv)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning probe")
+}
+
+/// Run `probe exec argv` to completion; returns its pid.
+pub fn probe_exec_wait(place: &Place<'_>, argv: &[&str]) -> u32 {
+    let mut child = probe_exec(place, argv);
+    drop(child.stdin.take());
+    let pid = child.id();
+    let status = child.wait().expect("waiting for probe");
+    assert!(status.success(), "probe exec {argv:?} failed: {status}");
+    pid
+}
+
+/// A child process killed (by pid) and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("tmp"));
+        std::fs::create_dir_all(&dir).expect("creating temp dir");
+        Self(dir)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

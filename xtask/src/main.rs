@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask`: one-command set-up, run and test for the sensor workspace.
+//!
+//! - `cargo xtask setup`: what a fresh machine needs (idempotent, fast when done);
+//! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
+//! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
+//!   serially), then check that nothing was left behind.
+
+mod leftovers;
+mod setup;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install and mount what the build and the tests need (idempotent).
+    Setup,
+    /// Set up, build, and run `sensor run` with the given arguments.
+    Run {
+        /// Arguments for `sensor run` (e.g. `--scope-cgroup /sys/fs/cgroup/unified/my.slice`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test; fails on any failure or leftover.
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::all(),
+        Cmd::Run { args } => run(&args),
+        Cmd::Test => test(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Run a command in the workspace root; fail with its status.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::all()?;
+    cargo(&["build", "--package", "sensor", "--bin", "sensor"])?;
+    let bin = target_dir().join("debug/sensor");
+    let err = Command::new(&bin).arg("run").args(args).exec();
+    Err(err).with_context(|| format!("exec {}", bin.display()))
+}
+
+fn test() -> Result<()> {
+    setup::all()?;
+    // The sensor binary (with its eBPF object) and the test helpers, built once.
+    cargo(&["build", "--package", "sensor", "--package", "sensor-tests", "--bins"])?;
+    let mut failures = Vec::new();
+    // Lane 1: unit tests, no privileges needed.
+    if let Err(err) = cargo(&["test", "--workspace", "--exclude", "sensor-tests"]) {
+        failures.push(err.to_string());
+    }
+    // Lane 2: privileged integration tests on the live kernel, serially (shared kernel state).
+    let bin = target_dir().join("debug/sensor");
+    // SAFETY: single-threaded at this point; the variable is read by the test processes.
+    unsafe { std::env::set_var("SENSOR_BIN", &bin) };
+    if let Err(err) = cargo(&["test", "--package", "sensor-tests", "--no-fail-fast", "--", "--test-threads=1"]) {
+        failures.push(err.to_string());
+    }
+    match leftovers::find() {
+        Ok(found) if found.is_empty() => eprintln!("xtask: no leftovers (netns, cgroups, pins, programs)"),
+        Ok(found) => failures.push(format!("the tests left state behind:\n  {}", found.join("\n  "))),
+        Err(err) => failures.push(format!("checking for leftovers: {err:#}")),
+    }
+    if !failures.is_empty() {
+        bail!("{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! After the privileged suite: nothing the tests create may remain (network namespaces,
+//! cgroups, bpffs pins, loaded sensor programs).
+
+use std::{fs, path::Path};
+
+use anyhow::Result;
+use sensor_common::programs::PREFIX;
+
+/// Name prefix of every netns and cgroup the tests create.
+const TEST_PREFIX: &str = "sensor-test";
+
+pub fn find() -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for name in dir_names(Path::new("/run/netns")) {
+        if name.starts_with(TEST_PREFIX) {
+            found.push(format!("network namespace {name}"));
+        }
+    }
+    for root in crate::setup::cgroup2_mounts()? {
+        for name in dir_names(&root) {
+            if name.starts_with(TEST_PREFIX) {
+                found.push(format!("cgroup {}/{name}", root.display()));
+            }
+        }
+    }
+    for name in dir_names(Path::new("/sys/fs/bpf")) {
+        if name.starts_with("sensor") {
+            found.push(format!("bpffs pin /sys/fs/bpf/{name}"));
+        }
+    }
+    for prog in aya::programs::loaded_programs() {
+        let prog = prog?;
+        if let Some(name) = prog.name_as_str().filter(|n| n.starts_with(PREFIX)) {
+            found.push(format!("loaded BPF program {name} (id {})", prog.id()));
+        }
+    }
+    Ok(found)
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,182 @@
+//! Set-up for a fresh machine, idempotent and fast when already done:
+//! nightly `rust-src`, `bpf-linker` built against the nightly's own LLVM (design.md §8), the
+//! Debian packages the tests use, and the pseudo file systems (bpffs, securityfs, tracefs,
+//! cgroup2) mounted where missing.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages the test suite runs: `ip` (network namespaces), coreutils `chmod`, python3
+/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`).
+const DEBIAN_PACKAGES: [&str; 3] = ["iproute2", "coreutils", "python3"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn all() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    mounts()?;
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    eprintln!("setup: {cmd:?}");
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?))
+}
+
+/// The eBPF crate builds with the nightly toolchain and `-Z build-std=core`.
+fn nightly_rust_src() -> Result<()> {
+    if !succeeds(Command::new("rustc").args(["+nightly", "--version"])) {
+        status(Command::new("rustup").args([
+            "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+        ]))?;
+    }
+    let core = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
+    if !core.is_dir() {
+        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"));
+    home.join("bin")
+}
+
+/// `bpf-linker` linked against the nightly's `libLLVM` (no system LLVM needed).
+fn bpf_linker() -> Result<()> {
+    let linker = cargo_bin_dir().join("bpf-linker");
+    if succeeds(Command::new(&linker).arg("--version")) {
+        return Ok(());
+    }
+    let lib = nightly_sysroot()?.join("lib");
+    // e.g. libLLVM.so.22.1-rust-1.97.0-nightly
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+    let major = llvm
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("cannot read the LLVM version from {llvm}"))?
+        .to_owned();
+    // bpf-linker keeps an rpath to this prefix: it must outlive the build.
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let prefix = home.join(".cache/sensor/llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so".to_owned(), llvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&llvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    status(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    if !succeeds(Command::new(&linker).arg("--version")) {
+        bail!("{} was installed but does not run", linker.display());
+    }
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .into_iter()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    status(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// (mount point, file system type) pairs from /proc/mounts.
+fn mounts_table() -> Result<Vec<(String, String)>> {
+    let text = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let _src = f.next()?;
+            Some((f.next()?.to_owned(), f.next()?.to_owned()))
+        })
+        .collect())
+}
+
+/// Every cgroup2 mount point.
+pub fn cgroup2_mounts() -> Result<Vec<PathBuf>> {
+    Ok(mounts_table()?
+        .into_iter()
+        .filter(|(_, fs)| fs == "cgroup2")
+        .map(|(m, _)| PathBuf::from(m))
+        .collect())
+}
+
+fn mounts() -> Result<()> {
+    let table = mounts_table()?;
+    let mounted = |dir: &str, fs: &str| table.iter().any(|(m, t)| m == dir && t == fs);
+    for (fs_type, dir) in [
+        ("bpf", "/sys/fs/bpf"),
+        ("securityfs", "/sys/kernel/security"),
+        ("tracefs", "/sys/kernel/tracing"),
+    ] {
+        if !mounted(dir, fs_type) {
+            mount(fs_type, Path::new(dir))?;
+        }
+    }
+    if cgroup2_mounts()?.is_empty() {
+        mount("cgroup2", Path::new("/sys/fs/cgroup/unified"))?;
+    }
+    Ok(())
+}
+
+fn mount(fs_type: &str, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    status(Command::new("mount").args(["-t", fs_type, fs_type]).arg(dir))
+}
