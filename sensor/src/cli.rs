@@ -80,13 +80,24 @@ pub fn usage_error(err: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("sensor: error: {first} (see 'sensor --help')");
+            eprintln!(
+                "sensor: error: {} (see 'sensor --help')",
+                one_line(&err.render().to_string())
+            );
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// The first paragraph of a clap error on one line, without the `error: ` prefix.
+fn one_line(rendered: &str) -> String {
+    let text: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let text = text.join(" ");
+    text.strip_prefix("error: ").unwrap_or(&text).to_owned()
 }
 
 #[cfg(test)]
@@ -111,6 +122,14 @@ mod tests {
             [PathBuf::from("/a"), PathBuf::from("/b")]
         );
         assert_eq!(args.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let err = Cli::try_parse_from(["sensor", "run"]).unwrap_err();
+        let line = one_line(&err.render().to_string());
+        assert!(line.contains("--scope-cgroup"), "{line}");
+        assert!(!line.contains('\n') && !line.starts_with("error"), "{line}");
     }
 
     #[test]

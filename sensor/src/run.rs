@@ -11,7 +11,7 @@ use aya::maps::{MapData, RingBuf};
 use sensor_common::{Action, EventKind};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 
 use crate::{
@@ -87,6 +87,19 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         .iter()
         .map(|p| ScopeRoot::open(p))
         .collect::<Result<Vec<_>, _>>()?;
+    // Signal handlers before anything is attached: a SIGTERM right after "ready" must detach
+    // cleanly, not kill the process with the default action.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    let signals = {
+        let _ctx = runtime.enter();
+        Signals {
+            int: signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?,
+            term: signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?,
+        }
+    };
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
     let destinations = metadata_endpoints();
@@ -113,12 +126,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         "sensor ready"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io_err("starting the runtime"))?;
     let mut counters = Counters::default();
-    let result = runtime.block_on(stream(events, args, &destinations, &mut counters));
+    let result = runtime.block_on(stream(events, signals, args, &destinations, &mut counters));
 
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped.
@@ -129,16 +138,18 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
 }
 
 /// Drain the ring buffer on kernel wakeups and on a timer until SIGINT/SIGTERM.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
 async fn stream(
     events: RingBuf<MapData>,
+    mut signals: Signals,
     args: &RunArgs,
     rules: &[Destination],
     counters: &mut Counters,
 ) -> Result<(), RunError> {
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the `AsyncFd` owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register(events) }.map_err(|e| RunError::Io {
@@ -156,8 +167,8 @@ async fn stream(
                 guard.clear_ready();
             }
             _ = tick.tick() => drain(ring.get_mut(), &mut out, rules, counters)?,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
         }
     }
     drain(ring.get_mut(), &mut out, rules, counters)

@@ -27,14 +27,21 @@ pub const TEST_PREFIX: &str = "sensor-test";
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn unique(kind: &str) -> String {
-    format!("{TEST_PREFIX}-{kind}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{TEST_PREFIX}-{kind}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Fail (never skip) when the suite is not run as root.
 pub fn require_root() {
     // SAFETY: no arguments, cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the privileged suite must run as root (cargo xtask test does)");
+    assert_eq!(
+        euid, 0,
+        "the privileged suite must run as root (cargo xtask test does)"
+    );
 }
 
 /// The first cgroup2 mount point; fails when there is none.
@@ -52,7 +59,9 @@ pub fn cgroup2_root() -> PathBuf {
 
 /// Run a command, panicking with its output when it fails.
 pub fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}): {}",
@@ -72,7 +81,10 @@ impl TestCgroup {
     pub fn new() -> Self {
         let path = cgroup2_root().join(unique("cg"));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Self { path, children: Vec::new() }
+        Self {
+            path,
+            children: Vec::new(),
+        }
     }
 
     /// A child cgroup (removed with the parent).
@@ -97,7 +109,12 @@ impl Default for TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        for dir in self.children.iter().rev().chain(std::iter::once(&self.path)) {
+        for dir in self
+            .children
+            .iter()
+            .rev()
+            .chain(std::iter::once(&self.path))
+        {
             // A task that just exited can keep the cgroup busy for a moment.
             for _ in 0..100 {
                 if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
@@ -123,14 +140,24 @@ impl NetNs {
         for v4 in ["169.254.169.254/32", "169.254.170.2/32"] {
             ip(&["addr", "add", v4, "dev", "lo"]);
         }
-        ip(&["-6", "addr", "add", "fd00:ec2::254/128", "dev", "lo", "nodad"]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:ec2::254/128",
+            "dev",
+            "lo",
+            "nodad",
+        ]);
         ns
     }
 }
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -141,8 +168,16 @@ fn built_binary(name: &str, env: &str) -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/<test> -> target/debug/<name>
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(name);
-    assert!(bin.exists(), "{} not built: run `cargo xtask test` (or set {env})", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo xtask test` (or set {env})",
+        bin.display()
+    );
     bin
 }
 
@@ -195,10 +230,17 @@ impl Sensor {
                 lines.lock().unwrap().push(line);
             }
         });
-        let mut sensor = Self { child, events, stderr };
+        let mut sensor = Self {
+            child,
+            events,
+            stderr,
+        };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let status = sensor.child.try_wait().ok().flatten();
-            panic!("sensor did not become ready (exit: {status:?}); stderr:\n{}", sensor.stderr_text());
+            panic!(
+                "sensor did not become ready (exit: {status:?}); stderr:\n{}",
+                sensor.stderr_text()
+            );
         }
         sensor
     }
@@ -223,7 +265,11 @@ impl Sensor {
                 Instant::now() < deadline,
                 "waited 10 s for {n} matching events, have {}; all events:\n{}\nstderr:\n{}",
                 found.len(),
-                self.events().iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+                self.events()
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 self.stderr_text()
             );
             thread::sleep(Duration::from_millis(10));
@@ -231,11 +277,20 @@ impl Sensor {
     }
 
     /// SIGINT, wait for exit; returns the status and stderr.
-    pub fn stop(mut self) -> (ExitStatus, String) {
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Send `signal` (by pid), wait for exit; returns the status and stderr.
+    pub fn stop_with(mut self, signal: i32) -> (ExitStatus, String) {
         // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = wait_timeout(&mut self.child, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("sensor did not exit after SIGINT; stderr:\n{}", self.stderr_text()));
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "sensor did not exit after SIGINT; stderr:\n{}",
+                self.stderr_text()
+            )
+        });
         // Let the reader threads take the last lines.
         thread::sleep(Duration::from_millis(100));
         (status, self.stderr_text())
@@ -295,7 +350,8 @@ fn probe_command(place: &Place<'_>) -> Command {
 /// Run a probe network operation (`tcp`/`udp` ADDR PORT) and parse its result.
 pub fn probe_net(place: &Place<'_>, op: &str, addr: &str, port: u16) -> ProbeResult {
     let out = sh(probe_command(place).args([op, addr, &port.to_string()]));
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output {out:?}: {e}"));
+    let v: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output {out:?}: {e}"));
     ProbeResult {
         pid: v["pid"].as_u64().expect("pid"),
         errno: v["errno"].as_i64().expect("errno"),

@@ -30,30 +30,51 @@ fn enforce_blocks_tcp_mapped_v6_and_udp_in_scope_with_events() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place { netns: Some(&ns), cgroup: Some(&cg.path) };
+    let inside = Place {
+        netns: Some(&ns),
+        cgroup: Some(&cg.path),
+    };
     let id = TestCgroup::id(&cg.path);
 
     let tcp = probe_net(&inside, "tcp", "169.254.169.254", 80);
-    assert_eq!(tcp.errno, EPERM, "TCP connect to the metadata address must fail with EPERM");
+    assert_eq!(
+        tcp.errno, EPERM,
+        "TCP connect to the metadata address must fail with EPERM"
+    );
     let ev = &connect_events_of(&sensor, tcp.pid, 1)[0];
     assert_event(ev, id, "connect4", "169.254.169.254", 80, "blocked");
-    assert_eq!((ev["connect"]["protocol"].as_str(), ev["connect"]["rule"].as_str()), (Some("tcp"), Some("metadata-imds-v4")));
+    assert_eq!(
+        (
+            ev["connect"]["protocol"].as_str(),
+            ev["connect"]["rule"].as_str()
+        ),
+        (Some("tcp"), Some("metadata-imds-v4"))
+    );
 
     let mapped = probe_net(&inside, "tcp", "::ffff:169.254.169.254", 80);
-    assert_eq!(mapped.errno, EPERM, "v4-mapped connect on an AF_INET6 socket must fail with EPERM");
+    assert_eq!(
+        mapped.errno, EPERM,
+        "v4-mapped connect on an AF_INET6 socket must fail with EPERM"
+    );
     let ev = &connect_events_of(&sensor, mapped.pid, 1)[0];
     assert_event(ev, id, "connect6", "169.254.169.254", 80, "blocked");
     assert_eq!(ev["connect"]["socket_family"], "inet6");
 
     let udp = probe_net(&inside, "udp", "169.254.169.254", 53);
-    assert_eq!(udp.errno, EPERM, "UDP sendto the metadata address must fail with EPERM");
+    assert_eq!(
+        udp.errno, EPERM,
+        "UDP sendto the metadata address must fail with EPERM"
+    );
     assert!(!udp.received);
     let ev = &connect_events_of(&sensor, udp.pid, 1)[0];
     assert_event(ev, id, "sendmsg4", "169.254.169.254", 53, "blocked");
     assert_eq!(ev["connect"]["protocol"], "udp");
 
     let v6 = probe_net(&inside, "tcp", "fd00:ec2::254", 80);
-    assert_eq!(v6.errno, EPERM, "TCP connect to the IPv6 metadata address must fail with EPERM");
+    assert_eq!(
+        v6.errno, EPERM,
+        "TCP connect to the IPv6 metadata address must fail with EPERM"
+    );
     let ev = &connect_events_of(&sensor, v6.pid, 1)[0];
     assert_event(ev, id, "connect6", "fd00:ec2::254", 80, "blocked");
     assert_eq!(ev["connect"]["rule"], "metadata-imds-v6");
@@ -61,14 +82,23 @@ fn enforce_blocks_tcp_mapped_v6_and_udp_in_scope_with_events() {
     // The second listed destination, with its own name.
     let creds = probe_net(&inside, "tcp", "169.254.170.2", 80);
     assert_eq!(creds.errno, EPERM);
-    assert_eq!(connect_events_of(&sensor, creds.pid, 1)[0]["connect"]["rule"], "metadata-container-credentials");
+    assert_eq!(
+        connect_events_of(&sensor, creds.pid, 1)[0]["connect"]["rule"],
+        "metadata-container-credentials"
+    );
 
     let (status, stderr) = sensor.stop();
     assert!(status.success(), "sensor exit: {status}; stderr:\n{stderr}");
     let counters = counters_line(&stderr);
     assert_eq!(counters["counters"]["kernel"]["blocked"], 5, "{counters}");
-    assert_eq!(counters["counters"]["events"]["connect/blocked"], 5, "{counters}");
-    assert_eq!(counters["counters"]["kernel"]["ringbuf_full_connect"], 0, "{counters}");
+    assert_eq!(
+        counters["counters"]["events"]["connect/blocked"], 5,
+        "{counters}"
+    );
+    assert_eq!(
+        counters["counters"]["kernel"]["ringbuf_full_connect"], 0,
+        "{counters}"
+    );
 }
 
 #[test]
@@ -76,13 +106,25 @@ fn the_event_pid_is_the_calling_process_and_not_another() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place { netns: Some(&ns), cgroup: Some(&cg.path) };
+    let inside = Place {
+        netns: Some(&ns),
+        cgroup: Some(&cg.path),
+    };
     let a = probe_net(&inside, "tcp", "169.254.169.254", 80);
     let b = probe_net(&inside, "tcp", "169.254.169.254", 81);
     assert_ne!(a.pid, b.pid);
-    assert_eq!(connect_events_of(&sensor, a.pid, 1)[0]["connect"]["dst_port"], 80);
-    assert_eq!(connect_events_of(&sensor, b.pid, 1)[0]["connect"]["dst_port"], 81);
-    assert_eq!(sensor.events().iter().filter(|e| e["pid"] == a.pid).count(), 1);
+    assert_eq!(
+        connect_events_of(&sensor, a.pid, 1)[0]["connect"]["dst_port"],
+        80
+    );
+    assert_eq!(
+        connect_events_of(&sensor, b.pid, 1)[0]["connect"]["dst_port"],
+        81
+    );
+    assert_eq!(
+        sensor.events().iter().filter(|e| e["pid"] == a.pid).count(),
+        1
+    );
 }
 
 #[test]
@@ -90,14 +132,24 @@ fn outside_the_scope_and_unlisted_destinations_connect() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let outside = Place { netns: Some(&ns), cgroup: None };
+    let outside = Place {
+        netns: Some(&ns),
+        cgroup: None,
+    };
     let out_tcp = probe_net(&outside, "tcp", "169.254.169.254", 80);
     assert_eq!(out_tcp.errno, 0, "a process outside the scope must connect");
     let out_udp = probe_net(&outside, "udp", "169.254.169.254", 53);
-    assert_eq!((out_udp.errno, out_udp.received), (0, true), "outside the scope UDP must be delivered");
+    assert_eq!(
+        (out_udp.errno, out_udp.received),
+        (0, true),
+        "outside the scope UDP must be delivered"
+    );
 
     // In scope, an address that is not listed connects (loopback of the test namespace).
-    let inside = Place { netns: Some(&ns), cgroup: Some(&cg.path) };
+    let inside = Place {
+        netns: Some(&ns),
+        cgroup: Some(&cg.path),
+    };
     let local = probe_net(&inside, "tcp", "127.0.0.1", 8080);
     assert_eq!(local.errno, 0, "unlisted destinations must not be blocked");
 
@@ -106,8 +158,15 @@ fn outside_the_scope_and_unlisted_destinations_connect() {
     assert_eq!(marker.errno, EPERM);
     connect_events_of(&sensor, marker.pid, 1);
     for pid in [out_tcp.pid, out_udp.pid, local.pid] {
-        let stray: Vec<Value> = sensor.events().into_iter().filter(|e| e["pid"] == pid).collect();
-        assert!(stray.is_empty(), "no event expected for pid {pid}: {stray:?}");
+        let stray: Vec<Value> = sensor
+            .events()
+            .into_iter()
+            .filter(|e| e["pid"] == pid)
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "no event expected for pid {pid}: {stray:?}"
+        );
     }
 }
 
@@ -125,8 +184,21 @@ fn a_child_cgroup_of_the_scope_is_blocked_too() {
     // Created after the sensor attached: covered from its first connect.
     let late = cg.child("pod-late");
     for dir in [&child, &grandchild, &late] {
-        let r: ProbeResult = probe_net(&Place { netns: Some(&ns), cgroup: Some(dir) }, "tcp", "169.254.169.254", 80);
-        assert_eq!(r.errno, EPERM, "a process in {} must be blocked", dir.display());
+        let r: ProbeResult = probe_net(
+            &Place {
+                netns: Some(&ns),
+                cgroup: Some(dir),
+            },
+            "tcp",
+            "169.254.169.254",
+            80,
+        );
+        assert_eq!(
+            r.errno,
+            EPERM,
+            "a process in {} must be blocked",
+            dir.display()
+        );
         let ev = &connect_events_of(&sensor, r.pid, 1)[0];
         assert_eq!(ev["cgroup_id"], TestCgroup::id(dir), "{ev}");
         assert_eq!(ev["verdict"], "blocked");
@@ -139,16 +211,37 @@ fn audit_mode_allows_and_reports_audited() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "audit");
-    let inside = Place { netns: Some(&ns), cgroup: Some(&cg.path) };
+    let inside = Place {
+        netns: Some(&ns),
+        cgroup: Some(&cg.path),
+    };
     let id = TestCgroup::id(&cg.path);
 
     let tcp = probe_net(&inside, "tcp", "169.254.169.254", 80);
     assert_eq!(tcp.errno, 0, "audit mode must let the connect through");
-    assert_event(&connect_events_of(&sensor, tcp.pid, 1)[0], id, "connect4", "169.254.169.254", 80, "audited");
+    assert_event(
+        &connect_events_of(&sensor, tcp.pid, 1)[0],
+        id,
+        "connect4",
+        "169.254.169.254",
+        80,
+        "audited",
+    );
 
     let udp = probe_net(&inside, "udp", "169.254.169.254", 53);
-    assert_eq!((udp.errno, udp.received), (0, true), "audit mode must deliver the datagram");
-    assert_event(&connect_events_of(&sensor, udp.pid, 1)[0], id, "sendmsg4", "169.254.169.254", 53, "audited");
+    assert_eq!(
+        (udp.errno, udp.received),
+        (0, true),
+        "audit mode must deliver the datagram"
+    );
+    assert_event(
+        &connect_events_of(&sensor, udp.pid, 1)[0],
+        id,
+        "sendmsg4",
+        "169.254.169.254",
+        53,
+        "audited",
+    );
 
     let (status, stderr) = sensor.stop();
     assert!(status.success());
@@ -162,8 +255,14 @@ fn enforcement_ends_when_the_sensor_stops() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place { netns: Some(&ns), cgroup: Some(&cg.path) };
-    assert_eq!(probe_net(&inside, "tcp", "169.254.169.254", 80).errno, EPERM);
+    let inside = Place {
+        netns: Some(&ns),
+        cgroup: Some(&cg.path),
+    };
+    assert_eq!(
+        probe_net(&inside, "tcp", "169.254.169.254", 80).errno,
+        EPERM
+    );
     let (status, _) = sensor.stop();
     assert!(status.success());
     // Detached cleanly on SIGINT: nothing of ours is attached any more.

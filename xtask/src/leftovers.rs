@@ -40,7 +40,10 @@ pub fn find() -> Result<Vec<String>> {
 fn dir_names(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .map(|entries| {
-            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
         })
         .unwrap_or_default()
 }

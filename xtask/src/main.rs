@@ -47,11 +47,15 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Run a command in the workspace root; fail with its status.
@@ -77,30 +81,139 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }
 
+/// Totals over every `test result:` line cargo printed.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Parse `test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `cargo test ARGS`, echoing its output and adding its results to `totals`.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo test {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .arg("test")
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo test {}", args.join(" ")))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(line.trim());
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     setup::all()?;
     // The sensor binary (with its eBPF object) and the test helpers, built once.
-    cargo(&["build", "--package", "sensor", "--package", "sensor-tests", "--bins"])?;
+    cargo(&[
+        "build",
+        "--package",
+        "sensor",
+        "--package",
+        "sensor-tests",
+        "--bins",
+    ])?;
     let mut failures = Vec::new();
-    // Lane 1: unit tests, no privileges needed.
-    if let Err(err) = cargo(&["test", "--workspace", "--exclude", "sensor-tests"]) {
+    let mut totals = Totals::default();
+    // Lane 1: unit tests, no privileges needed. sensor-ebpf only builds for the BPF target
+    // (sensor/build.rs builds it).
+    let unit = [
+        "--workspace",
+        "--exclude",
+        "sensor-tests",
+        "--exclude",
+        "sensor-ebpf",
+    ];
+    if let Err(err) = cargo_test(&unit, &mut totals) {
         failures.push(err.to_string());
     }
     // Lane 2: privileged integration tests on the live kernel, serially (shared kernel state).
     let bin = target_dir().join("debug/sensor");
     // SAFETY: single-threaded at this point; the variable is read by the test processes.
     unsafe { std::env::set_var("SENSOR_BIN", &bin) };
-    if let Err(err) = cargo(&["test", "--package", "sensor-tests", "--no-fail-fast", "--", "--test-threads=1"]) {
+    let privileged = [
+        "--package",
+        "sensor-tests",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ];
+    if let Err(err) = cargo_test(&privileged, &mut totals) {
         failures.push(err.to_string());
     }
     match leftovers::find() {
-        Ok(found) if found.is_empty() => eprintln!("xtask: no leftovers (netns, cgroups, pins, programs)"),
-        Ok(found) => failures.push(format!("the tests left state behind:\n  {}", found.join("\n  "))),
+        Ok(found) if found.is_empty() => {
+            eprintln!("xtask: no leftovers (netns, cgroups, pins, programs)")
+        }
+        Ok(found) => failures.push(format!(
+            "the tests left state behind:\n  {}",
+            found.join("\n  ")
+        )),
         Err(err) => failures.push(format!("checking for leftovers: {err:#}")),
     }
-    if !failures.is_empty() {
-        bail!("{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+    if totals.ignored > 0 {
+        failures.push(format!(
+            "{} test(s) ignored: every test must run",
+            totals.ignored
+        ));
     }
-    eprintln!("xtask: all tests passed");
+    if totals.passed == 0 {
+        failures.push("no test ran".into());
+    }
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    if !failures.is_empty() {
+        bail!(
+            "{} step(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 3.43s");
+        t.add_line("test result: FAILED. 1 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.6s");
+        t.add_line("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (7, 2, 1));
+    }
 }

@@ -25,7 +25,10 @@ pub fn all() -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({})", out.status);
     }
@@ -33,7 +36,10 @@ fn output(cmd: &mut Command) -> Result<String> {
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn status(cmd: &mut Command) -> Result<()> {
@@ -46,19 +52,33 @@ fn status(cmd: &mut Command) -> Result<()> {
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?))
+    Ok(PathBuf::from(output(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+    )?))
 }
 
 /// The eBPF crate builds with the nightly toolchain and `-Z build-std=core`.
 fn nightly_rust_src() -> Result<()> {
     if !succeeds(Command::new("rustc").args(["+nightly", "--version"])) {
         status(Command::new("rustup").args([
-            "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))?;
     }
     let core = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
     if !core.is_dir() {
-        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -66,7 +86,9 @@ fn nightly_rust_src() -> Result<()> {
 fn cargo_bin_dir() -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        });
     home.join("bin")
 }
 
@@ -104,8 +126,18 @@ fn bpf_linker() -> Result<()> {
     }
     status(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .env("LLVM_PREFIX", &prefix),
     )?;
     if !succeeds(Command::new(&linker).arg("--version")) {
@@ -127,7 +159,11 @@ fn debian_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    status(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    status(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     status(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
@@ -178,5 +214,9 @@ fn mounts() -> Result<()> {
 
 fn mount(fs_type: &str, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    status(Command::new("mount").args(["-t", fs_type, fs_type]).arg(dir))
+    status(
+        Command::new("mount")
+            .args(["-t", fs_type, fs_type])
+            .arg(dir),
+    )
 }

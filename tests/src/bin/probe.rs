@@ -72,7 +72,9 @@ fn main() -> ExitCode {
         }
     }
     let Some(op) = args.first().cloned() else {
-        return fail("usage: probe [--netns NAME] [--cgroup DIR] tcp|udp ADDR PORT | exec PROG ARGS...");
+        return fail(
+            "usage: probe [--netns NAME] [--cgroup DIR] tcp|udp ADDR PORT | exec PROG ARGS...",
+        );
     };
     if let Some(ns) = &netns {
         if let Err(e) = enter_netns(ns) {
@@ -124,7 +126,9 @@ fn main() -> ExitCode {
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
         ("udp", Some(d)) => {
-            let any: SocketAddr = if d.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+            let any: SocketAddr = if d.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .unwrap();
             let sock = match UdpSocket::bind(any) {
                 Ok(s) => s,
                 Err(e) => return fail(&format!("bind {any}: {e}")),
@@ -134,7 +138,11 @@ fn main() -> ExitCode {
                     let rx = udp_receiver.expect("receiver");
                     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                     let mut buf = [0u8; 16];
-                    (0, rx.recv_from(&mut buf).is_ok_and(|(n, _)| &buf[..n] == b"probe"))
+                    (
+                        0,
+                        rx.recv_from(&mut buf)
+                            .is_ok_and(|(n, _)| &buf[..n] == b"probe"),
+                    )
                 }
                 Err(e) => (errno(&e), false),
             };

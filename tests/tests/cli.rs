@@ -1,0 +1,109 @@
+//! `sensor run` input handling: bad flags and unusable cgroups give one line and exit 2,
+//! before anything is loaded; SIGTERM detaches and prints the counters.
+
+use std::process::Command;
+
+use sensor_tests::{Sensor, TempDir, TestCgroup, cgroup2_root, require_root, sensor_bin};
+
+/// Run `sensor ARGS`; returns (exit code, stdout, stderr).
+fn sensor(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sensor_bin())
+        .args(args)
+        .output()
+        .expect("running sensor");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_usage_error(args: &[&str], mention: &str) {
+    let (code, stdout, stderr) = sensor(args);
+    assert_eq!(code, 2, "{args:?}: exit code; stderr:\n{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "{args:?}: nothing on stdout, got {stdout:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: one line on stderr, got:\n{stderr}"
+    );
+    assert!(
+        lines[0].starts_with("sensor: error: "),
+        "{args:?}: {stderr}"
+    );
+    assert!(
+        lines[0].contains(mention),
+        "{args:?}: should mention {mention:?}: {stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    assert_usage_error(&["run"], "--scope-cgroup");
+    assert_usage_error(&["run", "--scope-cgroup", "/x", "--mode", "block"], "block");
+    assert_usage_error(
+        &["run", "--scope-cgroup", "/x", "--no-such-flag"],
+        "--no-such-flag",
+    );
+    assert_usage_error(&["frobnicate"], "frobnicate");
+    assert_usage_error(
+        &["run", "--scope-cgroup", "/x", "--drain-interval-ms", "0"],
+        "0",
+    );
+}
+
+#[test]
+fn unusable_cgroup_paths_are_refused_before_loading() {
+    require_root();
+    let tmp = TempDir::new();
+    let file = tmp.0.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let root = cgroup2_root();
+    let cg = TestCgroup::new();
+    let missing = cg.path.join("missing");
+    let cases = [
+        (missing.to_str().unwrap(), "No such file"),
+        (tmp.0.to_str().unwrap(), "not on a cgroup v2 file system"),
+        (file.to_str().unwrap(), "not a directory"),
+        (root.to_str().unwrap(), "cgroup2 root"),
+    ];
+    for (path, mention) in cases {
+        assert_usage_error(&["run", "--scope-cgroup", path], mention);
+        // One bad path among good ones refuses the whole start.
+        assert_usage_error(
+            &[
+                "run",
+                "--scope-cgroup",
+                cg.path.to_str().unwrap(),
+                "--scope-cgroup",
+                path,
+            ],
+            path,
+        );
+    }
+}
+
+#[test]
+fn sigterm_detaches_and_prints_counters() {
+    require_root();
+    let cg = TestCgroup::new();
+    let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
+    let stderr = sensor.stderr_text();
+    assert!(
+        stderr.contains("sensor_connect4"),
+        "attachments are logged: {stderr}"
+    );
+    let (status, stderr) = sensor.stop_with(libc::SIGTERM);
+    assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
+    let counters = stderr
+        .lines()
+        .find(|l| l.starts_with("{\"counters\""))
+        .expect("counters line");
+    let counters: serde_json::Value = serde_json::from_str(counters).unwrap();
+    assert_eq!(counters["counters"]["decode_errors"], 0, "{counters}");
+    assert!(stderr.contains("detached"), "{stderr}");
+}
