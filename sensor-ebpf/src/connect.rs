@@ -86,9 +86,9 @@ fn check_v6(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
 fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
     if family == AF_INET {
         let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
-        DEST_V4.get(&key).copied()
+        DEST_V4.get(key).copied()
     } else {
-        DEST_V6.get(&Key::new(128, *addr)).copied()
+        DEST_V6.get(Key::new(128, *addr)).copied()
     }
 }
 

@@ -70,7 +70,7 @@ pub fn current_in_scope() -> bool {
             return false;
         }
         // SAFETY: the value is read immediately, not kept across calls.
-        if unsafe { SCOPE.get(&id) }.is_some() {
+        if unsafe { SCOPE.get(id) }.is_some() {
             return true;
         }
         level += 1;

@@ -85,7 +85,12 @@ fn fs_magic(path: &Path) -> io::Result<i64> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: statfs succeeded and filled the buffer.
-    Ok(unsafe { buf.assume_init() }.f_type as i64)
+    let f_type = unsafe { buf.assume_init() }.f_type;
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's C type differs by architecture"
+    )]
+    Ok(f_type as i64)
 }
 
 #[cfg(test)]

@@ -76,10 +76,10 @@ fn main() -> ExitCode {
             "usage: probe [--netns NAME] [--cgroup DIR] tcp|udp ADDR PORT | exec PROG ARGS...",
         );
     };
-    if let Some(ns) = &netns {
-        if let Err(e) = enter_netns(ns) {
-            return fail(&e);
-        }
+    if let Some(ns) = &netns
+        && let Err(e) = enter_netns(ns)
+    {
+        return fail(&e);
     }
     let dst = if op == "tcp" || op == "udp" {
         if netns.is_none() {
@@ -110,10 +110,10 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    if let Some(dir) = &cgroup {
-        if let Err(e) = join_cgroup(dir) {
-            return fail(&e);
-        }
+    if let Some(dir) = &cgroup
+        && let Err(e) = join_cgroup(dir)
+    {
+        return fail(&e);
     }
     let pid = std::process::id();
     match (op.as_str(), dst) {
