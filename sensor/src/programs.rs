@@ -125,6 +125,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
     if OBJECT.is_empty() {
         return Err(ProgramsError::NoObject);
     }
+    raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
         .load(OBJECT)
@@ -178,6 +179,20 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         });
     }
     Ok(Loaded { ebpf, attachments })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg accounting.
+/// Raising it is best effort: where it is not allowed (no CAP_SYS_RESOURCE) it is not needed
+/// on a modern kernel, and a real shortfall shows up as a map creation error naming the map.
+fn raise_memlock() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid resource id and rlimit pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK (fine with memcg accounting)");
+    }
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProgramsError>
