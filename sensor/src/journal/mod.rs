@@ -1,0 +1,951 @@
+//! On-node event journal: an append-only, crash-safe, bounded store of opaque records, each
+//! with a sequence number that is never handed out twice (from [`FIRST_SEQ`] = 1 on; 0 means
+//! "none"), across restarts too: a segment's file name carries its first seq, and the newest
+//! segment is never deleted.
+//!
+//! Records live in segment files in one directory, each named by the sequence number of its
+//! first record (format in `format.rs`). The newest segment is the active one; it is rotated at
+//! [`JournalConfig::segment_bytes`], and retention deletes whole oldest segments by total size
+//! and by age, never the active one. An in-memory index keeps, per segment, its seq and time
+//! range, its size and one offset every [`SPARSE_EVERY`] records, so readers seek without
+//! scanning the whole journal.
+//!
+//! Durability: [`Journal::append`] buffers, [`Journal::flush`] hands the buffer to the OS (new
+//! readers see it), [`Journal::sync`] is the durability point (`fdatasync`). After a crash,
+//! [`Journal::open`] cuts a torn tail of the newest segment and reports what it did in
+//! [`Recovery`]; damage anywhere else keeps the good prefix readable and shows up to readers as
+//! a [`ReadItem::Gap`].
+//!
+//! One process at a time: the directory is locked (`flock`) while a [`Journal`] is open.
+
+mod format;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::{
+    collections::VecDeque,
+    fmt,
+    fs::{self, File, OpenOptions},
+    io::{self, BufReader, Read as _},
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use format::{Frame, HEADER_LEN};
+pub use format::{HeaderProblem, MAX_PAYLOAD, RecordProblem};
+use reader::SegmentView;
+pub use reader::{JournalReader, ReadItem};
+
+/// The first sequence number handed out. 0 is never assigned: it means "none" on the wire.
+pub const FIRST_SEQ: u64 = 1;
+/// One sparse index entry every this many records of a segment.
+pub const SPARSE_EVERY: u64 = 256;
+/// `append` hands the buffer to the OS once it holds this much.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// At most this much of a damaged newest segment is searched for later records.
+const TAIL_SEARCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    /// Rotate when the active segment reaches this many bytes.
+    pub segment_bytes: u64,
+    /// Retention by size: oldest segments are deleted while all segments together exceed this.
+    pub max_total_bytes: u64,
+    /// Retention by age: oldest segments whose newest record is older than this are deleted.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/sensor/journal"),
+            segment_bytes: 8 << 20,
+            max_total_bytes: 256 << 20,
+            max_age: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    /// Wall clock, ns since the Unix epoch.
+    pub time_ns: i64,
+    /// Opaque bytes (protobuf).
+    pub payload: Vec<u8>,
+}
+
+/// First and last readable (flushed) record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalRange {
+    pub first_seq: u64,
+    pub first_time_ns: i64,
+    pub last_seq: u64,
+    pub last_time_ns: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Bytes of all segment files (flushed).
+    pub bytes: u64,
+    pub segments: u64,
+    /// Readable (flushed) records.
+    pub records: u64,
+    /// Appended, not yet flushed.
+    pub buffered_records: u64,
+    pub next_seq: u64,
+    /// Deleted by retention since open.
+    pub dropped_segments: u64,
+    pub dropped_records: u64,
+    pub dropped_bytes: u64,
+    /// Cut from a torn tail of the newest segment at open.
+    pub truncated_bytes: u64,
+    /// Damaged bytes left in place (bad headers, damaged records and what follows), seen at open.
+    pub unreadable_bytes: u64,
+    /// Segments with a bad header or a damaged record, seen at open.
+    pub corrupt_segments: u64,
+}
+
+/// What [`Journal::open`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segment files indexed (including skipped ones with a bad header).
+    pub segments: usize,
+    /// Readable records.
+    pub records: u64,
+    pub next_seq: u64,
+    /// Cut from a torn tail of the newest segment.
+    pub truncated_bytes: u64,
+    /// Damaged bytes left in place.
+    pub unreadable_bytes: u64,
+    /// One entry per problem, in file order.
+    pub issues: Vec<RecoveryIssue>,
+    /// Seq ranges `from..=to` between the oldest segment and the end that are not readable.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+impl Recovery {
+    /// Nothing was damaged, cut or ignored.
+    pub fn is_clean(&self) -> bool {
+        self.issues.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryIssue {
+    pub path: PathBuf,
+    pub kind: IssueKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueKind {
+    /// Not a segment file name (or not a regular file): ignored.
+    NotASegment,
+    /// Header missing or not understood: the segment is skipped (left on disk until retention).
+    BadHeader(HeaderProblem),
+    /// The newest segment was shorter than a header (a crash while rotating): header rewritten.
+    TornHeader { bytes: u64 },
+    /// The newest segment ended in a torn record (a crash while writing): cut at `offset`.
+    TornTail {
+        offset: u64,
+        bytes: u64,
+        problem: RecordProblem,
+    },
+    /// A damaged record at `offset`: the records before it stay readable, the rest of the
+    /// segment is not (left in place; readers see a gap).
+    Corrupt {
+        offset: u64,
+        unreadable_bytes: u64,
+        problem: RecordProblem,
+    },
+}
+
+impl fmt::Display for IssueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotASegment => f.write_str("not a segment file, ignored"),
+            Self::BadHeader(p) => write!(f, "bad segment header ({p}), segment skipped"),
+            Self::TornHeader { bytes } => {
+                write!(
+                    f,
+                    "newest segment has a torn header ({bytes} bytes), rewritten"
+                )
+            }
+            Self::TornTail {
+                offset,
+                bytes,
+                problem,
+            } => write!(
+                f,
+                "torn tail at offset {offset} ({problem}): cut {bytes} bytes"
+            ),
+            Self::Corrupt {
+                offset,
+                unreadable_bytes,
+                problem,
+            } => write!(
+                f,
+                "damaged record at offset {offset} ({problem}): {unreadable_bytes} bytes unreadable"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("journal {path}: locked by another process")]
+    Locked { path: PathBuf },
+    #[error("journal: record payload of {len} bytes exceeds the maximum of {max}")]
+    RecordTooLarge { len: usize, max: usize },
+    #[error("journal {path}: sequence numbers exhausted")]
+    SeqExhausted { path: PathBuf },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
+    move |source| JournalError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    seq: u64,
+    offset: u64,
+    /// Largest `time_ns` of the records before this one in the segment (`i64::MIN` for none).
+    prefix_max_time: i64,
+}
+
+/// Index of one segment (for the active one: of its flushed part).
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    /// From the file name.
+    first_seq: u64,
+    records: u64,
+    /// Bytes of the file.
+    file_bytes: u64,
+    /// End of the readable prefix (0 when the header is bad).
+    readable_end: u64,
+    first_time: i64,
+    last_time: i64,
+    min_time: i64,
+    max_time: i64,
+    /// Modification time, for the age of a segment without records.
+    mtime_ns: i64,
+    sparse: Vec<IndexEntry>,
+}
+
+impl Segment {
+    fn new(path: PathBuf, first_seq: u64, file_bytes: u64, mtime_ns: i64) -> Self {
+        Self {
+            path,
+            first_seq,
+            records: 0,
+            file_bytes,
+            readable_end: HEADER_LEN,
+            first_time: 0,
+            last_time: 0,
+            min_time: 0,
+            max_time: 0,
+            mtime_ns,
+            sparse: Vec::new(),
+        }
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        (self.records > 0).then(|| self.first_seq + self.records - 1)
+    }
+
+    /// One past the last record (the segment's first seq when empty).
+    fn end_seq(&self) -> u64 {
+        self.first_seq.saturating_add(self.records)
+    }
+
+    fn push(&mut self, seq: u64, time_ns: i64, offset: u64, len: u64) {
+        if self.records.is_multiple_of(SPARSE_EVERY) {
+            self.sparse.push(IndexEntry {
+                seq,
+                offset,
+                prefix_max_time: if self.records == 0 {
+                    i64::MIN
+                } else {
+                    self.max_time
+                },
+            });
+        }
+        if self.records == 0 {
+            self.first_time = time_ns;
+            self.min_time = time_ns;
+            self.max_time = time_ns;
+        } else {
+            self.min_time = self.min_time.min(time_ns);
+            self.max_time = self.max_time.max(time_ns);
+        }
+        self.last_time = time_ns;
+        self.records += 1;
+        self.readable_end = offset + len;
+    }
+
+    /// Time of the newest record, for age retention.
+    fn newest_time(&self) -> i64 {
+        if self.records > 0 {
+            self.max_time
+        } else {
+            self.mtime_ns
+        }
+    }
+
+    fn view(&self, start: Option<&IndexEntry>, file: Option<File>) -> Option<SegmentView> {
+        let last_seq = self.last_seq()?;
+        let (start_offset, start_seq) =
+            start.map_or((HEADER_LEN, self.first_seq), |e| (e.offset, e.seq));
+        Some(SegmentView {
+            path: self.path.clone(),
+            last_seq,
+            start_offset,
+            start_seq,
+            limit: self.readable_end,
+            file,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    time_ns: i64,
+    offset: u64,
+    len: u64,
+}
+
+/// The writer's side of the newest segment.
+#[derive(Debug)]
+struct Active {
+    file: File,
+    /// Encoded records not yet handed to the OS; they go at the segment's `file_bytes`.
+    buf: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+/// The journal writer (single owner; readers are independent).
+#[derive(Debug)]
+pub struct Journal {
+    config: JournalConfig,
+    /// The directory, open and `flock`ed for as long as the journal is.
+    dir: File,
+    /// Sorted by first seq; never empty; the last one is the active segment.
+    segments: Vec<Segment>,
+    active: Active,
+    next_seq: u64,
+    stats: JournalStats,
+}
+
+/// What scanning one segment file found.
+struct Scan {
+    segment: Segment,
+    header: Result<(), HeaderProblem>,
+    /// The first damaged record, if any.
+    problem: Option<(u64, RecordProblem)>,
+}
+
+impl Journal {
+    /// Opens or creates the journal in `config.dir`: scans the segments, cuts a torn tail of the
+    /// newest one, rebuilds the index and reports what it found and did.
+    pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
+        let dir_path = config.dir.clone();
+        // Events name processes, files and pods: the journal is root's alone (0700 / 0600).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir_path)
+            .map_err(io_err("create directory", &dir_path))?;
+        let dir = File::open(&dir_path).map_err(io_err("open directory", &dir_path))?;
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked { path: dir_path });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(io_err("lock directory", &dir_path)(source));
+            }
+        }
+
+        let mut recovery = Recovery::default();
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir_path).map_err(io_err("read directory", &dir_path))? {
+            let entry = entry.map_err(io_err("read directory", &dir_path))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(io_err("stat", &path))?;
+            let seq = entry
+                .file_name()
+                .to_str()
+                .and_then(format::parse_segment_file_name);
+            match seq {
+                Some(seq) if meta.is_file() => found.push((seq, path, mtime_ns(&meta))),
+                _ => recovery.issues.push(RecoveryIssue {
+                    path,
+                    kind: IssueKind::NotASegment,
+                }),
+            }
+        }
+        found.sort_by_key(|(seq, ..)| *seq);
+
+        let mut stats = JournalStats::default();
+        let mut segments = Vec::with_capacity(found.len() + 1);
+        // Lowest seq that may be handed out: above anything any file name or record claims.
+        let mut next_seq = FIRST_SEQ;
+        // The newest segment, when it can stay the active one.
+        let mut reuse_newest = false;
+        for (i, (first_seq, path, mtime)) in found.iter().enumerate() {
+            let newest = i + 1 == found.len();
+            let ceiling = found.get(i + 1).map(|(seq, ..)| *seq);
+            let Scan {
+                mut segment,
+                header,
+                problem,
+            } = scan_segment(path, *first_seq, ceiling, *mtime)?;
+            let file_bytes = segment.file_bytes;
+            match (header, problem) {
+                (Err(HeaderProblem::Short { .. }), _) if newest => {
+                    rewrite_header(path, *first_seq)?;
+                    recovery.truncated_bytes += file_bytes;
+                    segment.file_bytes = HEADER_LEN;
+                    segment.readable_end = HEADER_LEN;
+                    recovery.issues.push(RecoveryIssue {
+                        path: path.clone(),
+                        kind: IssueKind::TornHeader { bytes: file_bytes },
+                    });
+                    reuse_newest = true;
+                }
+                (Err(header), _) => {
+                    stats.corrupt_segments += 1;
+                    recovery.unreadable_bytes += file_bytes;
+                    segment.readable_end = 0;
+                    next_seq = next_seq.max(first_seq.saturating_add(1));
+                    if newest {
+                        let hint = search_tail(path, 0, file_bytes, *first_seq)?;
+                        next_seq = next_seq.max(hint.map_or(0, |h| h.saturating_add(1)));
+                    }
+                    recovery.issues.push(RecoveryIssue {
+                        path: path.clone(),
+                        kind: IssueKind::BadHeader(header),
+                    });
+                }
+                (Ok(()), None) => reuse_newest = newest,
+                (Ok(()), Some((offset, problem))) => {
+                    let later = if newest {
+                        search_tail(path, offset + 1, file_bytes, segment.end_seq())?
+                    } else {
+                        None
+                    };
+                    if newest && later.is_none() {
+                        // A torn write: nothing was written after it. Cut it.
+                        truncate(path, offset)?;
+                        recovery.truncated_bytes += file_bytes - offset;
+                        segment.file_bytes = offset;
+                        recovery.issues.push(RecoveryIssue {
+                            path: path.clone(),
+                            kind: IssueKind::TornTail {
+                                offset,
+                                bytes: file_bytes - offset,
+                                problem,
+                            },
+                        });
+                        reuse_newest = true;
+                    } else {
+                        // Damage with records after it (or in an older segment): keep the
+                        // prefix, leave the rest in place, never reuse what it may have held.
+                        stats.corrupt_segments += 1;
+                        recovery.unreadable_bytes += file_bytes - offset;
+                        next_seq = next_seq.max(later.map_or(0, |h| h.saturating_add(1)));
+                        recovery.issues.push(RecoveryIssue {
+                            path: path.clone(),
+                            kind: IssueKind::Corrupt {
+                                offset,
+                                unreadable_bytes: file_bytes - offset,
+                                problem,
+                            },
+                        });
+                    }
+                }
+            }
+            next_seq = next_seq.max(segment.end_seq());
+            segments.push(segment);
+        }
+
+        let active = match segments.last() {
+            Some(newest) if reuse_newest && newest.end_seq() == next_seq => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&newest.path)
+                    .map_err(io_err("open segment", &newest.path))?;
+                Active {
+                    file,
+                    buf: Vec::new(),
+                    pending: Vec::new(),
+                }
+            }
+            _ => {
+                let (file, segment) = create_segment(&dir, &dir_path, next_seq)?;
+                segments.push(segment);
+                Active {
+                    file,
+                    buf: Vec::new(),
+                    pending: Vec::new(),
+                }
+            }
+        };
+
+        for issue in &recovery.issues {
+            tracing::warn!(path = %issue.path.display(), "journal: {}", issue.kind);
+        }
+        recovery.segments = found.len();
+        recovery.records = segments.iter().map(|s| s.records).sum();
+        recovery.next_seq = next_seq;
+        recovery.gaps = gaps(&segments, next_seq);
+        stats.truncated_bytes = recovery.truncated_bytes;
+        stats.unreadable_bytes = recovery.unreadable_bytes;
+        tracing::info!(
+            dir = %dir_path.display(),
+            segments = recovery.segments,
+            records = recovery.records,
+            next_seq,
+            issues = recovery.issues.len(),
+            "journal opened"
+        );
+
+        let mut journal = Journal {
+            config,
+            dir,
+            segments,
+            active,
+            next_seq,
+            stats,
+        };
+        journal.apply_retention();
+        Ok((journal, recovery))
+    }
+
+    /// Appends one record and returns its sequence number. Buffered: see [`Journal::flush`].
+    pub fn append(&mut self, time_ns: i64, payload: &[u8]) -> Result<u64, JournalError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(JournalError::RecordTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
+        if self.next_seq == u64::MAX {
+            return Err(JournalError::SeqExhausted {
+                path: self.config.dir.clone(),
+            });
+        }
+        if self.active_bytes() >= self.config.segment_bytes && self.active_records() > 0 {
+            self.rotate()?;
+        }
+        if self.active.buf.len() >= WRITE_BUFFER_BYTES {
+            self.write_buffer()?;
+        }
+        let seq = self.next_seq;
+        let offset = self.active_bytes();
+        let before = self.active.buf.len();
+        format::encode_record(&mut self.active.buf, seq, time_ns, payload);
+        self.active.pending.push(Pending {
+            seq,
+            time_ns,
+            offset,
+            len: (self.active.buf.len() - before) as u64,
+        });
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Hands buffered records to the OS: readers made from now on see them. Rotates the active
+    /// segment once it has reached `segment_bytes`.
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        self.write_buffer()?;
+        if self.active_bytes() >= self.config.segment_bytes && self.active_records() > 0 {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and `fdatasync`s the active segment: the durability point (call on a timer).
+    /// Also applies retention by age.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.flush()?;
+        let path = &self.active_segment().path;
+        self.active
+            .file
+            .sync_data()
+            .map_err(io_err("sync segment", path))?;
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// The sequence number the next [`Journal::append`] returns.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// First and last readable (flushed) record, `None` when there is none.
+    pub fn range(&self) -> Option<JournalRange> {
+        let first = self.segments.iter().find(|s| s.records > 0)?;
+        let last = self.segments.iter().rev().find(|s| s.records > 0)?;
+        Some(JournalRange {
+            first_seq: first.first_seq,
+            first_time_ns: first.first_time,
+            last_seq: last.last_seq()?,
+            last_time_ns: last.last_time,
+        })
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            bytes: self.segments.iter().map(|s| s.file_bytes).sum(),
+            segments: self.segments.len() as u64,
+            records: self.segments.iter().map(|s| s.records).sum(),
+            buffered_records: self.active.pending.len() as u64,
+            next_seq: self.next_seq,
+            ..self.stats.clone()
+        }
+    }
+
+    /// A reader from the first record with `seq >= seq` up to the last flushed record. When
+    /// `seq` is below the oldest record, it starts with a gap `seq..=oldest - 1` (records
+    /// dropped by retention); start at `range().first_seq` to avoid it. `0` reads as
+    /// [`FIRST_SEQ`].
+    pub fn reader_from_seq(&self, seq: u64) -> Result<JournalReader, JournalError> {
+        let seq = seq.max(FIRST_SEQ);
+        let end = self.readable_end_seq();
+        if seq >= end {
+            return Ok(JournalReader::new(VecDeque::new(), end, end, None));
+        }
+        let Some(idx) = self
+            .segments
+            .iter()
+            .position(|s| s.last_seq().is_some_and(|last| last >= seq))
+        else {
+            return Ok(JournalReader::new(VecDeque::new(), seq, end, None));
+        };
+        let segment = &self.segments[idx];
+        let entry = segment.sparse.get(
+            segment
+                .sparse
+                .partition_point(|e| e.seq <= seq)
+                .saturating_sub(1),
+        );
+        let views = self.views(idx, entry);
+        Ok(JournalReader::new(views, seq, end, None))
+    }
+
+    /// A reader from the first record with `time_ns >= time_ns` (in journal order; wall time
+    /// may step backwards, later records are all yielded) up to the last flushed record.
+    pub fn reader_from_time(&self, time_ns: i64) -> Result<JournalReader, JournalError> {
+        let end = self.readable_end_seq();
+        // The first such record is in the first segment holding any time >= time_ns.
+        let Some(idx) = self
+            .segments
+            .iter()
+            .position(|s| s.records > 0 && s.max_time >= time_ns)
+        else {
+            return Ok(JournalReader::new(VecDeque::new(), end, end, None));
+        };
+        let segment = &self.segments[idx];
+        // The last entry with no record before it at or after time_ns.
+        let at = segment
+            .sparse
+            .partition_point(|e| e.prefix_max_time < time_ns)
+            .saturating_sub(1);
+        let views = self.views(idx, segment.sparse.get(at));
+        Ok(JournalReader::new(views, 0, end, Some(time_ns)))
+    }
+
+    /// Deletes oldest segments (never the active one) while the journal is over
+    /// `max_total_bytes` or the segment's newest record is older than `max_age`. Runs after
+    /// each rotation and each [`Journal::sync`]. Returns the number of segments deleted.
+    pub fn apply_retention(&mut self) -> usize {
+        self.apply_retention_at(now_ns())
+    }
+
+    fn apply_retention_at(&mut self, now_ns: i64) -> usize {
+        let horizon = self
+            .config
+            .max_age
+            .map(|age| now_ns.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX)));
+        let mut total: u64 = self.segments.iter().map(|s| s.file_bytes).sum();
+        let mut dropped = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let by_size = total > self.config.max_total_bytes;
+            let by_age = horizon.is_some_and(|h| oldest.newest_time() < h);
+            if !by_size && !by_age {
+                break;
+            }
+            match fs::remove_file(&oldest.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %oldest.path.display(), error = %e,
+                        "journal: retention could not delete a segment");
+                    break;
+                }
+            }
+            let oldest = self.segments.remove(0);
+            tracing::debug!(path = %oldest.path.display(), by_size, by_age,
+                records = oldest.records, "journal: retention deleted a segment");
+            total -= oldest.file_bytes;
+            self.stats.dropped_segments += 1;
+            self.stats.dropped_records += oldest.records;
+            self.stats.dropped_bytes += oldest.file_bytes;
+            dropped += 1;
+        }
+        dropped
+    }
+
+    fn views(&self, idx: usize, start: Option<&IndexEntry>) -> VecDeque<SegmentView> {
+        let mut views = VecDeque::with_capacity(self.segments.len() - idx);
+        for (i, segment) in self.segments.iter().enumerate().skip(idx) {
+            let first = i == idx;
+            // The starting segment is opened now: the reader keeps it even if retention
+            // deletes it before the first read. The others are opened when reached.
+            let file = first.then(|| File::open(&segment.path).ok()).flatten();
+            views.extend(segment.view(start.filter(|_| first), file));
+        }
+        views
+    }
+
+    fn active_segment(&self) -> &Segment {
+        // `segments` is never empty: `open` always leaves an active segment.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_segment_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Bytes of the active segment, buffered ones included.
+    fn active_bytes(&self) -> u64 {
+        self.active_segment().file_bytes + self.active.buf.len() as u64
+    }
+
+    fn active_records(&self) -> u64 {
+        self.active_segment().records + self.active.pending.len() as u64
+    }
+
+    /// One past the last readable (flushed) record.
+    fn readable_end_seq(&self) -> u64 {
+        self.active_segment().end_seq()
+    }
+
+    /// Writes the buffer at the end of the flushed part. On failure nothing counts as written
+    /// (the buffer is kept and written again at the same offset next time).
+    fn write_buffer(&mut self) -> Result<(), JournalError> {
+        if self.active.buf.is_empty() {
+            return Ok(());
+        }
+        let segment = &self.segments[self.segments.len() - 1];
+        let offset = segment.file_bytes;
+        if let Err(source) = self.active.file.write_all_at(&self.active.buf, offset) {
+            // Best effort: do not leave a partial record behind for readers of the file.
+            let _ = self.active.file.set_len(offset);
+            return Err(io_err("write segment", &segment.path)(source));
+        }
+        let written = self.active.buf.len() as u64;
+        let pending = std::mem::take(&mut self.active.pending);
+        self.active.buf.clear();
+        let segment = self.active_segment_mut();
+        for p in pending {
+            segment.push(p.seq, p.time_ns, p.offset, p.len);
+        }
+        segment.file_bytes = offset + written;
+        Ok(())
+    }
+
+    /// Seals the active segment (flushed, synced) and starts a new one at `next_seq`.
+    fn rotate(&mut self) -> Result<(), JournalError> {
+        self.write_buffer()?;
+        let path = &self.active_segment().path;
+        self.active
+            .file
+            .sync_data()
+            .map_err(io_err("sync segment", path))?;
+        let (file, segment) = create_segment(&self.dir, &self.config.dir, self.next_seq)?;
+        self.active.file = file;
+        self.segments.push(segment);
+        self.apply_retention();
+        Ok(())
+    }
+}
+
+impl Drop for Journal {
+    /// Best effort: hands buffered records to the OS (not a durability point).
+    fn drop(&mut self) {
+        if let Err(e) = self.write_buffer() {
+            tracing::warn!(error = %e, "journal: buffered records lost on close");
+        }
+    }
+}
+
+/// Scans one segment file: header, then records while they are well-formed and contiguous from
+/// the seq in its name (and below `ceiling`, the next segment's first seq).
+fn scan_segment(
+    path: &Path,
+    first_seq: u64,
+    ceiling: Option<u64>,
+    mtime_ns: i64,
+) -> Result<Scan, JournalError> {
+    let file = File::open(path).map_err(io_err("open segment", path))?;
+    let file_bytes = file.metadata().map_err(io_err("stat segment", path))?.len();
+    let mut segment = Segment::new(path.to_owned(), first_seq, file_bytes, mtime_ns);
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    (&mut reader)
+        .take(HEADER_LEN)
+        .read_to_end(&mut header)
+        .map_err(io_err("read segment", path))?;
+    if let Err(problem) = format::check_header(&header, first_seq) {
+        return Ok(Scan {
+            segment,
+            header: Err(problem),
+            problem: None,
+        });
+    }
+    let mut offset = HEADER_LEN;
+    let mut body = Vec::new();
+    let problem = loop {
+        let frame = format::read_record(&mut reader, file_bytes - offset, &mut body)
+            .map_err(io_err("read segment", path))?;
+        match frame {
+            Frame::End => break None,
+            Frame::Bad(problem) => break Some((offset, problem)),
+            Frame::Record { seq, time_ns, len } => {
+                let expected = segment.end_seq();
+                if seq != expected || ceiling.is_some_and(|c| seq >= c) || seq == u64::MAX {
+                    break Some((
+                        offset,
+                        RecordProblem::BadSeq {
+                            expected,
+                            found: seq,
+                        },
+                    ));
+                }
+                segment.push(seq, time_ns, offset, len);
+                offset += len;
+            }
+        }
+    };
+    Ok(Scan {
+        segment,
+        header: Ok(()),
+        problem,
+    })
+}
+
+/// Searches `from..to` of a damaged newest segment for well-formed records with seq >= `min_seq`.
+fn search_tail(path: &Path, from: u64, to: u64, min_seq: u64) -> Result<Option<u64>, JournalError> {
+    let len = to.saturating_sub(from).min(TAIL_SEARCH_MAX_BYTES);
+    if len == 0 {
+        return Ok(None);
+    }
+    let file = File::open(path).map_err(io_err("open segment", path))?;
+    let mut region = vec![0u8; len as usize];
+    file.read_exact_at(&mut region, from)
+        .map_err(io_err("read segment", path))?;
+    Ok(format::highest_valid_seq(&region, min_seq))
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open segment", path))?;
+    file.set_len(len)
+        .map_err(io_err("truncate segment", path))?;
+    file.sync_data().map_err(io_err("sync segment", path))
+}
+
+fn rewrite_header(path: &Path, first_seq: u64) -> Result<(), JournalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open segment", path))?;
+    file.set_len(0).map_err(io_err("truncate segment", path))?;
+    file.write_all_at(&format::encode_header(first_seq), 0)
+        .map_err(io_err("write segment", path))?;
+    file.sync_data().map_err(io_err("sync segment", path))
+}
+
+/// Creates an empty segment (header only, synced, its name synced in the directory).
+fn create_segment(
+    dir: &File,
+    dir_path: &Path,
+    first_seq: u64,
+) -> Result<(File, Segment), JournalError> {
+    let path = dir_path.join(format::segment_file_name(first_seq));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("create segment", &path))?;
+    let written = file
+        .write_all_at(&format::encode_header(first_seq), 0)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| dir.sync_all());
+    if let Err(source) = written {
+        let _ = fs::remove_file(&path);
+        return Err(io_err("create segment", &path)(source));
+    }
+    let segment = Segment::new(path, first_seq, HEADER_LEN, now_ns());
+    Ok((file, segment))
+}
+
+/// Seq ranges not readable between the oldest segment's first seq and `end`.
+fn gaps(segments: &[Segment], end: u64) -> Vec<(u64, u64)> {
+    let mut gaps = Vec::new();
+    let Some(mut expected) = segments.first().map(|s| s.first_seq) else {
+        return gaps;
+    };
+    for segment in segments {
+        let Some(last) = segment.last_seq() else {
+            continue;
+        };
+        if segment.first_seq > expected {
+            gaps.push((expected, segment.first_seq - 1));
+        }
+        expected = last + 1;
+    }
+    if expected < end {
+        gaps.push((expected, end - 1));
+    }
+    gaps
+}
+
+fn now_ns() -> i64 {
+    system_time_ns(SystemTime::now())
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    meta.modified().map_or(0, system_time_ns)
+}
+
+fn system_time_ns(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
