@@ -25,9 +25,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load the kernel programs, enforce, and print one JSON object per event on stdout.
+    /// Load the kernel programs, enforce, journal every event and serve the event stream.
     Run(RunArgs),
+    /// Stream live events from the daemon, replay stored ones, or replay a JSON-lines file.
+    Tail(TailArgs),
 }
+
+/// The daemon's default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/sensor/sensor.sock";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -53,6 +58,116 @@ pub struct RunArgs {
     /// Unconsumed ring buffer bytes at which the kernel wakes the reader.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024, env = "SENSOR_WAKEUP_BYTES")]
     pub wakeup_bytes: u64,
+    /// Also print every event as one JSON object per line on stdout.
+    #[arg(long, env = "SENSOR_STDOUT_EVENTS")]
+    pub stdout_events: bool,
+    /// Unix socket of the gRPC API (created mode 0600, root only).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "SENSOR_SOCKET")]
+    pub socket: PathBuf,
+    /// Also serve the gRPC API on TCP. Needs --tls-cert and --tls-key: plain TCP is refused.
+    #[arg(long, value_name = "ADDR:PORT", env = "SENSOR_LISTEN_TCP")]
+    pub listen_tcp: Option<std::net::SocketAddr>,
+    /// PEM certificate (chain) of the TCP listener.
+    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TCP listener.
+    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates must chain to (turns on mutual TLS).
+    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Directory of the event journal.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/sensor/journal",
+        env = "SENSOR_JOURNAL_DIR"
+    )]
+    pub journal_dir: PathBuf,
+    /// Journal size bound; the oldest segments are dropped (and counted) beyond it.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, env = "SENSOR_JOURNAL_MAX_BYTES")]
+    pub journal_max_bytes: u64,
+    /// Journal segment size.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, env = "SENSOR_JOURNAL_SEGMENT_BYTES")]
+    pub journal_segment_bytes: u64,
+    /// Journal age bound (e.g. `7d`); older segments are dropped (and counted).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, env = "SENSOR_JOURNAL_MAX_AGE")]
+    pub journal_max_age: Option<std::time::Duration>,
+    /// Events a gRPC subscriber may have queued before it starts losing them (each loss is
+    /// counted and reported to it in-band).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_000_000), env = "SENSOR_SUBSCRIBER_QUEUE")]
+    pub subscriber_queue: u64,
+    /// Node name reported in events (on Kubernetes, from the downward API).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Daemon to read from: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = TailFormat::Compact)]
+    pub output: TailFormat,
+    /// Keep streaming new events (reconnecting, without gap or duplicate, if the daemon restarts).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Start with stored events from this long ago (`10m`, `2h`) or this time (RFC 3339).
+    #[arg(long, value_name = "DURATION|TIME", conflicts_with = "from_seq")]
+    pub since: Option<String>,
+    /// Start with the stored event of this sequence number.
+    #[arg(long, value_name = "N")]
+    pub from_seq: Option<u64>,
+    /// Only these kinds (connect, chmod, privilege, exec, exit, lost); repeatable or comma-separated.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// Only events from pods in these namespaces.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only events from these pods (by name).
+    #[arg(long, value_name = "POD")]
+    pub pod: Vec<String>,
+    /// Only events from pods with this label (KEY=VALUE); repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Only these verdicts (blocked, audited, allowed, killed).
+    #[arg(long, value_name = "VERDICT")]
+    pub verdict: Vec<String>,
+    /// Stop after N events (loss records are always printed and not counted).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Replay a JSON-lines file (from `-o json` or `sensor run --stdout-events`) instead of
+    /// asking a daemon.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "server"])]
+    pub file: Option<PathBuf>,
+    /// CA certificate to verify an https server.
+    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SENSOR_TLS_CLIENT_CERT",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SENSOR_TLS_CLIENT_KEY",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TailFormat {
+    /// One JSON object per line (the stable event format).
+    Json,
+    /// One readable line per event, coloured on a terminal.
+    Compact,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -116,7 +231,9 @@ mod tests {
             "/b",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(
             args.scope_cgroups,
             [PathBuf::from("/a"), PathBuf::from("/b")]

@@ -3,39 +3,80 @@
 use std::collections::BTreeMap;
 
 use sensor_common::Counter;
+use sensor_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 
-use crate::event::Event;
+use crate::{
+    convert::kind_of,
+    output::{kind_name, verdict_name},
+};
 
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Events written, by `kind/verdict`.
+    /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
     pub events: BTreeMap<String, u64>,
-    /// Records that failed to decode (each one is also logged).
+    /// Records that failed to decode (each one is also logged and reported in-band).
     pub decode_errors: u64,
     /// chmod events whose file name could no longer be resolved through /proc.
     pub name_unresolved: u64,
+    /// Journal appends, flushes or syncs that failed (the event was still delivered live).
+    pub journal_errors: u64,
+    /// Writes of `--stdout-events` that failed.
+    pub stdout_errors: u64,
 }
 
 impl Counters {
-    pub fn record(&mut self, event: &Event) {
-        let key = format!("{}/{}", event.kind().as_str(), event.verdict.as_str());
+    pub fn record(&mut self, event: &pb::Event) {
+        let key = match &event.body {
+            Some(pb::event::Body::Lost(l)) => format!(
+                "lost/{}",
+                l.stage()
+                    .as_str_name()
+                    .trim_start_matches("LOSS_STAGE_")
+                    .to_ascii_lowercase()
+            ),
+            _ => format!(
+                "{}/{}",
+                kind_name(kind_of(event)),
+                verdict_name(event.verdict())
+            ),
+        };
         *self.events.entry(key).or_default() += 1;
     }
 
+    /// Every counter as `name -> value` (for the status API).
+    pub fn flat(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .events
+            .iter()
+            .map(|(k, n)| (format!("events_{k}"), *n))
+            .collect();
+        v.extend([
+            ("decode_errors".to_owned(), self.decode_errors),
+            ("name_unresolved".to_owned(), self.name_unresolved),
+            ("journal_errors".to_owned(), self.journal_errors),
+            ("stdout_errors".to_owned(), self.stdout_errors),
+        ]);
+        v
+    }
+
     /// `{"counters": {...}}`: userspace counters plus the kernel's.
-    pub fn summary(&self, kernel: &[(Counter, u64)]) -> Value {
+    pub fn summary(&self, kernel: &[(Counter, u64)], extra: &[(&str, u64)]) -> Value {
         let kernel: Map<String, Value> = kernel
             .iter()
             .map(|(c, v)| (c.as_str().to_owned(), json!(v)))
             .collect();
-        json!({
-            "counters": {
-                "events": self.events,
-                "decode_errors": self.decode_errors,
-                "name_unresolved": self.name_unresolved,
-                "kernel": kernel,
-            }
-        })
+        let mut counters = json!({
+            "events": self.events,
+            "decode_errors": self.decode_errors,
+            "name_unresolved": self.name_unresolved,
+            "journal_errors": self.journal_errors,
+            "stdout_errors": self.stdout_errors,
+            "kernel": kernel,
+        });
+        for (k, v) in extra {
+            counters[*k] = json!(v);
+        }
+        json!({ "counters": counters })
     }
 }

@@ -5,17 +5,31 @@
 //! - [`tracefs`]: syscall tracepoint discovery and layout checks;
 //! - [`programs`]: the embedded eBPF object, loading, map filling and attachment;
 //! - [`event`]: checked decoding of ring buffer records into domain events;
-//! - [`output`]: the JSON lines event format;
+//! - [`output`]: the JSON lines and compact event formats;
 //! - [`counters`]: kernel and userspace counters;
-//! - [`run`]: `sensor run`, wiring the above together.
+//! - [`journal`]: the on-node event journal (sequenced segments, crash recovery, retention);
+//! - [`convert`]: domain <-> `sensor.v1` conversions;
+//! - [`filter`]: event filters (server side and offline replay);
+//! - [`hub`]: live fan-out with per-subscriber bounded queues and loss records;
+//! - [`pipeline`]: ring buffer -> decode -> journal -> fan-out;
+//! - [`api`]: the gRPC service and its listeners;
+//! - [`run`]: `sensor run`, wiring the above together;
+//! - [`tail`]: `sensor tail`.
 
+pub mod api;
 pub mod cli;
+pub mod convert;
 pub mod counters;
 pub mod destinations;
 pub mod event;
+pub mod filter;
+pub mod hub;
+pub mod journal;
 pub mod logging;
 pub mod output;
+pub mod pipeline;
 pub mod programs;
 pub mod run;
 pub mod scope;
+pub mod tail;
 pub mod tracefs;

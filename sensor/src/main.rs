@@ -13,5 +13,6 @@ fn main() -> ExitCode {
     sensor::logging::init(cli.log_format);
     match cli.command {
         Command::Run(args) => sensor::run::main(args),
+        Command::Tail(args) => sensor::tail::main(args),
     }
 }

@@ -1,71 +1,15 @@
-//! The JSON lines event format written by `sensor run` (one object per line on stdout).
-//! Field names are stable and documented in README.md ("Event format").
+//! Event output formats: JSON lines (stable field names, documented in README.md "Event
+//! format"), parsed back for offline replay, and the compact one-line text of `sensor tail`.
 
 use std::{
-    net::IpAddr,
+    fmt::Write as _,
     time::{Duration, SystemTime},
 };
 
-use serde::Serialize;
+use sensor_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
 
-use crate::{
-    destinations::Destination,
-    event::{Body, Chmod, Connect, Event, PathArg},
-};
-
-#[derive(Serialize)]
-struct JsonEvent<'a> {
-    kind: &'static str,
-    verdict: &'static str,
-    /// Wall-clock time (RFC 3339, UTC, nanoseconds).
-    time: String,
-    /// Kernel CLOCK_MONOTONIC timestamp.
-    ktime_ns: u64,
-    pid: u32,
-    tid: u32,
-    uid: u32,
-    gid: u32,
-    comm: &'a str,
-    cgroup_id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    connect: Option<JsonConnect>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chmod: Option<JsonChmod<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonConnect {
-    hook: &'static str,
-    socket_family: String,
-    socket_type: String,
-    protocol: String,
-    dst_addr: IpAddr,
-    dst_port: u16,
-    rule: String,
-}
-
-#[derive(Serialize)]
-struct JsonChmod<'a> {
-    syscall: &'static str,
-    /// Requested mode, four octal digits.
-    mode: String,
-    /// Set-id bits in the requested mode: "setuid", "setgid".
-    setid: Vec<&'static str>,
-    /// Whether the requested mode carries S_ISUID or S_ISGID.
-    sets_setid: bool,
-    /// fchmod: the fd; fchmodat/fchmodat2: the dirfd (-100 = AT_FDCWD); chmod: absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fd: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flags: Option<u32>,
-    /// The path argument as passed (absent for fchmod or when unreadable).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<&'a str>,
-    path_truncated: bool,
-    path_unreadable: bool,
-    /// Absolute name of the file (null when it could no longer be resolved).
-    name: Option<String>,
-}
+use crate::convert::kind_of;
 
 /// Converts kernel monotonic timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -83,10 +27,15 @@ impl Clock {
         }
     }
 
-    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
-        let ns = i128::from(ktime_ns) + self.offset_ns;
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+    /// Nanoseconds since the Unix epoch for a kernel monotonic timestamp.
+    pub fn wall_unix_ns(&self, ktime_ns: u64) -> i64 {
+        i64::try_from(i128::from(ktime_ns) + self.offset_ns).unwrap_or(0)
     }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch, now.
+pub fn now_unix_ns() -> i64 {
+    i64::try_from(clock_ns(libc::CLOCK_REALTIME)).unwrap_or(0)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -99,132 +48,570 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-fn named(value: u32, names: &[(i32, &str)], prefix: &str) -> String {
-    names
-        .iter()
-        .find(|(n, _)| *n as u32 == value)
-        .map_or_else(|| format!("{prefix}{value}"), |(_, s)| (*s).to_owned())
+/// RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(unix_ns: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_ns).unwrap_or(0));
+    humantime::format_rfc3339_nanos(t).to_string()
 }
 
-fn connect_json(c: &Connect, rules: &[Destination]) -> JsonConnect {
-    JsonConnect {
-        hook: c.hook.as_str(),
-        socket_family: named(
-            c.sock_family,
-            &[(libc::AF_INET, "inet"), (libc::AF_INET6, "inet6")],
-            "family-",
-        ),
-        socket_type: named(
-            c.sock_type,
-            &[
-                (libc::SOCK_STREAM, "stream"),
-                (libc::SOCK_DGRAM, "dgram"),
-                (libc::SOCK_RAW, "raw"),
-            ],
-            "type-",
-        ),
-        protocol: named(
-            c.protocol,
-            &[
-                (libc::IPPROTO_TCP, "tcp"),
-                (libc::IPPROTO_UDP, "udp"),
-                (libc::IPPROTO_ICMP, "icmp"),
-                (libc::IPPROTO_ICMPV6, "icmpv6"),
-            ],
-            "proto-",
-        ),
-        dst_addr: c.dst_addr,
-        dst_port: c.dst_port,
-        rule: rules
-            .get(c.rule as usize)
-            .map_or_else(|| format!("rule-{}", c.rule), |d| d.name.to_owned()),
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEvent {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    seq: u64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verdict: Option<String>,
+    time: String,
+    #[serde(default)]
+    ktime_ns: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    node: String,
+    #[serde(default)]
+    pid: u32,
+    #[serde(default)]
+    tid: u32,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    #[serde(default)]
+    comm: String,
+    #[serde(default)]
+    cgroup_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exe: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ppid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pod: Option<JsonPod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enrichment: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    policy: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connect: Option<JsonConnect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chmod: Option<JsonChmod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost: Option<JsonLost>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPod {
+    namespace: String,
+    name: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    labels: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    container_name: String,
+    #[serde(default)]
+    container_id: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    owner_kind: String,
+    #[serde(default)]
+    owner_name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonConnect {
+    hook: String,
+    socket_family: String,
+    socket_type: String,
+    protocol: String,
+    dst_addr: String,
+    dst_port: u16,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonChmod {
+    syscall: String,
+    /// Requested mode, four octal digits.
+    mode: String,
+    /// Set-id bits in the requested mode (derived from `mode`).
+    #[serde(default)]
+    setid: Vec<String>,
+    #[serde(default)]
+    sets_setid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fd: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flags: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default)]
+    path_truncated: bool,
+    #[serde(default)]
+    path_unreadable: bool,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLost {
+    count: u64,
+    stage: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    first_seq: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    last_seq: u64,
+}
+
+/// Names of numeric socket attributes, both ways; unknown values are written `<prefix>N`.
+struct Names {
+    prefix: &'static str,
+    table: &'static [(i32, &'static str)],
+}
+
+const FAMILIES: Names = Names {
+    prefix: "family-",
+    table: &[(libc::AF_INET, "inet"), (libc::AF_INET6, "inet6")],
+};
+const SOCK_TYPES: Names = Names {
+    prefix: "type-",
+    table: &[
+        (libc::SOCK_STREAM, "stream"),
+        (libc::SOCK_DGRAM, "dgram"),
+        (libc::SOCK_RAW, "raw"),
+    ],
+};
+const PROTOCOLS: Names = Names {
+    prefix: "proto-",
+    table: &[
+        (libc::IPPROTO_TCP, "tcp"),
+        (libc::IPPROTO_UDP, "udp"),
+        (libc::IPPROTO_ICMP, "icmp"),
+        (libc::IPPROTO_ICMPV6, "icmpv6"),
+    ],
+};
+
+impl Names {
+    fn name(&self, v: u32) -> String {
+        self.table
+            .iter()
+            .find(|(n, _)| *n as u32 == v)
+            .map_or_else(|| format!("{}{v}", self.prefix), |(_, s)| (*s).to_owned())
+    }
+
+    fn value(&self, s: &str) -> Option<u32> {
+        self.table
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(n, _)| *n as u32)
+            .or_else(|| s.strip_prefix(self.prefix)?.parse().ok())
     }
 }
 
-fn chmod_json(c: &Chmod) -> JsonChmod<'_> {
-    let mut setid = Vec::new();
-    if c.mode & 0o4000 != 0 {
-        setid.push("setuid");
+/// Lower-case name of a proto enum value without its prefix (`VERDICT_BLOCKED` -> `blocked`).
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix)
+        .unwrap_or(full)
+        .to_ascii_lowercase()
+}
+
+fn enum_value(name: &str, prefix: &str) -> String {
+    format!("{prefix}{}", name.to_ascii_uppercase())
+}
+
+pub fn verdict_name(v: pb::Verdict) -> String {
+    enum_name(v.as_str_name(), "VERDICT_")
+}
+
+pub fn kind_name(k: pb::EventKind) -> String {
+    enum_name(k.as_str_name(), "EVENT_KIND_")
+}
+
+pub fn parse_verdict(s: &str) -> Option<pb::Verdict> {
+    pb::Verdict::from_str_name(&enum_value(s, "VERDICT_"))
+        .filter(|v| *v != pb::Verdict::Unspecified)
+}
+
+pub fn parse_kind(s: &str) -> Option<pb::EventKind> {
+    pb::EventKind::from_str_name(&enum_value(s, "EVENT_KIND_"))
+        .filter(|k| *k != pb::EventKind::Unspecified)
+}
+
+fn setid_names(mode: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    if mode & 0o4000 != 0 {
+        v.push("setuid".to_owned());
     }
-    if c.mode & 0o2000 != 0 {
-        setid.push("setgid");
+    if mode & 0o2000 != 0 {
+        v.push("setgid".to_owned());
     }
-    JsonChmod {
-        syscall: c.syscall.as_str(),
-        mode: format!("{:04o}", c.mode),
-        sets_setid: !setid.is_empty(),
-        setid,
-        fd: c.fd,
-        flags: (c.syscall == sensor_common::ChmodSyscall::Fchmodat2).then_some(c.flags),
-        path: c.path.text(),
-        path_truncated: matches!(c.path, PathArg::Truncated(_)),
-        path_unreadable: c.path == PathArg::Unreadable,
-        name: c.name.as_ref().map(|p| p.display().to_string()),
+    v
+}
+
+fn to_json_event(e: &pb::Event) -> JsonEvent {
+    use pb::event::Body as B;
+    let p = e.process.clone().unwrap_or_default();
+    let mut j = JsonEvent {
+        seq: e.seq,
+        kind: kind_name(kind_of(e)),
+        verdict: (e.verdict() != pb::Verdict::Unspecified).then(|| verdict_name(e.verdict())),
+        time: rfc3339(e.time_unix_ns),
+        ktime_ns: e.ktime_ns,
+        node: e.node.clone(),
+        pid: p.pid,
+        tid: p.tid,
+        uid: p.uid,
+        gid: p.gid,
+        comm: p.comm,
+        cgroup_id: p.cgroup_id,
+        exe: (!p.exe.is_empty()).then_some(p.exe),
+        args: p.args,
+        ppid: (p.ppid != 0).then_some(p.ppid),
+        pod: e.pod.clone().map(|pod| JsonPod {
+            namespace: pod.namespace,
+            name: pod.name,
+            uid: pod.uid,
+            labels: pod.labels,
+            container_name: pod.container_name,
+            container_id: pod.container_id,
+            image: pod.image,
+            owner_kind: pod.owner_kind,
+            owner_name: pod.owner_name,
+        }),
+        enrichment: (e.enrichment() != pb::Enrichment::Unspecified)
+            .then(|| enum_name(e.enrichment().as_str_name(), "ENRICHMENT_")),
+        policy: e.policy.clone(),
+        rule: e.rule.clone(),
+        ..Default::default()
+    };
+    match &e.body {
+        Some(B::Connect(c)) => {
+            j.connect = Some(JsonConnect {
+                hook: enum_name(c.hook().as_str_name(), "CONNECT_HOOK_"),
+                socket_family: FAMILIES.name(c.socket_family),
+                socket_type: SOCK_TYPES.name(c.socket_type),
+                protocol: PROTOCOLS.name(c.protocol),
+                dst_addr: c.dst_addr.clone(),
+                dst_port: u16::try_from(c.dst_port).unwrap_or(0),
+            })
+        }
+        Some(B::Chmod(c)) => {
+            let setid = setid_names(c.mode);
+            j.chmod = Some(JsonChmod {
+                syscall: enum_name(c.syscall().as_str_name(), "CHMOD_SYSCALL_"),
+                mode: format!("{:04o}", c.mode),
+                sets_setid: !setid.is_empty(),
+                setid,
+                fd: c.fd,
+                flags: (c.syscall() == pb::ChmodSyscall::Fchmodat2).then_some(c.flags),
+                path: matches!(
+                    c.path_state(),
+                    pb::PathState::Complete | pb::PathState::Truncated
+                )
+                .then(|| c.path.clone()),
+                path_truncated: c.path_state() == pb::PathState::Truncated,
+                path_unreadable: c.path_state() == pb::PathState::Unreadable,
+                name: (!c.name.is_empty()).then(|| c.name.clone()),
+            })
+        }
+        Some(B::Lost(l)) => {
+            j.lost = Some(JsonLost {
+                count: l.count,
+                stage: enum_name(l.stage().as_str_name(), "LOSS_STAGE_"),
+                first_seq: l.first_seq,
+                last_seq: l.last_seq,
+            })
+        }
+        Some(B::Privilege(_) | B::Exec(_) | B::Exit(_)) | None => {}
     }
+    j
 }
 
 /// One event as a JSON object (no trailing newline).
-pub fn to_json(event: &Event, clock: &Clock, rules: &[Destination]) -> String {
-    let json = JsonEvent {
-        kind: event.kind().as_str(),
-        verdict: event.verdict.as_str(),
-        time: humantime::format_rfc3339_nanos(clock.wall(event.ktime_ns)).to_string(),
-        ktime_ns: event.ktime_ns,
-        pid: event.pid,
-        tid: event.tid,
-        uid: event.uid,
-        gid: event.gid,
-        comm: &event.comm,
-        cgroup_id: event.cgroup_id,
-        connect: match &event.body {
-            Body::Connect(c) => Some(connect_json(c, rules)),
-            Body::Chmod(_) => None,
-        },
-        chmod: match &event.body {
-            Body::Chmod(c) => Some(chmod_json(c)),
-            Body::Connect(_) => None,
-        },
+pub fn to_json(event: &pb::Event) -> String {
+    serde_json::to_string(&to_json_event(event)).expect("event serialization cannot fail")
+}
+
+/// Parse one JSON line written by [`to_json`]; the error says which field is wrong.
+pub fn from_json(line: &str) -> Result<pb::Event, String> {
+    let j: JsonEvent = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let time_unix_ns = humantime::parse_rfc3339(&j.time)
+        .map_err(|e| format!("time '{}': {e}", j.time))?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .ok_or_else(|| format!("time '{}': before 1970", j.time))?;
+    let verdict = match &j.verdict {
+        None => pb::Verdict::Unspecified,
+        Some(v) => parse_verdict(v).ok_or_else(|| format!("verdict '{v}': unknown"))?,
     };
-    serde_json::to_string(&json).expect("event serialization cannot fail")
+    let kind = parse_kind(&j.kind).ok_or_else(|| format!("kind '{}': unknown", j.kind))?;
+    let enrichment = match &j.enrichment {
+        None => pb::Enrichment::Unspecified,
+        Some(s) => pb::Enrichment::from_str_name(&enum_value(s, "ENRICHMENT_"))
+            .ok_or_else(|| format!("enrichment '{s}': unknown"))?,
+    };
+    let missing = |what: &str| format!("kind '{}' needs a '{what}' object", j.kind);
+    let body = match kind {
+        pb::EventKind::Connect => {
+            let c = j.connect.ok_or_else(|| missing("connect"))?;
+            let bad = |field: &str, v: &str| format!("connect.{field} '{v}': unknown");
+            pb::event::Body::Connect(pb::Connect {
+                hook: pb::ConnectHook::from_str_name(&enum_value(&c.hook, "CONNECT_HOOK_"))
+                    .ok_or_else(|| bad("hook", &c.hook))? as i32,
+                socket_family: FAMILIES
+                    .value(&c.socket_family)
+                    .ok_or_else(|| bad("socket_family", &c.socket_family))?,
+                socket_type: SOCK_TYPES
+                    .value(&c.socket_type)
+                    .ok_or_else(|| bad("socket_type", &c.socket_type))?,
+                protocol: PROTOCOLS
+                    .value(&c.protocol)
+                    .ok_or_else(|| bad("protocol", &c.protocol))?,
+                dst_addr: c.dst_addr,
+                dst_port: u32::from(c.dst_port),
+            })
+        }
+        pb::EventKind::Chmod => {
+            let c = j.chmod.ok_or_else(|| missing("chmod"))?;
+            let syscall =
+                pb::ChmodSyscall::from_str_name(&enum_value(&c.syscall, "CHMOD_SYSCALL_"))
+                    .ok_or_else(|| format!("chmod.syscall '{}': unknown", c.syscall))?;
+            let mode = u32::from_str_radix(&c.mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| format!("chmod.mode '{}': not an octal mode", c.mode))?;
+            let path_state = if c.path_unreadable {
+                pb::PathState::Unreadable
+            } else if c.path_truncated {
+                pb::PathState::Truncated
+            } else if c.path.is_some() {
+                pb::PathState::Complete
+            } else {
+                pb::PathState::None
+            };
+            pb::event::Body::Chmod(pb::Chmod {
+                syscall: syscall as i32,
+                mode,
+                fd: c.fd,
+                flags: c.flags.unwrap_or(0),
+                path: c.path.unwrap_or_default(),
+                path_state: path_state as i32,
+                name: c.name.unwrap_or_default(),
+            })
+        }
+        pb::EventKind::Lost => {
+            let l = j.lost.ok_or_else(|| missing("lost"))?;
+            let stage = pb::LossStage::from_str_name(&enum_value(&l.stage, "LOSS_STAGE_"))
+                .ok_or_else(|| format!("lost.stage '{}': unknown", l.stage))?;
+            pb::event::Body::Lost(pb::Lost {
+                count: l.count,
+                stage: stage as i32,
+                first_seq: l.first_seq,
+                last_seq: l.last_seq,
+            })
+        }
+        other => {
+            return Err(format!(
+                "kind '{}': not supported in files yet",
+                kind_name(other)
+            ));
+        }
+    };
+    Ok(pb::Event {
+        seq: j.seq,
+        ktime_ns: j.ktime_ns,
+        time_unix_ns,
+        node: j.node,
+        process: Some(pb::Process {
+            pid: j.pid,
+            tid: j.tid,
+            uid: j.uid,
+            gid: j.gid,
+            comm: j.comm,
+            cgroup_id: j.cgroup_id,
+            exe: j.exe.unwrap_or_default(),
+            args: j.args,
+            ppid: j.ppid.unwrap_or(0),
+        }),
+        pod: j.pod.map(|p| pb::Pod {
+            namespace: p.namespace,
+            name: p.name,
+            uid: p.uid,
+            labels: p.labels,
+            container_name: p.container_name,
+            container_id: p.container_id,
+            image: p.image,
+            owner_kind: p.owner_kind,
+            owner_name: p.owner_name,
+        }),
+        enrichment: enrichment as i32,
+        policy: j.policy,
+        rule: j.rule,
+        verdict: verdict as i32,
+        body: Some(body),
+    })
+}
+
+/// ANSI colours for the compact format.
+const RESET: &str = "\x1b[0m";
+
+fn verdict_colour(v: pb::Verdict) -> &'static str {
+    match v {
+        pb::Verdict::Blocked | pb::Verdict::Killed => "\x1b[1;31m",
+        pb::Verdict::Audited => "\x1b[1;33m",
+        pb::Verdict::Allowed => "\x1b[32m",
+        pb::Verdict::Unspecified => "\x1b[1;35m",
+    }
+}
+
+/// One readable line per event: time, sequence, verdict, what, who, where.
+pub fn to_compact(e: &pb::Event, colour: bool) -> String {
+    use pb::event::Body as B;
+    let mut line = String::new();
+    let time = rfc3339(e.time_unix_ns);
+    let (label, colour_code) = match &e.body {
+        Some(B::Lost(_)) => ("LOST".to_owned(), verdict_colour(pb::Verdict::Unspecified)),
+        _ => (
+            verdict_name(e.verdict()).to_ascii_uppercase(),
+            verdict_colour(e.verdict()),
+        ),
+    };
+    let _ = write!(line, "{time} ");
+    if e.seq != 0 {
+        let _ = write!(line, "#{} ", e.seq);
+    }
+    if colour {
+        let _ = write!(line, "{colour_code}{label:<7}{RESET} ");
+    } else {
+        let _ = write!(line, "{label:<7} ");
+    }
+    let who = e
+        .process
+        .as_ref()
+        .map_or_else(String::new, |p| format!("{}[{}]", p.comm, p.pid));
+    let pod = e
+        .pod
+        .as_ref()
+        .map_or_else(String::new, |p| format!(" {}/{}", p.namespace, p.name));
+    match &e.body {
+        Some(B::Connect(c)) => {
+            let _ = write!(
+                line,
+                "connect {who}{pod} -> {}:{} {} ({}, {})",
+                c.dst_addr,
+                c.dst_port,
+                PROTOCOLS.name(c.protocol),
+                enum_name(c.hook().as_str_name(), "CONNECT_HOOK_"),
+                e.rule
+            );
+        }
+        Some(B::Chmod(c)) => {
+            let target = if !c.name.is_empty() {
+                c.name.clone()
+            } else {
+                c.path.clone()
+            };
+            let setid = setid_names(c.mode).join("+");
+            let _ = write!(
+                line,
+                "chmod {who}{pod} {} {:04o} {target}{}",
+                enum_name(c.syscall().as_str_name(), "CHMOD_SYSCALL_"),
+                c.mode,
+                if setid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{setid}]")
+                }
+            );
+        }
+        Some(B::Lost(l)) => {
+            let _ = write!(
+                line,
+                "{} event(s) lost ({})",
+                l.count,
+                enum_name(l.stage().as_str_name(), "LOSS_STAGE_")
+            );
+            if l.first_seq != 0 {
+                let _ = write!(line, " seq {}..={}", l.first_seq, l.last_seq);
+            }
+        }
+        Some(B::Privilege(_) | B::Exec(_) | B::Exit(_)) | None => {
+            let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
+        }
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
-    use sensor_common::{ChmodSyscall, ConnectHook, Verdict};
     use serde_json::Value;
 
     use super::*;
-    use crate::destinations::metadata_endpoints;
 
-    fn event(body: Body) -> Event {
-        Event {
+    fn connect_event() -> pb::Event {
+        pb::Event {
+            seq: 12,
             ktime_ns: 5,
-            cgroup_id: 9,
-            pid: 3,
-            tid: 4,
-            uid: 0,
-            gid: 0,
-            verdict: Verdict::Blocked,
-            comm: "curl".into(),
-            body,
+            time_unix_ns: 1_764_000_000_123_456_789,
+            node: "node-a".into(),
+            process: Some(pb::Process {
+                pid: 3,
+                tid: 4,
+                comm: "curl".into(),
+                cgroup_id: 9,
+                ..Default::default()
+            }),
+            enrichment: pb::Enrichment::Complete as i32,
+            policy: "default".into(),
+            rule: "metadata-imds-v4".into(),
+            verdict: pb::Verdict::Blocked as i32,
+            body: Some(pb::event::Body::Connect(pb::Connect {
+                hook: pb::ConnectHook::Sendmsg4 as i32,
+                socket_family: libc::AF_INET as u32,
+                socket_type: libc::SOCK_DGRAM as u32,
+                protocol: libc::IPPROTO_UDP as u32,
+                dst_addr: "169.254.169.254".into(),
+                dst_port: 53,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn chmod_event() -> pb::Event {
+        pb::Event {
+            body: Some(pb::event::Body::Chmod(pb::Chmod {
+                syscall: pb::ChmodSyscall::Fchmodat as i32,
+                mode: 0o2750,
+                fd: Some(-100),
+                flags: 0,
+                path: "x".into(),
+                path_state: pb::PathState::Complete as i32,
+                name: "/tmp/x".into(),
+            })),
+            verdict: pb::Verdict::Allowed as i32,
+            rule: String::new(),
+            ..connect_event()
         }
     }
 
     #[test]
     fn connect_fields_are_stable() {
-        let ev = event(Body::Connect(Connect {
-            hook: ConnectHook::Sendmsg4,
-            sock_family: libc::AF_INET as u32,
-            sock_type: libc::SOCK_DGRAM as u32,
-            protocol: libc::IPPROTO_UDP as u32,
-            dst_addr: "169.254.169.254".parse().unwrap(),
-            dst_port: 53,
-            rule: 0,
-        }));
-        let v: Value =
-            serde_json::from_str(&to_json(&ev, &Clock::now(), &metadata_endpoints())).unwrap();
-        assert_eq!(v["kind"], "connect");
-        assert_eq!(v["verdict"], "blocked");
+        let v: Value = serde_json::from_str(&to_json(&connect_event())).unwrap();
+        assert_eq!(
+            (v["seq"].as_u64(), v["kind"].as_str(), v["verdict"].as_str()),
+            (Some(12), Some("connect"), Some("blocked"))
+        );
         assert_eq!(
             (
                 v["pid"].as_u64(),
@@ -232,6 +619,11 @@ mod tests {
                 v["cgroup_id"].as_u64()
             ),
             (Some(3), Some(4), Some(9))
+        );
+        assert_eq!(v["time"], "2025-11-24T16:00:00.123456789Z");
+        assert_eq!(
+            (v["rule"].as_str(), v["node"].as_str()),
+            (Some("metadata-imds-v4"), Some("node-a"))
         );
         let c = &v["connect"];
         assert_eq!(
@@ -246,22 +638,12 @@ mod tests {
             (c["dst_addr"].as_str(), c["dst_port"].as_u64()),
             (Some("169.254.169.254"), Some(53))
         );
-        assert_eq!(c["rule"], "metadata-imds-v4");
         assert!(v.get("chmod").is_none());
-        assert!(v["time"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
     fn chmod_fields_are_stable() {
-        let ev = event(Body::Chmod(Chmod {
-            syscall: ChmodSyscall::Fchmodat,
-            mode: 0o2750,
-            fd: Some(-100),
-            flags: 0,
-            path: PathArg::Complete("x".into()),
-            name: Some("/tmp/x".into()),
-        }));
-        let v: Value = serde_json::from_str(&to_json(&ev, &Clock::now(), &[])).unwrap();
+        let v: Value = serde_json::from_str(&to_json(&chmod_event())).unwrap();
         let c = &v["chmod"];
         assert_eq!(c["mode"], "2750");
         assert_eq!(c["setid"], serde_json::json!(["setgid"]));
@@ -271,5 +653,72 @@ mod tests {
             (Some(-100), Some("x"), Some("/tmp/x"))
         );
         assert!(c.get("flags").is_none());
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let lost = pb::Event {
+            time_unix_ns: 1_000_000_000,
+            body: Some(pb::event::Body::Lost(pb::Lost {
+                count: 7,
+                stage: pb::LossStage::Subscriber as i32,
+                first_seq: 0,
+                last_seq: 0,
+            })),
+            ..Default::default()
+        };
+        for e in [connect_event(), chmod_event(), lost] {
+            let line = to_json(&e);
+            let back = from_json(&line).unwrap_or_else(|err| panic!("{line}: {err}"));
+            // Lost records carry no process; the parser fills an empty one.
+            assert_eq!(to_json(&back), line);
+        }
+    }
+
+    #[test]
+    fn bad_json_lines_say_what_is_wrong() {
+        let good = to_json(&connect_event());
+        let cases = [
+            (good.replace("\"blocked\"", "\"maybe\""), "verdict 'maybe'"),
+            (
+                good.replace("\"udp\"", "\"sctpish\""),
+                "connect.protocol 'sctpish'",
+            ),
+            (
+                good.replace("2025-11-24T16:00:00.123456789Z", "yesterday"),
+                "time 'yesterday'",
+            ),
+            (
+                good.replace("\"kind\":\"connect\"", "\"kind\":\"chmod\""),
+                "needs a 'chmod' object",
+            ),
+            (good.replace("\"seq\":12", "\"seq\":\"x\""), "invalid type"),
+            (
+                good.replace("\"seq\":12", "\"sequence\":12"),
+                "unknown field `sequence`",
+            ),
+            ("not json".to_owned(), "expected"),
+        ];
+        for (line, mention) in cases {
+            let err = from_json(&line).unwrap_err();
+            assert!(
+                err.contains(mention),
+                "{line}: {err} should mention {mention}"
+            );
+        }
+    }
+
+    #[test]
+    fn compact_lines_are_readable() {
+        let line = to_compact(&connect_event(), false);
+        assert_eq!(
+            line,
+            "2025-11-24T16:00:00.123456789Z #12 BLOCKED connect curl[3] -> 169.254.169.254:53 udp (sendmsg4, metadata-imds-v4)"
+        );
+        assert!(
+            to_compact(&chmod_event(), false)
+                .ends_with("chmod curl[3] fchmodat 2750 /tmp/x [setgid]")
+        );
+        assert!(to_compact(&connect_event(), true).contains("\x1b[1;31mBLOCKED"));
     }
 }

@@ -1,38 +1,55 @@
-//! `sensor run`: validate, load, attach, stream events as JSON lines until SIGINT/SIGTERM.
+//! `sensor run`: validate, open the journal, load and attach, serve the event stream until
+//! SIGINT/SIGTERM, then shut down in order (stop subscribers, drain, flush, detach).
 
 use std::{
-    io::{self, BufWriter},
-    path::Path,
+    io,
     process::ExitCode,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use aya::maps::{MapData, RingBuf};
-use sensor_common::{Action, EventKind};
+use sensor_common::{Action, programs::PREFIX};
+use sensor_proto::v1 as pb;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
 };
 
 use crate::{
+    api::{self, ApiError, Listen, Service, StatusBoard, TcpTls},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
-    counters::Counters,
-    destinations::{Destination, metadata_endpoints},
-    event::{self, Body},
-    output::{Clock, to_json},
-    programs::{self, ProgramsError},
+    destinations::metadata_endpoints,
+    hub::Hub,
+    journal::{Journal, JournalConfig, JournalError},
+    pipeline::Pipeline,
+    programs::{self, ProgramsError, SOCK_ADDR_PROGRAMS},
     scope::{ScopeError, ScopeRoot},
     tracefs::{self, TracefsError},
 };
 
+/// How often kernel counters are polled (in-band kernel loss records, status) and the journal
+/// is synced to disk.
+const SLOW_TICK: Duration = Duration::from_millis(200);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Scope(#[from] ScopeError),
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
     #[error(transparent)]
     Programs(#[from] ProgramsError),
+    #[error("journal {dir}: {source}")]
+    Journal {
+        dir: std::path::PathBuf,
+        #[source]
+        source: JournalError,
+    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -44,7 +61,7 @@ pub enum RunError {
 impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Scope(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Scope(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -80,6 +97,58 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
+fn listen_config(args: &RunArgs) -> Result<Listen, RunError> {
+    let tcp = match (args.listen_tcp, &args.tls_cert, &args.tls_key) {
+        (None, None, None) if args.tls_client_ca.is_none() => None,
+        (Some(addr), Some(cert), Some(key)) => Some(TcpTls {
+            addr,
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        (Some(_), _, _) => {
+            return Err(RunError::Usage(
+                "--listen-tcp needs --tls-cert and --tls-key: plain TCP is refused".into(),
+            ));
+        }
+        (None, ..) => {
+            return Err(RunError::Usage(
+                "--tls-cert, --tls-key and --tls-client-ca only apply with --listen-tcp".into(),
+            ));
+        }
+    };
+    for path in tcp
+        .iter()
+        .flat_map(|t| [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()])
+        .flatten()
+    {
+        if !path.is_file() {
+            return Err(RunError::Usage(format!(
+                "TLS file {}: not a readable file",
+                path.display()
+            )));
+        }
+    }
+    Ok(Listen {
+        socket: args.socket.clone(),
+        tcp,
+    })
+}
+
+fn node_name(args: &RunArgs) -> String {
+    if let Some(n) = &args.node_name {
+        return n.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
 fn run(args: &RunArgs) -> Result<(), RunError> {
     // Validate all input before touching the kernel: a bad flag attaches nothing.
     let scopes = args
@@ -87,9 +156,13 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         .iter()
         .map(|p| ScopeRoot::open(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let listen = listen_config(args)?;
+    let node = node_name(args);
+
     // Signal handlers before anything is attached: a SIGTERM right after "ready" must detach
     // cleanly, not kill the process with the default action.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
@@ -100,6 +173,19 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             term: signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?,
         }
     };
+
+    let (journal, recovery) = Journal::open(JournalConfig {
+        dir: args.journal_dir.clone(),
+        segment_bytes: args.journal_segment_bytes,
+        max_total_bytes: args.journal_max_bytes,
+        max_age: args.journal_max_age,
+    })
+    .map_err(|source| RunError::Journal {
+        dir: args.journal_dir.clone(),
+        source,
+    })?;
+    tracing::info!(dir = %args.journal_dir.display(), next_seq = journal.next_seq(), recovery = ?recovery, "journal open");
+
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
     let destinations = metadata_endpoints();
@@ -118,37 +204,93 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         tracing::info!(program = a.program, target = %a.target, "attached");
     }
     let events = loaded.take_events()?;
-    tracing::info!(
-        mode = action.as_str(),
-        scopes = scopes.len(),
-        destinations = destinations.len(),
-        programs = loaded.attachments.len(),
-        "sensor ready"
+
+    let status = Arc::new(StatusBoard {
+        node: node.clone(),
+        attachments: loaded
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment {
+                program: a.program.to_owned(),
+                target: a.target.clone(),
+                tier: if SOCK_ADDR_PROGRAMS.contains(&a.program) {
+                    "cgroup"
+                } else {
+                    "tracepoint"
+                }
+                .into(),
+            })
+            .collect(),
+        counters: Mutex::default(),
+    });
+    let hub = Arc::new(Hub::new(&node));
+    let journal = Arc::new(Mutex::new(journal));
+    let mut pipeline = Pipeline::new(
+        Arc::clone(&hub),
+        Arc::clone(&journal),
+        Arc::clone(&status),
+        destinations.clone(),
+        args.stdout_events,
     );
+    let service = Service {
+        hub: Arc::clone(&hub),
+        journal,
+        status,
+        queue: usize::try_from(args.subscriber_queue).unwrap_or(usize::MAX),
+    };
 
-    let mut counters = Counters::default();
-    let result = runtime.block_on(stream(events, signals, args, &destinations, &mut counters));
-
+    let result = runtime.block_on(async {
+        let unix = api::bind_unix(&listen.socket)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(api::serve(service, listen.clone(), unix, stop_rx));
+        tracing::info!(
+            mode = action.as_str(),
+            scopes = scopes.len(),
+            destinations = destinations.len(),
+            programs = loaded.attachments.len(),
+            socket = %listen.socket.display(),
+            "sensor ready"
+        );
+        let streamed = stream(events, signals, args, &mut pipeline, &loaded).await;
+        // Shutdown: stop accepting, end every subscription, then wait for the server.
+        let _ = stop_tx.send(true);
+        hub.close();
+        let served = match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(r)) => r.map_err(RunError::from),
+            Ok(Err(join)) => Err(RunError::Io {
+                what: "gRPC server task",
+                source: io::Error::other(join),
+            }),
+            Err(_) => {
+                tracing::warn!("gRPC server did not stop within 5 s");
+                Ok(())
+            }
+        };
+        streamed.and(served)
+    });
+    pipeline.flush();
+    pipeline.sync();
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped.
     drop(loaded);
-    eprintln!("{}", counters.summary(&kernel));
-    tracing::info!("detached; sensor stopped");
+    let _ = std::fs::remove_file(&listen.socket);
+    eprintln!(
+        "{}",
+        pipeline
+            .counters
+            .summary(&kernel, &[("subscriber_lost", hub.lost_total())])
+    );
+    tracing::info!(prefix = PREFIX, "detached; sensor stopped");
     result
 }
 
 /// Drain the ring buffer on kernel wakeups and on a timer until SIGINT/SIGTERM.
-struct Signals {
-    int: Signal,
-    term: Signal,
-}
-
 async fn stream(
     events: RingBuf<MapData>,
     mut signals: Signals,
     args: &RunArgs,
-    rules: &[Destination],
-    counters: &mut Counters,
+    pipeline: &mut Pipeline,
+    loaded: &programs::Loaded,
 ) -> Result<(), RunError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the `AsyncFd` owns the ring buffer.
@@ -158,57 +300,26 @@ async fn stream(
     })?;
     let mut tick = tokio::time::interval(Duration::from_millis(args.drain_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout());
+    let mut slow = tokio::time::interval(SLOW_TICK);
+    slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.map_err(io_err("polling the event ring buffer"))?;
-                drain(guard.get_inner_mut(), &mut out, rules, counters)?;
+                pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => drain(ring.get_mut(), &mut out, rules, counters)?,
+            _ = tick.tick() => pipeline.drain(ring.get_mut()),
+            _ = slow.tick() => {
+                pipeline.drain(ring.get_mut());
+                pipeline.kernel_counters(&loaded.kernel_counters()?);
+                pipeline.sync();
+            }
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }
     }
-    drain(ring.get_mut(), &mut out, rules, counters)
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    out: &mut impl io::Write,
-    rules: &[Destination],
-    counters: &mut Counters,
-) -> Result<(), RunError> {
-    let clock = Clock::now();
-    let mut wrote = false;
-    while let Some(item) = ring.next() {
-        let mut event = match event::decode(&item) {
-            Ok(event) => event,
-            Err(err) => {
-                counters.decode_errors += 1;
-                tracing::warn!(error = %err, "dropping undecodable event record");
-                continue;
-            }
-        };
-        drop(item);
-        if let Body::Chmod(chmod) = &mut event.body {
-            chmod.name = event::resolve_name(Path::new("/proc"), event.pid, chmod);
-            if chmod.name.is_none() {
-                counters.name_unresolved += 1;
-            }
-        }
-        debug_assert!(matches!(
-            event.kind(),
-            EventKind::Connect | EventKind::Chmod
-        ));
-        counters.record(&event);
-        writeln!(out, "{}", to_json(&event, &clock, rules))
-            .map_err(io_err("writing events to stdout"))?;
-        wrote = true;
-    }
-    if wrote {
-        out.flush().map_err(io_err("writing events to stdout"))?;
-    }
+    pipeline.drain(ring.get_mut());
+    pipeline.kernel_counters(&loaded.kernel_counters()?);
     Ok(())
 }

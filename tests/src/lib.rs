@@ -189,19 +189,58 @@ pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }
 
+/// Where a sensor keeps its journal and API socket; shared by restarts of "the same" sensor.
+pub struct StateDir(TempDir);
+
+impl StateDir {
+    pub fn new() -> Self {
+        Self(TempDir::new())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.0.0.join("run/sensor.sock")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.0.0.join("journal")
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A running `sensor run`; stopped with SIGKILL on drop if the test did not stop it.
 pub struct Sensor {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    socket: PathBuf,
+    _own_state: Option<StateDir>,
 }
 
 impl Sensor {
-    /// Start `sensor run ARGS` and wait until it reports ready.
+    /// Start `sensor run ARGS --stdout-events` with a fresh state directory and wait until it
+    /// reports ready.
     pub fn start(args: &[&str]) -> Self {
+        let state = StateDir::new();
+        let mut sensor = Self::start_in(&state, args);
+        sensor._own_state = Some(state);
+        sensor
+    }
+
+    /// Start with the journal and socket of `state` (for restarts).
+    pub fn start_in(state: &StateDir, args: &[&str]) -> Self {
         let mut child = Command::new(sensor_bin())
             .arg("run")
             .args(args)
+            .arg("--stdout-events")
+            .arg("--socket")
+            .arg(state.socket())
+            .arg("--journal-dir")
+            .arg(state.journal())
             .env("SENSOR_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -234,6 +273,8 @@ impl Sensor {
             child,
             events,
             stderr,
+            socket: state.socket(),
+            _own_state: None,
         };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let status = sensor.child.try_wait().ok().flatten();
@@ -243,6 +284,21 @@ impl Sensor {
             );
         }
         sensor
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (a crash), and wait for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn stderr_text(&self) -> String {
@@ -414,4 +470,167 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A running `sensor tail`; its stdout lines are collected. Killed on drop.
+pub struct Tail {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Every line parsed once by the reader thread (Null: not JSON).
+    values: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tail {
+    /// Start `sensor tail --server SOCKET ARGS`.
+    pub fn start(socket: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(sensor_bin())
+            .arg("tail")
+            .arg("--server")
+            .arg(socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning sensor tail");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let values = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let (l, v) = (Arc::clone(&lines), Arc::clone(&values));
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // Null marks a line that is not JSON (compact output).
+                v.lock()
+                    .unwrap()
+                    .push(serde_json::from_str::<Value>(&line).unwrap_or(Value::Null));
+                l.lock().unwrap().push(line);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let e = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                e.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            values,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Every line parsed as JSON (for `-o json`); fails if a line is not JSON.
+    pub fn events(&self) -> Vec<Value> {
+        let values = self.values.lock().unwrap().clone();
+        assert!(
+            !values.contains(&Value::Null),
+            "a tail line is not JSON: {:?}",
+            self.lines()
+        );
+        values
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Wait until `pred` holds for the collected events (10 s).
+    pub fn wait_until(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tail: waited 10 s for {what}; have {} lines:\n{}\nstderr:\n{}",
+                events.len(),
+                self.lines().join("\n"),
+                self.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait for the process to exit by itself (10 s); returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("tail did not exit; stderr:\n{}", self.stderr_text()));
+        thread::sleep(Duration::from_millis(50));
+        status
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `python3 -c` chmod loop: `n` chmod calls on `file` from a process in `cgroup`, pausing
+/// `pause_ms` every `every` calls (so a debug-build daemon keeps up). Returns the pid.
+pub fn chmod_burst(cgroup: &Path, file: &Path, n: u32, every: u32, pause_ms: u32) -> u32 {
+    const SCRIPT: &str = "import os, sys, time\n\
+        path, n, every, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n\
+        for i in range(n):\n    os.chmod(path, 0o600 if i % 2 else 0o640)\n    \
+        if every and i % every == every - 1:\n        time.sleep(pause / 1000)\n";
+    let f = file.to_str().expect("utf-8 path");
+    let (n, every, pause) = (n.to_string(), every.to_string(), pause_ms.to_string());
+    probe_exec_wait(
+        &Place {
+            netns: None,
+            cgroup: Some(cgroup),
+        },
+        &["/usr/bin/python3", "-c", SCRIPT, f, &n, &every, &pause],
+    )
+}
+
+/// A gRPC channel to a sensor's unix socket.
+pub async fn grpc_channel(socket: &Path) -> tonic::transport::Channel {
+    let path = socket.to_owned();
+    tonic::transport::Endpoint::from_static("http://sensor.local")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connecting to the sensor socket")
+}
+
+/// Run a future on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// The `seq` of every event from `pid` (in order).
+pub fn seqs_of(events: &[Value], pid: u32) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["pid"] == pid)
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
 }

@@ -44,10 +44,7 @@ fn enforce_blocks_tcp_mapped_v6_and_udp_in_scope_with_events() {
     let ev = &connect_events_of(&sensor, tcp.pid, 1)[0];
     assert_event(ev, id, "connect4", "169.254.169.254", 80, "blocked");
     assert_eq!(
-        (
-            ev["connect"]["protocol"].as_str(),
-            ev["connect"]["rule"].as_str()
-        ),
+        (ev["connect"]["protocol"].as_str(), ev["rule"].as_str()),
         (Some("tcp"), Some("metadata-imds-v4"))
     );
 
@@ -77,13 +74,13 @@ fn enforce_blocks_tcp_mapped_v6_and_udp_in_scope_with_events() {
     );
     let ev = &connect_events_of(&sensor, v6.pid, 1)[0];
     assert_event(ev, id, "connect6", "fd00:ec2::254", 80, "blocked");
-    assert_eq!(ev["connect"]["rule"], "metadata-imds-v6");
+    assert_eq!(ev["rule"], "metadata-imds-v6");
 
     // The second listed destination, with its own name.
     let creds = probe_net(&inside, "tcp", "169.254.170.2", 80);
     assert_eq!(creds.errno, EPERM);
     assert_eq!(
-        connect_events_of(&sensor, creds.pid, 1)[0]["connect"]["rule"],
+        connect_events_of(&sensor, creds.pid, 1)[0]["rule"],
         "metadata-container-credentials"
     );
 

@@ -4,6 +4,7 @@
 //! probe [--netns NAME] [--cgroup DIR] tcp ADDR PORT     # connect(); listener set up first
 //! probe [--netns NAME] [--cgroup DIR] udp ADDR PORT     # sendto(); receiver set up first
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
+//! probe [--uid UID] uconnect PATH                       # connect to a unix socket
 //! ```
 //!
 //! Order: enter the network namespace, create the listener/receiver for the destination (so
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut netns = None;
     let mut cgroup = None;
+    let mut uid = None;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
         if args.is_empty() {
@@ -68,6 +70,10 @@ fn main() -> ExitCode {
         match flag.as_str() {
             "--netns" => netns = Some(value),
             "--cgroup" => cgroup = Some(value),
+            "--uid" => match value.parse::<u32>() {
+                Ok(u) => uid = Some(u),
+                Err(_) => return fail("--uid needs a number"),
+            },
             other => return fail(&format!("unknown flag {other}")),
         }
     }
@@ -115,8 +121,27 @@ fn main() -> ExitCode {
     {
         return fail(&e);
     }
+    if let Some(uid) = uid {
+        // SAFETY: plain syscalls; drop the group first, then the user.
+        if unsafe { libc::setgid(uid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+            return fail(&format!(
+                "setuid {uid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     let pid = std::process::id();
     match (op.as_str(), dst) {
+        ("uconnect", _) => {
+            let Some(path) = args.get(1) else {
+                return fail("uconnect needs PATH");
+            };
+            let errno = match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => 0,
+                Err(e) => errno(&e),
+            };
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
+        }
         ("tcp", Some(d)) => {
             let errno = match TcpStream::connect_timeout(&d, Duration::from_secs(5)) {
                 Ok(_) => 0,

@@ -1,0 +1,146 @@
+//! Domain <-> `sensor.v1` conversions, all in one place.
+
+use sensor_common::{ChmodSyscall, ConnectHook, EventKind, Verdict};
+use sensor_proto::v1 as pb;
+
+use crate::{
+    destinations::Destination,
+    event::{Body, Event, PathArg},
+    output::Clock,
+};
+
+/// What the daemon adds to a kernel event before it is numbered.
+pub struct Context<'a> {
+    pub node: &'a str,
+    pub clock: &'a Clock,
+    pub rules: &'a [Destination],
+}
+
+pub fn verdict(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Blocked => pb::Verdict::Blocked,
+        Verdict::Audited => pb::Verdict::Audited,
+        Verdict::Allowed => pb::Verdict::Allowed,
+        Verdict::Killed => pb::Verdict::Killed,
+    }
+}
+
+pub fn kind(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::Connect => pb::EventKind::Connect,
+        EventKind::Chmod => pb::EventKind::Chmod,
+    }
+}
+
+fn hook(h: ConnectHook) -> pb::ConnectHook {
+    match h {
+        ConnectHook::Connect4 => pb::ConnectHook::Connect4,
+        ConnectHook::Connect6 => pb::ConnectHook::Connect6,
+        ConnectHook::Sendmsg4 => pb::ConnectHook::Sendmsg4,
+        ConnectHook::Sendmsg6 => pb::ConnectHook::Sendmsg6,
+    }
+}
+
+fn syscall(s: ChmodSyscall) -> pb::ChmodSyscall {
+    match s {
+        ChmodSyscall::Chmod => pb::ChmodSyscall::Chmod,
+        ChmodSyscall::Fchmod => pb::ChmodSyscall::Fchmod,
+        ChmodSyscall::Fchmodat => pb::ChmodSyscall::Fchmodat,
+        ChmodSyscall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
+    }
+}
+
+/// The kind of a proto event, from its body.
+pub fn kind_of(event: &pb::Event) -> pb::EventKind {
+    use pb::event::Body as B;
+    match &event.body {
+        Some(B::Connect(_)) => pb::EventKind::Connect,
+        Some(B::Chmod(_)) => pb::EventKind::Chmod,
+        Some(B::Privilege(_)) => pb::EventKind::Privilege,
+        Some(B::Exec(_)) => pb::EventKind::Exec,
+        Some(B::Exit(_)) => pb::EventKind::Exit,
+        Some(B::Lost(_)) => pb::EventKind::Lost,
+        None => pb::EventKind::Unspecified,
+    }
+}
+
+/// A kernel event as a `sensor.v1` event (sequence number not yet assigned).
+pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
+    let wall = ctx.clock.wall_unix_ns(event.ktime_ns);
+    let (rule, body) = match &event.body {
+        Body::Connect(c) => (
+            ctx.rules
+                .get(c.rule as usize)
+                .map_or_else(|| format!("rule-{}", c.rule), |d| d.name.to_owned()),
+            pb::event::Body::Connect(pb::Connect {
+                hook: hook(c.hook) as i32,
+                socket_family: c.sock_family,
+                socket_type: c.sock_type,
+                protocol: c.protocol,
+                dst_addr: c.dst_addr.to_string(),
+                dst_port: u32::from(c.dst_port),
+            }),
+        ),
+        Body::Chmod(c) => {
+            let (path, state) = match &c.path {
+                PathArg::None => (String::new(), pb::PathState::None),
+                PathArg::Complete(p) => (p.clone(), pb::PathState::Complete),
+                PathArg::Truncated(p) => (p.clone(), pb::PathState::Truncated),
+                PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
+            };
+            (
+                String::new(),
+                pb::event::Body::Chmod(pb::Chmod {
+                    syscall: syscall(c.syscall) as i32,
+                    mode: c.mode,
+                    fd: c.fd,
+                    flags: c.flags,
+                    path,
+                    path_state: state as i32,
+                    name: c
+                        .name
+                        .as_ref()
+                        .map(|n| n.display().to_string())
+                        .unwrap_or_default(),
+                }),
+            )
+        }
+    };
+    pb::Event {
+        seq: 0,
+        ktime_ns: event.ktime_ns,
+        time_unix_ns: wall,
+        node: ctx.node.to_owned(),
+        process: Some(pb::Process {
+            pid: event.pid,
+            tid: event.tid,
+            uid: event.uid,
+            gid: event.gid,
+            comm: event.comm.clone(),
+            cgroup_id: event.cgroup_id,
+            ..Default::default()
+        }),
+        pod: None,
+        // Host mode: process and cgroup attribution only; nothing more to wait for.
+        enrichment: pb::Enrichment::Complete as i32,
+        policy: "default".into(),
+        rule,
+        verdict: verdict(event.verdict) as i32,
+        body: Some(body),
+    }
+}
+
+/// An in-band loss record.
+pub fn lost(stage: pb::LossStage, count: u64, node: &str, time_unix_ns: i64) -> pb::Event {
+    pb::Event {
+        node: node.to_owned(),
+        time_unix_ns,
+        body: Some(pb::event::Body::Lost(pb::Lost {
+            count,
+            stage: stage as i32,
+            first_seq: 0,
+            last_seq: 0,
+        })),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,194 @@
+//! The event path in the daemon: ring buffer -> checked decode -> attribution -> sequence
+//! number and journal -> live fan-out (and JSON on stdout when asked). Every place that can
+//! lose an event counts it and puts a `lost` record into the stream.
+
+use std::{
+    io::{self, BufWriter, Write as _},
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use aya::maps::{MapData, RingBuf};
+use prost::Message as _;
+use sensor_common::Counter;
+use sensor_proto::v1 as pb;
+
+use crate::{
+    api::StatusBoard,
+    convert::{self, Context},
+    counters::Counters,
+    destinations::Destination,
+    event::{self, Body},
+    hub::Hub,
+    journal::Journal,
+    output::{Clock, now_unix_ns, to_json},
+};
+
+/// Events journaled before a flush-and-publish inside one drain (bounds latency and memory).
+const FLUSH_EVERY: usize = 256;
+
+pub struct Pipeline {
+    pub hub: Arc<Hub>,
+    pub journal: Arc<Mutex<Journal>>,
+    pub status: Arc<StatusBoard>,
+    pub counters: Counters,
+    rules: Vec<Destination>,
+    node: String,
+    stdout: Option<BufWriter<io::Stdout>>,
+    /// Kernel ring-buffer losses already reported in-band.
+    kernel_loss_reported: u64,
+    /// Journaled, not yet flushed and published.
+    pending: Vec<Arc<pb::Event>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        hub: Arc<Hub>,
+        journal: Arc<Mutex<Journal>>,
+        status: Arc<StatusBoard>,
+        rules: Vec<Destination>,
+        stdout_events: bool,
+    ) -> Self {
+        let node = status.node.clone();
+        Self {
+            hub,
+            journal,
+            status,
+            counters: Counters::default(),
+            rules,
+            node,
+            stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
+            kernel_loss_reported: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Number and journal one event; it is published by [`Pipeline::flush`], once the journal
+    /// holds it (a subscriber never sees a sequence number a crash could hand out again).
+    fn emit(&mut self, mut event: pb::Event) {
+        let appended = {
+            let payload = event.encode_to_vec();
+            self.journal().append(event.time_unix_ns, &payload)
+        };
+        match appended {
+            Ok(seq) => event.seq = seq,
+            Err(err) => {
+                // Still delivered live, without a sequence number; counted and logged.
+                self.counters.journal_errors += 1;
+                tracing::warn!(error = %err, "journal append failed");
+            }
+        }
+        self.counters.record(&event);
+        self.pending.push(Arc::new(event));
+    }
+
+    /// Drain every record the kernel has submitted.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let clock = Clock::now();
+        let mut n = 0u64;
+        while let Some(item) = ring.next() {
+            n += 1;
+            let decoded = event::decode(&item);
+            drop(item);
+            let mut event = match decoded {
+                Ok(event) => event,
+                Err(err) => {
+                    self.counters.decode_errors += 1;
+                    tracing::warn!(error = %err, "undecodable event record");
+                    let lost = convert::lost(pb::LossStage::Decode, 1, &self.node, now_unix_ns());
+                    self.emit(lost);
+                    continue;
+                }
+            };
+            if let Body::Chmod(chmod) = &mut event.body {
+                chmod.name = event::resolve_name(Path::new("/proc"), event.pid, chmod);
+                if chmod.name.is_none() {
+                    self.counters.name_unresolved += 1;
+                }
+            }
+            let ctx = Context {
+                node: &self.node,
+                clock: &clock,
+                rules: &self.rules,
+            };
+            let proto = convert::to_proto(&event, &ctx);
+            self.emit(proto);
+            if self.pending.len() >= FLUSH_EVERY {
+                self.flush();
+            }
+        }
+        if n > 0 {
+            self.flush();
+        }
+    }
+
+    /// Make journaled events visible to readers (push them to the OS), then publish them live
+    /// and print them.
+    pub fn flush(&mut self) {
+        let flushed = self.journal().flush();
+        if let Err(err) = flushed {
+            self.counters.journal_errors += 1;
+            tracing::warn!(error = %err, "journal flush failed");
+        }
+        for event in std::mem::take(&mut self.pending) {
+            if let Some(out) = &mut self.stdout
+                && writeln!(out, "{}", to_json(&event)).is_err()
+            {
+                self.counters.stdout_errors += 1;
+            }
+            self.hub.publish(&event);
+        }
+        if let Some(out) = &mut self.stdout
+            && out.flush().is_err()
+        {
+            self.counters.stdout_errors += 1;
+        }
+    }
+
+    /// Durability point (batched fsync), on a timer.
+    pub fn sync(&mut self) {
+        let synced = self.journal().sync();
+        if let Err(err) = synced {
+            self.counters.journal_errors += 1;
+            tracing::warn!(error = %err, "journal sync failed");
+        }
+    }
+
+    /// Put kernel-side losses (ring buffer full) into the stream, and refresh the status board.
+    pub fn kernel_counters(&mut self, kernel: &[(Counter, u64)]) {
+        let full: u64 = kernel
+            .iter()
+            .filter(|(c, _)| matches!(c, Counter::RingbufFullConnect | Counter::RingbufFullChmod))
+            .map(|(_, v)| v)
+            .sum();
+        if full > self.kernel_loss_reported {
+            let lost = convert::lost(
+                pb::LossStage::Kernel,
+                full - self.kernel_loss_reported,
+                &self.node,
+                now_unix_ns(),
+            );
+            self.kernel_loss_reported = full;
+            self.emit(lost);
+            self.flush();
+        }
+        let mut board = self
+            .status
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        board.clear();
+        for (c, v) in kernel {
+            board.insert(format!("kernel_{}", c.as_str()), *v);
+        }
+        for (k, v) in self.counters.flat() {
+            board.insert(k, v);
+        }
+    }
+}
