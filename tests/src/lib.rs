@@ -382,6 +382,24 @@ pub struct Place<'a> {
     pub cgroup: Option<&'a Path>,
 }
 
+impl<'a> Place<'a> {
+    /// In the test namespace and the cgroup.
+    pub fn inside(netns: &'a NetNs, cgroup: &'a Path) -> Self {
+        Self {
+            netns: Some(netns),
+            cgroup: Some(cgroup),
+        }
+    }
+
+    /// In the cgroup, in the host network namespace (no network operations).
+    pub fn cgroup(cgroup: &'a Path) -> Self {
+        Self {
+            netns: None,
+            cgroup: Some(cgroup),
+        }
+    }
+}
+
 /// The JSON line a probe prints for a network operation.
 #[derive(Debug)]
 pub struct ProbeResult {
@@ -593,10 +611,7 @@ pub fn chmod_burst(cgroup: &Path, file: &Path, n: u32, every: u32, pause_ms: u32
     let f = file.to_str().expect("utf-8 path");
     let (n, every, pause) = (n.to_string(), every.to_string(), pause_ms.to_string());
     probe_exec_wait(
-        &Place {
-            netns: None,
-            cgroup: Some(cgroup),
-        },
+        &Place::cgroup(cgroup),
         &["/usr/bin/python3", "-c", SCRIPT, f, &n, &every, &pause],
     )
 }

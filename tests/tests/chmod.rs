@@ -44,10 +44,7 @@ fn tmp() -> (TempDir, std::path::PathBuf) {
 /// fds stay open until the test has seen the events). Returns the pid and the printed line.
 fn python_in_scope(cg: &Path, script: &str, dir: &Path) -> (ChildGuard, u32, String) {
     let mut child = probe_exec(
-        &Place {
-            netns: None,
-            cgroup: Some(cg),
-        },
+        &Place::cgroup(cg),
         &[PYTHON, "-c", script, dir.to_str().unwrap()],
     );
     let pid = child.id();
@@ -68,13 +65,7 @@ fn chmod_u_plus_s_in_scope_is_reported_with_mode_and_name() {
     let (_guard, dir) = tmp();
     let sensor = scoped_sensor(&cg);
     let target = file(&dir, "tool", 0o755);
-    let pid = probe_exec_wait(
-        &Place {
-            netns: None,
-            cgroup: Some(&cg.path),
-        },
-        &["chmod", "u+s", &target],
-    );
+    let pid = probe_exec_wait(&Place::cgroup(&cg.path), &["chmod", "u+s", &target]);
     let ev = &chmod_events(&sensor, pid, 1)[0];
     assert_eq!(ev["comm"], "chmod", "{ev}");
     assert_eq!(ev["verdict"], "allowed", "{ev}");
@@ -237,13 +228,7 @@ fn chmod_outside_the_scope_is_not_reported() {
     let sensor = scoped_sensor(&cg);
     let outside = probe_exec_wait(&Place::default(), &["chmod", "u+s", &outside_file]);
     assert_eq!(mode_of(&outside_file), 0o4755);
-    let marker = probe_exec_wait(
-        &Place {
-            netns: None,
-            cgroup: Some(&cg.path),
-        },
-        &["chmod", "g+s", &marker_file],
-    );
+    let marker = probe_exec_wait(&Place::cgroup(&cg.path), &["chmod", "g+s", &marker_file]);
     let ev = &chmod_events(&sensor, marker, 1)[0];
     assert_eq!(ev["chmod"]["mode"], "2755");
     let stray: Vec<Value> = sensor

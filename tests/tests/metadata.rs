@@ -30,10 +30,7 @@ fn enforce_blocks_tcp_mapped_v6_and_udp_in_scope_with_events() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place {
-        netns: Some(&ns),
-        cgroup: Some(&cg.path),
-    };
+    let inside = Place::inside(&ns, &cg.path);
     let id = TestCgroup::id(&cg.path);
 
     let tcp = probe_net(&inside, "tcp", "169.254.169.254", 80);
@@ -103,10 +100,7 @@ fn the_event_pid_is_the_calling_process_and_not_another() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place {
-        netns: Some(&ns),
-        cgroup: Some(&cg.path),
-    };
+    let inside = Place::inside(&ns, &cg.path);
     let a = probe_net(&inside, "tcp", "169.254.169.254", 80);
     let b = probe_net(&inside, "tcp", "169.254.169.254", 81);
     assert_ne!(a.pid, b.pid);
@@ -143,10 +137,7 @@ fn outside_the_scope_and_unlisted_destinations_connect() {
     );
 
     // In scope, an address that is not listed connects (loopback of the test namespace).
-    let inside = Place {
-        netns: Some(&ns),
-        cgroup: Some(&cg.path),
-    };
+    let inside = Place::inside(&ns, &cg.path);
     let local = probe_net(&inside, "tcp", "127.0.0.1", 8080);
     assert_eq!(local.errno, 0, "unlisted destinations must not be blocked");
 
@@ -181,15 +172,7 @@ fn a_child_cgroup_of_the_scope_is_blocked_too() {
     // Created after the sensor attached: covered from its first connect.
     let late = cg.child("pod-late");
     for dir in [&child, &grandchild, &late] {
-        let r: ProbeResult = probe_net(
-            &Place {
-                netns: Some(&ns),
-                cgroup: Some(dir),
-            },
-            "tcp",
-            "169.254.169.254",
-            80,
-        );
+        let r: ProbeResult = probe_net(&Place::inside(&ns, dir), "tcp", "169.254.169.254", 80);
         assert_eq!(
             r.errno,
             EPERM,
@@ -208,10 +191,7 @@ fn audit_mode_allows_and_reports_audited() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "audit");
-    let inside = Place {
-        netns: Some(&ns),
-        cgroup: Some(&cg.path),
-    };
+    let inside = Place::inside(&ns, &cg.path);
     let id = TestCgroup::id(&cg.path);
 
     let tcp = probe_net(&inside, "tcp", "169.254.169.254", 80);
@@ -252,10 +232,7 @@ fn enforcement_ends_when_the_sensor_stops() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
-    let inside = Place {
-        netns: Some(&ns),
-        cgroup: Some(&cg.path),
-    };
+    let inside = Place::inside(&ns, &cg.path);
     assert_eq!(
         probe_net(&inside, "tcp", "169.254.169.254", 80).errno,
         EPERM

@@ -35,15 +35,7 @@ fn a_blocked_connect_reaches_a_tail_subscriber() {
     let tail = Tail::start(sensor.socket(), &["-f", "-o", "json"]);
     // Let the tail subscribe before the event.
     std::thread::sleep(Duration::from_millis(300));
-    let r = probe_net(
-        &Place {
-            netns: Some(&ns),
-            cgroup: Some(&cg.path),
-        },
-        "tcp",
-        "169.254.169.254",
-        80,
-    );
+    let r = probe_net(&Place::inside(&ns, &cg.path), "tcp", "169.254.169.254", 80);
     assert_eq!(r.errno, libc::EPERM as i64);
     let events = tail.wait_until("the blocked connect", |ev| {
         ev.iter().any(|e| e["pid"] == r.pid)
@@ -512,15 +504,7 @@ fn tail_replays_an_exported_file_with_filters() {
     let file = scratch_file(&dir);
     let sensor = scoped(&cg, &["--mode", "audit"]);
     let chmods = chmod_burst(&cg.path, &file, 3, 0, 0);
-    let conn = probe_net(
-        &Place {
-            netns: Some(&ns),
-            cgroup: Some(&cg.path),
-        },
-        "tcp",
-        "169.254.169.254",
-        80,
-    );
+    let conn = probe_net(&Place::inside(&ns, &cg.path), "tcp", "169.254.169.254", 80);
     sensor.wait_for(1, |e| e["pid"] == conn.pid);
     sensor.wait_for(3, |e| e["pid"] == chmods);
     let mut export = Tail::start(sensor.socket(), &["--from-seq", "1", "-o", "json"]);
