@@ -32,6 +32,8 @@ pub mod programs {
     pub const FCHMOD: &str = "sensor_fchmod";
     pub const FCHMODAT: &str = "sensor_fchmodat";
     pub const FCHMODAT2: &str = "sensor_fchmodat2";
+    pub const EXEC: &str = "sensor_exec";
+    pub const EXIT: &str = "sensor_exit";
     /// Every program name starts with this; leftover checks look for it.
     pub const PREFIX: &str = "sensor_";
 }
@@ -41,6 +43,9 @@ pub mod globals {
     /// Bytes of unconsumed data in the ring buffer at which a submit wakes the reader.
     /// Below it, records are submitted without a wakeup and the reader's timer drains them.
     pub const WAKEUP_BYTES: &str = "SENSOR_WAKEUP_BYTES";
+    /// Offset of the `__data_loc char[] filename` field in the `sched:sched_process_exec`
+    /// record (read from its format file at start-up: the layout is not ABI).
+    pub const EXEC_FILENAME_OFFSET: &str = "SENSOR_EXEC_FILENAME_OFFSET";
 }
 
 /// Scope walk depth for global hooks: ancestors checked from the cgroup v2 root down.
@@ -86,6 +91,8 @@ wire_enum! {
     EventKind {
         Connect = 1 => "connect",
         Chmod = 2 => "chmod",
+        Exec = 3 => "exec",
+        Exit = 4 => "exit",
     }
 }
 
@@ -146,19 +153,22 @@ wire_enum! {
         RingbufFullChmod = 4 => "ringbuf_full_chmod",
         /// chmod path arguments that could not be read from user memory.
         PathReadFailed = 5 => "path_read_failed",
+        /// exec/exit events lost: ring buffer reserve failed.
+        RingbufFullProcess = 6 => "ringbuf_full_process",
     }
 }
 
 /// Number of slots in the counter array.
 pub const COUNTER_SLOTS: u32 = 8;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 6] = [
+pub const ALL_COUNTERS: [Counter; 7] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
     Counter::RingbufFullConnect,
     Counter::RingbufFullChmod,
     Counter::PathReadFailed,
+    Counter::RingbufFullProcess,
 ];
 
 /// `S_ISUID | S_ISGID`.
@@ -267,6 +277,30 @@ pub struct ChmodEvent {
 }
 const _: () = assert!(size_of::<ChmodEvent>() == 64 + 32 + PATH_BYTES);
 const _: () = assert!(offset_of!(ChmodEvent, path) == 96);
+
+/// A task in scope completed an exec (`sched:sched_process_exec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// One of [`path_status`] for `filename`.
+    pub filename_status: u32,
+    /// Bytes of `filename` in use, without the NUL.
+    pub filename_len: u32,
+    pub _pad: [u32; 2],
+    /// The executed file as passed to exec.
+    pub filename: [u8; PATH_BYTES],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 64 + 16 + PATH_BYTES);
+const _: () = assert!(offset_of!(ExecEvent, filename) == 80);
+
+/// A process in scope exited (its thread-group leader, `sched:sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+const _: () = assert!(size_of::<ExitEvent>() == 64);
 
 #[cfg(feature = "user")]
 mod user {

@@ -1,7 +1,8 @@
 //! The sensor's kernel programs. One hook area per file:
 //! - `connect`: cgroup sock_addr hooks (connect4/6, sendmsg4/6) that block or audit listed
 //!   destinations for every task below the cgroup they are attached to;
-//! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope.
+//! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
+//! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
 //!
 //! Everything they report goes through one ring buffer (`shared`).
 #![no_std]
@@ -9,6 +10,7 @@
 
 mod chmod;
 mod connect;
+mod process;
 mod shared;
 
 #[cfg(not(test))]

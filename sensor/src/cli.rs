@@ -97,6 +97,26 @@ pub struct RunArgs {
     /// counted and reported to it in-band).
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_000_000), env = "SENSOR_SUBSCRIBER_QUEUE")]
     pub subscriber_queue: u64,
+    /// Kubeconfig for the pod watcher (otherwise $KUBECONFIG, the in-cluster service account,
+    /// ~/.kube/config; with none of them the sensor runs in host mode: no pod attribution).
+    #[arg(long, value_name = "PATH", env = "SENSOR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long an event whose pod is not known yet waits for it before it goes out `partial`.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 2000,
+        env = "SENSOR_ENRICHMENT_WAIT_MS"
+    )]
+    pub enrichment_wait_ms: u64,
+    /// Events that may wait for their pod at once; beyond, they go out `partial` (counted).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        env = "SENSOR_ENRICHMENT_QUEUE"
+    )]
+    pub enrichment_queue: usize,
     /// Node name reported in events (on Kubernetes, from the downward API).
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,

@@ -29,6 +29,8 @@ pub fn kind(k: EventKind) -> pb::EventKind {
     match k {
         EventKind::Connect => pb::EventKind::Connect,
         EventKind::Chmod => pb::EventKind::Chmod,
+        EventKind::Exec => pb::EventKind::Exec,
+        EventKind::Exit => pb::EventKind::Exit,
     }
 }
 
@@ -105,6 +107,17 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 }),
             )
         }
+        Body::Exec { filename } => (
+            String::new(),
+            pb::event::Body::Exec(pb::Exec {
+                exe: filename.text().unwrap_or_default().to_owned(),
+                args: Vec::new(),
+            }),
+        ),
+        Body::Exit => (
+            String::new(),
+            pb::event::Body::Exit(pb::Exit { code: None }),
+        ),
     };
     pb::Event {
         seq: 0,

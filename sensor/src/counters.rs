@@ -61,7 +61,7 @@ impl Counters {
     }
 
     /// `{"counters": {...}}`: userspace counters plus the kernel's.
-    pub fn summary(&self, kernel: &[(Counter, u64)], extra: &[(&str, u64)]) -> Value {
+    pub fn summary(&self, kernel: &[(Counter, u64)], extra: &[(String, u64)]) -> Value {
         let kernel: Map<String, Value> = kernel
             .iter()
             .map(|(c, v)| (c.as_str().to_owned(), json!(v)))
@@ -75,7 +75,7 @@ impl Counters {
             "kernel": kernel,
         });
         for (k, v) in extra {
-            counters[*k] = json!(v);
+            counters[k.as_str()] = json!(v);
         }
         json!({ "counters": counters })
     }

@@ -11,7 +11,7 @@ use std::{
 
 use sensor_common::{
     AT_FDCWD, ChmodEvent, ChmodSyscall, ConnectEvent, ConnectHook, EventHeader, EventKind,
-    PATH_BYTES, Verdict, path_status,
+    ExecEvent, ExitEvent, PATH_BYTES, Verdict, path_status,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +55,12 @@ pub struct Event {
 pub enum Body {
     Connect(Connect),
     Chmod(Chmod),
+    /// The task completed an exec of `filename`.
+    Exec {
+        filename: PathArg,
+    },
+    /// The process exited.
+    Exit,
 }
 
 impl Event {
@@ -62,6 +68,8 @@ impl Event {
         match self.body {
             Body::Connect(_) => EventKind::Connect,
             Body::Chmod(_) => EventKind::Chmod,
+            Body::Exec { .. } => EventKind::Exec,
+            Body::Exit => EventKind::Exit,
         }
     }
 }
@@ -123,6 +131,18 @@ fn cstr(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// A string argument read by the kernel, from its status and length.
+fn path_arg(status: u32, len: u32, buf: &[u8; PATH_BYTES]) -> Result<PathArg, u32> {
+    let text = || cstr(&buf[..(len as usize).min(PATH_BYTES)]);
+    Ok(match status {
+        path_status::OK => PathArg::Complete(text()),
+        path_status::TRUNCATED => PathArg::Truncated(text()),
+        path_status::FAULT => PathArg::Unreadable,
+        path_status::NONE => PathArg::None,
+        other => return Err(other),
+    })
+}
+
 /// Decode one ring buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() < size_of::<EventHeader>() {
@@ -133,6 +153,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let expected = match kind {
         EventKind::Connect => size_of::<ConnectEvent>(),
         EventKind::Chmod => size_of::<ChmodEvent>(),
+        EventKind::Exec => size_of::<ExecEvent>(),
+        EventKind::Exit => size_of::<ExitEvent>(),
     };
     if header.size as usize != expected || bytes.len() < expected {
         return Err(DecodeError::Size {
@@ -175,15 +197,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Chmod => {
             let ev: ChmodEvent = read(bytes);
             let syscall = ChmodSyscall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
-            let len = (ev.path_len as usize).min(PATH_BYTES);
-            let text = || cstr(&ev.path[..len]);
-            let path = match ev.path_status {
-                path_status::OK => PathArg::Complete(text()),
-                path_status::TRUNCATED => PathArg::Truncated(text()),
-                path_status::FAULT => PathArg::Unreadable,
-                path_status::NONE => PathArg::None,
-                other => return Err(field("path_status", other)),
-            };
+            let path = path_arg(ev.path_status, ev.path_len, &ev.path)
+                .map_err(|v| field("path_status", v))?;
             Body::Chmod(Chmod {
                 syscall,
                 mode: ev.mode & 0o7777,
@@ -193,6 +208,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 name: None,
             })
         }
+        EventKind::Exec => {
+            let ev: ExecEvent = read(bytes);
+            let filename = path_arg(ev.filename_status, ev.filename_len, &ev.filename)
+                .map_err(|v| field("filename_status", v))?;
+            Body::Exec { filename }
+        }
+        EventKind::Exit => Body::Exit,
     };
     Ok(Event {
         ktime_ns: header.ktime_ns,

@@ -1,6 +1,7 @@
 //! `sensor`: the userspace side of the agent.
 //!
 //! - [`scope`]: scope roots (cgroup v2 directories) and their validation;
+//! - [`cgroups`]: cgroup id -> path index and path -> pod/container parsing;
 //! - [`destinations`]: blocked destination prefixes (the built-in metadata list);
 //! - [`tracefs`]: syscall tracepoint discovery and layout checks;
 //! - [`programs`]: the embedded eBPF object, loading, map filling and attachment;
@@ -11,16 +12,21 @@
 //! - [`convert`]: domain <-> `sensor.v1` conversions;
 //! - [`filter`]: event filters (server side and offline replay);
 //! - [`hub`]: live fan-out with per-subscriber bounded queues and loss records;
-//! - [`pipeline`]: ring buffer -> decode -> journal -> fan-out;
+//! - [`enrich`]: process and pod attribution, with late enrichment;
+//! - [`procs`]: the process cache (exec/exit events, /proc) and ancestry;
+//! - [`pipeline`]: ring buffer -> decode -> attribution -> journal -> fan-out;
+//! - [`pods`]: this node's pods from the Kubernetes API, indexed by container id and pod UID;
 //! - [`api`]: the gRPC service and its listeners;
 //! - [`run`]: `sensor run`, wiring the above together;
 //! - [`tail`]: `sensor tail`.
 
 pub mod api;
+pub mod cgroups;
 pub mod cli;
 pub mod convert;
 pub mod counters;
 pub mod destinations;
+pub mod enrich;
 pub mod event;
 pub mod filter;
 pub mod hub;
@@ -28,6 +34,8 @@ pub mod journal;
 pub mod logging;
 pub mod output;
 pub mod pipeline;
+pub mod pods;
+pub mod procs;
 pub mod programs;
 pub mod run;
 pub mod scope;

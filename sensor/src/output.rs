@@ -90,6 +90,10 @@ struct JsonEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ppid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    euid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ancestors: Vec<JsonAncestor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pod: Option<JsonPod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     enrichment: Option<String>,
@@ -103,6 +107,34 @@ struct JsonEvent {
     chmod: Option<JsonChmod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lost: Option<JsonLost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec: Option<JsonExec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit: Option<JsonExit>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonAncestor {
+    pid: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    exe: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    comm: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonExec {
+    /// The file passed to exec.
+    exe: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonExit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -124,6 +156,8 @@ struct JsonPod {
     owner_kind: String,
     #[serde(default)]
     owner_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    image_id: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -277,6 +311,16 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
         exe: (!p.exe.is_empty()).then_some(p.exe),
         args: p.args,
         ppid: (p.ppid != 0).then_some(p.ppid),
+        euid: p.euid,
+        ancestors: p
+            .ancestors
+            .into_iter()
+            .map(|a| JsonAncestor {
+                pid: a.pid,
+                exe: a.exe,
+                comm: a.comm,
+            })
+            .collect(),
         pod: e.pod.clone().map(|pod| JsonPod {
             namespace: pod.namespace,
             name: pod.name,
@@ -287,6 +331,7 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             image: pod.image,
             owner_kind: pod.owner_kind,
             owner_name: pod.owner_name,
+            image_id: pod.image_id,
         }),
         enrichment: (e.enrichment() != pb::Enrichment::Unspecified)
             .then(|| enum_name(e.enrichment().as_str_name(), "ENRICHMENT_")),
@@ -332,7 +377,9 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
                 last_seq: l.last_seq,
             })
         }
-        Some(B::Privilege(_) | B::Exec(_) | B::Exit(_)) | None => {}
+        Some(B::Exec(x)) => j.exec = Some(JsonExec { exe: x.exe.clone() }),
+        Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
+        Some(B::Privilege(_)) | None => {}
     }
     j
 }
@@ -421,6 +468,16 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 last_seq: l.last_seq,
             })
         }
+        pb::EventKind::Exec => {
+            let x = j.exec.ok_or_else(|| missing("exec"))?;
+            pb::event::Body::Exec(pb::Exec {
+                exe: x.exe,
+                args: Vec::new(),
+            })
+        }
+        pb::EventKind::Exit => pb::event::Body::Exit(pb::Exit {
+            code: j.exit.ok_or_else(|| missing("exit"))?.code,
+        }),
         other => {
             return Err(format!(
                 "kind '{}': not supported in files yet",
@@ -443,6 +500,16 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
             exe: j.exe.unwrap_or_default(),
             args: j.args,
             ppid: j.ppid.unwrap_or(0),
+            euid: j.euid,
+            ancestors: j
+                .ancestors
+                .into_iter()
+                .map(|a| pb::Ancestor {
+                    pid: a.pid,
+                    exe: a.exe,
+                    comm: a.comm,
+                })
+                .collect(),
         }),
         pod: j.pod.map(|p| pb::Pod {
             namespace: p.namespace,
@@ -454,6 +521,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
             image: p.image,
             owner_kind: p.owner_kind,
             owner_name: p.owner_name,
+            image_id: p.image_id,
         }),
         enrichment: enrichment as i32,
         policy: j.policy,
@@ -546,7 +614,10 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
                 let _ = write!(line, " seq {}..={}", l.first_seq, l.last_seq);
             }
         }
-        Some(B::Privilege(_) | B::Exec(_) | B::Exit(_)) | None => {
+        Some(B::Exec(x)) => {
+            let _ = write!(line, "exec {who}{pod} {}", x.exe);
+        }
+        Some(B::Privilege(_) | B::Exit(_)) | None => {
             let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
         }
     }

@@ -6,6 +6,7 @@ use std::{
     io::{self, BufWriter, Write as _},
     path::Path,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -18,6 +19,7 @@ use crate::{
     convert::{self, Context},
     counters::Counters,
     destinations::Destination,
+    enrich::Enricher,
     event::{self, Body},
     hub::Hub,
     journal::Journal,
@@ -32,6 +34,7 @@ pub struct Pipeline {
     pub journal: Arc<Mutex<Journal>>,
     pub status: Arc<StatusBoard>,
     pub counters: Counters,
+    pub enricher: Enricher,
     rules: Vec<Destination>,
     node: String,
     stdout: Option<BufWriter<io::Stdout>>,
@@ -47,6 +50,7 @@ impl Pipeline {
         journal: Arc<Mutex<Journal>>,
         status: Arc<StatusBoard>,
         rules: Vec<Destination>,
+        enricher: Enricher,
         stdout_events: bool,
     ) -> Self {
         let node = status.node.clone();
@@ -55,6 +59,7 @@ impl Pipeline {
             journal,
             status,
             counters: Counters::default(),
+            enricher,
             rules,
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -118,13 +123,24 @@ impl Pipeline {
                 rules: &self.rules,
             };
             let proto = convert::to_proto(&event, &ctx);
-            self.emit(proto);
+            if let Some(ready) = self.enricher.enrich(&event, proto, Instant::now()) {
+                self.emit(ready);
+            }
             if self.pending.len() >= FLUSH_EVERY {
                 self.flush();
             }
         }
-        if n > 0 {
+        self.release_enriched(false);
+        if n > 0 || !self.pending.is_empty() {
             self.flush();
+        }
+    }
+
+    /// Emit parked events whose pod arrived or whose wait is over (`all`: every one, at
+    /// shutdown).
+    pub fn release_enriched(&mut self, all: bool) {
+        for event in self.enricher.poll(Instant::now(), all) {
+            self.emit(event);
         }
     }
 
@@ -187,8 +203,29 @@ impl Pipeline {
         for (c, v) in kernel {
             board.insert(format!("kernel_{}", c.as_str()), *v);
         }
-        for (k, v) in self.counters.flat() {
+        for (k, v) in self
+            .counters
+            .flat()
+            .into_iter()
+            .chain(self.enrichment_counters())
+        {
             board.insert(k, v);
         }
+    }
+
+    /// Attribution counters: enrichment and the process cache.
+    pub fn enrichment_counters(&self) -> Vec<(String, u64)> {
+        let e = self.enricher.stats();
+        let p = self.enricher.procs().stats();
+        vec![
+            ("enrichment_pending".into(), e.pending),
+            ("enrichment_completed_late".into(), e.completed_late),
+            ("enrichment_partial".into(), e.partial),
+            ("enrichment_queue_full".into(), e.queue_full),
+            ("process_cache_entries".into(), p.entries as u64),
+            ("process_cache_filled".into(), p.filled),
+            ("process_cache_unknown".into(), p.unknown),
+            ("process_cache_full".into(), p.full),
+        ]
     }
 }

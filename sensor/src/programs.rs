@@ -71,6 +71,8 @@ pub struct Config<'a> {
     pub action: Action,
     pub wakeup_bytes: u64,
     pub tracepoints: &'a [ChmodTracepoint],
+    /// Offset of `filename` in `sched:sched_process_exec` records.
+    pub exec_filename_offset: u64,
 }
 
 /// One attachment, for logs and status.
@@ -128,6 +130,11 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
     raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
+        .override_global(
+            globals::EXEC_FILENAME_OFFSET,
+            &config.exec_filename_offset,
+            true,
+        )
         .load(OBJECT)
         .map_err(ProgramsError::Load)?;
 
@@ -158,16 +165,23 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
             });
         }
     }
-    for tp in config.tracepoints {
-        let name = tp.program;
+    let lifecycle = [
+        (programs::EXEC, "sched", "sched_process_exec"),
+        (programs::EXIT, "sched", "sched_process_exit"),
+    ];
+    let chmod = config
+        .tracepoints
+        .iter()
+        .map(|tp| (tp.program, "syscalls", tp.name));
+    for (name, category, tracepoint) in lifecycle.into_iter().chain(chmod) {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|source| ProgramsError::ProgramLoad {
             name,
             feature: "tracepoint programs (CONFIG_BPF_EVENTS)",
             source,
         })?;
-        let target = format!("syscalls/{}", tp.name);
-        prog.attach("syscalls", tp.name)
+        let target = format!("{category}/{tracepoint}");
+        prog.attach(category, tracepoint)
             .map_err(|source| ProgramsError::Attach {
                 name,
                 target: target.clone(),

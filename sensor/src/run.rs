@@ -18,11 +18,15 @@ use tokio::{
 
 use crate::{
     api::{self, ApiError, Listen, Service, StatusBoard, TcpTls},
+    cgroups::{CgroupIndex, cgroup2_root},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
     destinations::metadata_endpoints,
+    enrich::Enricher,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
     pipeline::Pipeline,
+    pods::{PodIndex, PodsError, WatchConfig, WatcherStats},
+    procs::ProcessCache,
     programs::{self, ProgramsError, SOCK_ADDR_PROGRAMS},
     scope::{ScopeError, ScopeRoot},
     tracefs::{self, TracefsError},
@@ -31,6 +35,12 @@ use crate::{
 /// How often kernel counters are polled (in-band kernel loss records, status) and the journal
 /// is synced to disk.
 const SLOW_TICK: Duration = Duration::from_millis(200);
+/// Processes the cache holds at most.
+const PROCESS_CACHE_CAP: usize = 65_536;
+/// How long an exited process stays in the cache (late events still find it).
+const PROCESS_GRACE: Duration = Duration::from_secs(30);
+/// How long a deleted pod stays in the index.
+const POD_DELETED_GRACE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -50,6 +60,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Pods(#[from] PodsError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -188,6 +200,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
 
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
+    let exec_filename_offset = tracefs::exec_filename_offset(&tracefs)?;
     let destinations = metadata_endpoints();
     let action = match args.mode {
         Mode::Enforce => Action::Enforce,
@@ -199,6 +212,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         action,
         wakeup_bytes: args.wakeup_bytes,
         tracepoints: &tracepoints,
+        exec_filename_offset,
     })?;
     for a in &loaded.attachments {
         tracing::info!(program = a.program, target = %a.target, "attached");
@@ -225,11 +239,45 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     });
     let hub = Arc::new(Hub::new(&node));
     let journal = Arc::new(Mutex::new(journal));
+
+    // Attribution: processes, cgroups, pods (Kubernetes only).
+    let mut procs = ProcessCache::new(
+        std::path::Path::new("/proc"),
+        PROCESS_CACHE_CAP,
+        PROCESS_GRACE,
+    );
+    let scanned = procs.scan();
+    let cgroups = match cgroup2_root().and_then(|root| CgroupIndex::scan(&root)) {
+        Ok(index) => Some(index),
+        Err(err) => {
+            tracing::warn!(error = %err, "cgroup2 not readable: events carry cgroup ids without pods");
+            None
+        }
+    };
+    let watch_cfg = WatchConfig {
+        node_name: node.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+    };
+    let kube = runtime.block_on(crate::pods::client_from_env(&watch_cfg))?;
+    let pods = kube.as_ref().map(|_| PodIndex::new(POD_DELETED_GRACE));
+    tracing::info!(
+        processes = scanned,
+        kubernetes = kube.is_some(),
+        "attribution ready"
+    );
+    let enricher = Enricher::new(
+        procs,
+        cgroups,
+        pods.clone(),
+        Duration::from_millis(args.enrichment_wait_ms),
+        args.enrichment_queue,
+    );
     let mut pipeline = Pipeline::new(
         Arc::clone(&hub),
         Arc::clone(&journal),
         Arc::clone(&status),
         destinations.clone(),
+        enricher,
         args.stdout_events,
     );
     let service = Service {
@@ -242,7 +290,18 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let result = runtime.block_on(async {
         let unix = api::bind_unix(&listen.socket)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(api::serve(service, listen.clone(), unix, stop_rx));
+        let server = tokio::spawn(api::serve(service, listen.clone(), unix, stop_rx.clone()));
+        let watcher_stats = Arc::new(WatcherStats::default());
+        let watcher = match (kube, pods) {
+            (Some(client), Some(index)) => Some(tokio::spawn(crate::pods::run_watcher(
+                client,
+                watch_cfg.clone(),
+                index,
+                Arc::clone(&watcher_stats),
+                stop_rx,
+            ))),
+            _ => None,
+        };
         tracing::info!(
             mode = action.as_str(),
             scopes = scopes.len(),
@@ -255,6 +314,9 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         // Shutdown: stop accepting, end every subscription, then wait for the server.
         let _ = stop_tx.send(true);
         hub.close();
+        if let Some(w) = watcher {
+            let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+        }
         let served = match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(r)) => r.map_err(RunError::from),
             Ok(Err(join)) => Err(RunError::Io {
@@ -268,18 +330,16 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         };
         streamed.and(served)
     });
+    pipeline.release_enriched(true);
     pipeline.flush();
     pipeline.sync();
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped.
     drop(loaded);
     let _ = std::fs::remove_file(&listen.socket);
-    eprintln!(
-        "{}",
-        pipeline
-            .counters
-            .summary(&kernel, &[("subscriber_lost", hub.lost_total())])
-    );
+    let mut extra = pipeline.enrichment_counters();
+    extra.push(("subscriber_lost".into(), hub.lost_total()));
+    eprintln!("{}", pipeline.counters.summary(&kernel, &extra));
     tracing::info!(prefix = PREFIX, "detached; sensor stopped");
     result
 }

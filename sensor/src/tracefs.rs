@@ -23,16 +23,14 @@ pub enum TracefsError {
         source: io::Error,
     },
     #[error(
-        "kernel feature missing: syscall tracepoint syscalls/{name} (CONFIG_FTRACE_SYSCALLS): {source}"
+        "kernel feature missing: tracepoint {name} (syscall tracepoints need CONFIG_FTRACE_SYSCALLS): {source}"
     )]
     Missing {
         name: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error(
-        "tracepoint syscalls/{name}: unexpected record layout, field '{field}' not at offset {offset}"
-    )]
+    #[error("tracepoint {name}: unexpected record layout, field '{field}' not at offset {offset}")]
     Layout {
         name: &'static str,
         field: &'static str,
@@ -137,20 +135,21 @@ pub fn chmod_tracepoints(root: &Path) -> Result<Vec<ChmodTracepoint>, TracefsErr
     Ok(found)
 }
 
+/// The offset of field `name` in a tracepoint `format` file.
+fn field_offset(format: &str, name: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';').map(str::trim);
+        let decl = parts.next()?.strip_prefix("field:")?;
+        let off = parts.next()?.strip_prefix("offset:")?;
+        (decl.rsplit([' ', '*']).next() == Some(name))
+            .then(|| off.parse().ok())
+            .flatten()
+    })
+}
+
 fn check_layout(tp: ChmodTracepoint, format: &str) -> Result<(), TracefsError> {
     for &(field, offset) in tp.fields {
-        let ok = format.lines().any(|line| {
-            let mut parts = line.trim().split(';').map(str::trim);
-            let decl = parts.next().unwrap_or("");
-            let off = parts.next().unwrap_or("");
-            decl.starts_with("field:")
-                && decl.rsplit([' ', '*']).next() == Some(field)
-                && off
-                    .strip_prefix("offset:")
-                    .and_then(|o| o.parse::<usize>().ok())
-                    == Some(offset)
-        });
-        if !ok {
+        if field_offset(format, field) != Some(offset) {
             return Err(TracefsError::Layout {
                 name: tp.name,
                 field,
@@ -159,6 +158,26 @@ fn check_layout(tp: ChmodTracepoint, format: &str) -> Result<(), TracefsError> {
         }
     }
     Ok(())
+}
+
+/// Offset of `__data_loc char[] filename` in `sched:sched_process_exec` records.
+pub fn exec_filename_offset(root: &Path) -> Result<u64, TracefsError> {
+    let path = root.join("events/sched/sched_process_exec/format");
+    let format = fs::read_to_string(&path).map_err(|source| TracefsError::Missing {
+        name: "sched/sched_process_exec",
+        source,
+    })?;
+    let ok = format
+        .lines()
+        .any(|l| l.contains("__data_loc char[] filename;"));
+    match field_offset(&format, "filename") {
+        Some(off) if ok => Ok(off as u64),
+        _ => Err(TracefsError::Layout {
+            name: "sched/sched_process_exec",
+            field: "filename",
+            offset: 0,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +195,15 @@ mod tests {
     #[test]
     fn accepts_the_expected_layout() {
         check_layout(CHMOD_TRACEPOINTS[3], FCHMODAT2).unwrap();
+    }
+
+    #[test]
+    fn finds_the_exec_filename_data_loc() {
+        let exec = "name: sched_process_exec\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\
+            \tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n";
+        assert_eq!(field_offset(exec, "filename"), Some(8));
+        assert_eq!(field_offset(exec, "pid"), Some(12));
+        assert_eq!(field_offset(exec, "old_pid"), None);
     }
 
     #[test]

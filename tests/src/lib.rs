@@ -21,6 +21,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod kubeapi;
+
 /// Prefix of every netns and cgroup the tests create (the leftover check looks for it).
 pub const TEST_PREFIX: &str = "sensor-test";
 
@@ -87,11 +89,18 @@ impl TestCgroup {
         }
     }
 
-    /// A child cgroup (removed with the parent).
+    /// A child cgroup (removed with the parent); `name` may have several levels, and levels
+    /// that exist already are reused.
     pub fn child(&mut self, name: &str) -> PathBuf {
-        let path = self.path.join(name);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        self.children.push(path.clone());
+        let mut path = self.path.clone();
+        for level in name.split('/') {
+            path = path.join(level);
+            match std::fs::create_dir(&path) {
+                Ok(()) => self.children.push(path.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("creating {}: {e}", path.display()),
+            }
+        }
         path
     }
 
@@ -225,23 +234,36 @@ impl Sensor {
     /// Start `sensor run ARGS --stdout-events` with a fresh state directory and wait until it
     /// reports ready.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_fresh(args, true)
+    }
+
+    /// As [`Sensor::start`]; `stdout_events: false` leaves the events to gRPC subscribers only
+    /// (load tests: the harness does not parse every event twice).
+    pub fn start_fresh(args: &[&str], stdout_events: bool) -> Self {
         let state = StateDir::new();
-        let mut sensor = Self::start_in(&state, args);
+        let mut sensor = Self::spawn(&state, args, stdout_events);
         sensor._own_state = Some(state);
         sensor
     }
 
     /// Start with the journal and socket of `state` (for restarts).
     pub fn start_in(state: &StateDir, args: &[&str]) -> Self {
+        Self::spawn(state, args, true)
+    }
+
+    fn spawn(state: &StateDir, args: &[&str], stdout_events: bool) -> Self {
         let mut child = Command::new(sensor_bin())
             .arg("run")
             .args(args)
-            .arg("--stdout-events")
+            .args(stdout_events.then_some("--stdout-events"))
             .arg("--socket")
             .arg(state.socket())
             .arg("--journal-dir")
             .arg(state.journal())
-            .env("SENSOR_LOG", "info")
+            .env(
+                "SENSOR_LOG",
+                std::env::var("SENSOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -423,7 +445,19 @@ fn probe_command(place: &Place<'_>) -> Command {
 
 /// Run a probe network operation (`tcp`/`udp` ADDR PORT) and parse its result.
 pub fn probe_net(place: &Place<'_>, op: &str, addr: &str, port: u16) -> ProbeResult {
-    let out = sh(probe_command(place).args([op, addr, &port.to_string()]));
+    probe_net_lingering(place, op, addr, port, 0)
+}
+
+/// As [`probe_net`], the probe staying alive `linger_ms` after the operation.
+pub fn probe_net_lingering(
+    place: &Place<'_>,
+    op: &str,
+    addr: &str,
+    port: u16,
+    linger_ms: u64,
+) -> ProbeResult {
+    let linger = linger_ms.to_string();
+    let out = sh(probe_command(place).args(["--linger-ms", &linger, op, addr, &port.to_string()]));
     let v: Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe output {out:?}: {e}"));
     ProbeResult {
@@ -566,7 +600,17 @@ impl Tail {
 
     /// Wait until `pred` holds for the collected events (10 s).
     pub fn wait_until(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_until_for(Duration::from_secs(10), what, pred)
+    }
+
+    /// Wait until `pred` holds for the collected events, at most `timeout`.
+    pub fn wait_until_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
         loop {
             let events = self.events();
             if pred(&events) {
@@ -574,7 +618,7 @@ impl Tail {
             }
             assert!(
                 Instant::now() < deadline,
-                "tail: waited 10 s for {what}; have {} lines:\n{}\nstderr:\n{}",
+                "tail: waited {timeout:?} for {what}; have {} lines:\n{}\nstderr:\n{}",
                 events.len(),
                 self.lines().join("\n"),
                 self.stderr_text()
@@ -608,11 +652,21 @@ pub fn chmod_burst(cgroup: &Path, file: &Path, n: u32, every: u32, pause_ms: u32
         path, n, every, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n\
         for i in range(n):\n    os.chmod(path, 0o600 if i % 2 else 0o640)\n    \
         if every and i % every == every - 1:\n        time.sleep(pause / 1000)\n";
+    // From a file beside `file`: short arguments keep the events small.
+    let script = file.with_extension("py");
+    std::fs::write(&script, SCRIPT).expect("writing the chmod script");
     let f = file.to_str().expect("utf-8 path");
     let (n, every, pause) = (n.to_string(), every.to_string(), pause_ms.to_string());
     probe_exec_wait(
         &Place::cgroup(cgroup),
-        &["/usr/bin/python3", "-c", SCRIPT, f, &n, &every, &pause],
+        &[
+            "/usr/bin/python3",
+            script.to_str().expect("utf-8 path"),
+            f,
+            &n,
+            &every,
+            &pause,
+        ],
     )
 }
 
@@ -641,11 +695,11 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// The `seq` of every event from `pid` (in order).
+/// The `seq` of every chmod event from `pid` (in order).
 pub fn seqs_of(events: &[Value], pid: u32) -> Vec<u64> {
     events
         .iter()
-        .filter(|e| e["pid"] == pid)
+        .filter(|e| e["pid"] == pid && e["kind"] == "chmod")
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect()
 }

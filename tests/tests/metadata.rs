@@ -113,7 +113,11 @@ fn the_event_pid_is_the_calling_process_and_not_another() {
         81
     );
     assert_eq!(
-        sensor.events().iter().filter(|e| e["pid"] == a.pid).count(),
+        sensor
+            .events()
+            .iter()
+            .filter(|e| e["pid"] == a.pid && e["kind"] == "connect")
+            .count(),
         1
     );
 }
@@ -149,7 +153,7 @@ fn outside_the_scope_and_unlisted_destinations_connect() {
         let stray: Vec<Value> = sensor
             .events()
             .into_iter()
-            .filter(|e| e["pid"] == pid)
+            .filter(|e| e["pid"] == pid && e["kind"] == "connect")
             .collect();
         assert!(
             stray.is_empty(),

@@ -7,6 +7,9 @@
 //! probe [--uid UID] uconnect PATH                       # connect to a unix socket
 //! ```
 //!
+//! `--linger-ms N` keeps the process alive N ms after the operation (a process that is still
+//! running when the daemon reads its event, like most container processes).
+//!
 //! Order: enter the network namespace, create the listener/receiver for the destination (so
 //! the connect has someone to talk to inside that namespace), then move into the cgroup, then
 //! act. Network operations refuse to run without `--netns`: metadata addresses are only ever
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let mut netns = None;
     let mut cgroup = None;
     let mut uid = None;
+    let mut linger_ms = 0u64;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
         if args.is_empty() {
@@ -70,6 +74,10 @@ fn main() -> ExitCode {
         match flag.as_str() {
             "--netns" => netns = Some(value),
             "--cgroup" => cgroup = Some(value),
+            "--linger-ms" => match value.parse::<u64>() {
+                Ok(ms) => linger_ms = ms,
+                Err(_) => return fail("--linger-ms needs a number"),
+            },
             "--uid" => match value.parse::<u32>() {
                 Ok(u) => uid = Some(u),
                 Err(_) => return fail("--uid needs a number"),
@@ -182,5 +190,6 @@ fn main() -> ExitCode {
         }
         (other, _) => return fail(&format!("unknown operation {other}")),
     }
+    std::thread::sleep(Duration::from_millis(linger_ms));
     ExitCode::SUCCESS
 }
