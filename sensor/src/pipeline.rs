@@ -24,6 +24,7 @@ use crate::{
     hub::Hub,
     journal::Journal,
     output::{Clock, now_unix_ns, to_json},
+    pods::WatcherStats,
 };
 
 /// Events journaled before a flush-and-publish inside one drain (bounds latency and memory).
@@ -42,6 +43,8 @@ pub struct Pipeline {
     kernel_loss_reported: u64,
     /// Journaled, not yet flushed and published.
     pending: Vec<Arc<pb::Event>>,
+    /// The pod watcher's counters (Kubernetes mode).
+    pub watcher: Option<Arc<WatcherStats>>,
 }
 
 impl Pipeline {
@@ -65,6 +68,7 @@ impl Pipeline {
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
             kernel_loss_reported: 0,
             pending: Vec::new(),
+            watcher: None,
         }
     }
 
@@ -213,11 +217,12 @@ impl Pipeline {
         }
     }
 
-    /// Attribution counters: enrichment and the process cache.
+    /// Attribution counters: enrichment, the process cache, the pod watcher.
     pub fn enrichment_counters(&self) -> Vec<(String, u64)> {
         let e = self.enricher.stats();
         let p = self.enricher.procs().stats();
-        vec![
+        let watcher = self.watcher.as_ref().map(|w| w.flat()).unwrap_or_default();
+        let mut counters = vec![
             ("enrichment_pending".into(), e.pending),
             ("enrichment_completed_late".into(), e.completed_late),
             ("enrichment_partial".into(), e.partial),
@@ -226,6 +231,8 @@ impl Pipeline {
             ("process_cache_filled".into(), p.filled),
             ("process_cache_unknown".into(), p.unknown),
             ("process_cache_full".into(), p.full),
-        ]
+        ];
+        counters.extend(watcher);
+        counters
     }
 }

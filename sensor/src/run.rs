@@ -291,15 +291,15 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         let unix = api::bind_unix(&listen.socket)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(api::serve(service, listen.clone(), unix, stop_rx.clone()));
-        let watcher_stats = Arc::new(WatcherStats::default());
         let watcher = match (kube, pods) {
-            (Some(client), Some(index)) => Some(tokio::spawn(crate::pods::run_watcher(
-                client,
-                watch_cfg.clone(),
-                index,
-                Arc::clone(&watcher_stats),
-                stop_rx,
-            ))),
+            (Some(client), Some(index)) => {
+                let stats = Arc::new(WatcherStats::default());
+                pipeline.watcher = Some(Arc::clone(&stats));
+                let cfg = watch_cfg.clone();
+                Some(tokio::spawn(crate::pods::run_watcher(
+                    client, cfg, index, stats, stop_rx,
+                )))
+            }
             _ => None,
         };
         tracing::info!(
