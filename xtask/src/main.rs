@@ -3,8 +3,10 @@
 //! - `cargo xtask setup`: what a fresh machine needs (idempotent, fast when done);
 //! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
 //! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
-//!   serially), then check that nothing was left behind.
+//!   serially), then check that nothing was left behind;
+//! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures.
 
+mod bench;
 mod leftovers;
 mod setup;
 
@@ -36,6 +38,9 @@ enum Cmd {
     },
     /// Set up, build, and run every test; fails on any failure or leftover.
     Test,
+    /// Release build, then measure overhead, throughput, latency, memory and start-up against
+    /// the kernel's own baseline (root; not part of `test`).
+    Bench,
 }
 
 fn main() -> Result<()> {
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::all(),
         Cmd::Run { args } => run(&args),
         Cmd::Test => test(),
+        Cmd::Bench => bench::run(),
     }
 }
 
