@@ -1,0 +1,747 @@
+use std::{collections::BTreeMap, path::PathBuf};
+
+use super::*;
+
+const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "audit-rollout.yaml",
+        include_str!("../../policies/examples/audit-rollout.yaml"),
+    ),
+    (
+        "namespace-exemption.yaml",
+        include_str!("../../policies/examples/namespace-exemption.yaml"),
+    ),
+    (
+        "prevent-chmod.yaml",
+        include_str!("../../policies/examples/prevent-chmod.yaml"),
+    ),
+    (
+        "host-cgroups.yaml",
+        include_str!("../../policies/examples/host-cgroups.yaml"),
+    ),
+];
+
+const DOCS: &str = include_str!("../../../docs/policy.md");
+
+/// A valid policy; the bad files below are this with one or more lines changed.
+/// Lines: 1 apiVersion, 4 metadata.name, 6 scope, 8 include, 10-13 the first rule.
+const GOOD: &str = "\
+apiVersion: sensor/v1
+kind: Policy
+metadata:
+  name: test
+spec:
+  scope:
+    namespaces:
+      include: [\"*\"]
+  rules:
+    - name: block-metadata
+      type: metadata
+      action: enforce
+      destinations: [default]
+";
+
+fn errors(text: &str) -> Vec<String> {
+    match parse("bad.yaml", text) {
+        Ok(p) => panic!("parsed, expected errors: {p:?}\n{text}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Exactly one error, at `line:column`, whose message contains `fragment`.
+#[track_caller]
+fn assert_error(text: &str, line: usize, column: usize, fragment: &str) {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let prefix = format!("bad.yaml:{line}:{column}: ");
+    assert!(
+        errors[0].starts_with(&prefix) && errors[0].contains(fragment),
+        "expected {prefix}...{fragment}..., got {}",
+        errors[0]
+    );
+}
+
+/// `GOOD` with line `n` (1-based) replaced by `lines` (which may be several lines).
+fn with_line(n: usize, lines: &str) -> String {
+    let mut out: Vec<&str> = GOOD.lines().collect();
+    out[n - 1] = lines;
+    out.join("\n") + "\n"
+}
+
+/// `GOOD` with `extra` appended (more rules).
+fn with_rules(extra: &str) -> String {
+    format!("{GOOD}{extra}")
+}
+
+#[test]
+fn the_good_base_parses() {
+    let p = parse("good.yaml", GOOD).unwrap();
+    assert_eq!(p.name, "test");
+    assert_eq!(p.rules.len(), 1);
+}
+
+#[test]
+fn default_policy_is_the_documented_one() {
+    let p = default_policy();
+    assert_eq!(p.name, "default");
+    let ns = p.scope.namespaces.as_ref().unwrap();
+    assert!(ns.matches("default") && ns.matches("team-a"));
+    assert!(!ns.matches("kube-system"));
+    assert_eq!(p.scope.pod_selector, None);
+    assert!(p.scope.cgroups.is_empty());
+    assert_eq!(p.rules.len(), 2);
+    assert_eq!(p.rules[0].action, Action::Enforce);
+    assert_eq!(
+        p.rules[0].kind,
+        RuleKind::Metadata(MetadataRule {
+            destinations: vec![DestinationSpec::Default],
+            ports: vec![]
+        })
+    );
+    assert_eq!(p.rules[1].action, Action::Enforce);
+    let RuleKind::Chmod(chmod) = &p.rules[1].kind else {
+        panic!("rule 1 is not a chmod rule")
+    };
+    assert_eq!(chmod.mode_bits(), Some(SETID_BITS));
+    assert!(chmod.matches(0o4755, Some("/usr/bin/x")));
+    assert!(chmod.matches(0o2755, None));
+    assert!(!chmod.matches(0o755, Some("/usr/bin/x")));
+}
+
+#[test]
+fn compiling_the_default_gives_the_seven_built_in_destinations() {
+    let c = compile(&default_policy());
+    assert_eq!(c.policy, "default");
+    assert_eq!(c.rule_names, ["block-metadata", "deny-setid-chmod"]);
+    let v4: Vec<String> = c.cidr_v4.iter().map(|r| r.prefix.to_string()).collect();
+    let v6: Vec<String> = c.cidr_v6.iter().map(|r| r.prefix.to_string()).collect();
+    assert_eq!(
+        v4,
+        [
+            "169.254.169.254/32",
+            "169.254.170.2/32",
+            "169.254.170.23/32",
+            "100.100.100.200/32",
+            "168.63.129.16/32"
+        ]
+    );
+    assert_eq!(v6, ["fd00:ec2::254/128", "fd00:ec2::23/128"]);
+    for r in c.cidr_v4.iter().chain(&c.cidr_v6) {
+        assert_eq!((r.rule, r.action), (0, Action::Enforce));
+        assert!(r.ports.is_empty());
+    }
+    assert_eq!(c.cidr_v4[0].destination, "metadata-imds-v4");
+    assert_eq!(c.cidr_v6[1].destination, "metadata-pod-identity-v6");
+    assert_eq!(
+        c.chmod,
+        [ChmodEntry {
+            rule: 1,
+            action: Action::Enforce,
+            match_all: false,
+            mode_bits: 0o6000,
+            paths: vec![],
+        }]
+    );
+    assert!(c.privilege.is_empty());
+    let ns = c.scope.namespaces.unwrap();
+    assert_eq!(
+        (ns.include, ns.exclude),
+        (vec!["*".into()], vec!["kube-system".into()])
+    );
+}
+
+#[test]
+fn every_example_parses() {
+    for (name, text) in EXAMPLES {
+        if let Err(errors) = parse(name, text) {
+            panic!("{name}: {errors:#?}");
+        }
+    }
+}
+
+#[test]
+fn examples_mean_what_they_say() {
+    let p = |i: usize| parse(EXAMPLES[i].0, EXAMPLES[i].1).unwrap();
+
+    let audit = p(0);
+    assert!(audit.rules.iter().all(|r| r.action == Action::Audit));
+    let c = compile(&audit);
+    assert_eq!(c.privilege.len(), 1);
+    assert_eq!(c.privilege[0].raises, 0b11111);
+
+    let exempt = p(1);
+    let ns = exempt.scope.namespaces.as_ref().unwrap();
+    assert!(!ns.matches("platform-logging") && !ns.matches("monitoring") && ns.matches("shop"));
+    let selector = exempt.scope.pod_selector.as_ref().unwrap();
+    let mut labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    assert!(selector.matches(&labels));
+    labels.insert("sensor.example.com/exempt".into(), "true".into());
+    assert!(!selector.matches(&labels));
+
+    let c = compile(&p(2));
+    assert_eq!(c.chmod.len(), 1);
+    assert!(c.chmod[0].match_all);
+    assert_eq!(c.chmod[0].mode_bits, 0);
+
+    let host = p(3);
+    assert!(host.scope.namespaces.is_none());
+    assert_eq!(
+        host.scope.cgroups,
+        [
+            PathBuf::from("/sys/fs/cgroup/unified/my-workloads"),
+            PathBuf::from("/sys/fs/cgroup/system.slice/containerd.service")
+        ]
+    );
+    let c = compile(&host);
+    assert_eq!(c.cidr_v4.len(), 6);
+    assert_eq!(c.cidr_v6.len(), 3);
+    let vault = c
+        .cidr_v4
+        .iter()
+        .find(|r| r.prefix.to_string() == "10.20.0.0/16")
+        .unwrap();
+    assert_eq!(
+        (vault.rule, vault.action, vault.ports.as_slice()),
+        (1, Action::Audit, &[80, 443][..])
+    );
+    assert_eq!(vault.destination, "audit-vault");
+    assert_eq!(c.chmod[0].paths[0].as_str(), "/usr/**");
+    assert_eq!(c.chmod[1].mode_bits, 0o111);
+}
+
+/// Every complete policy shown in docs/policy.md parses (so the documentation cannot drift),
+/// and the default policy shown there is the built-in one.
+#[test]
+fn policies_in_the_docs_parse() {
+    let mut blocks = Vec::new();
+    let mut rest = DOCS;
+    while let Some(start) = rest.find("```yaml\n") {
+        rest = &rest[start + "```yaml\n".len()..];
+        let end = rest
+            .find("```")
+            .expect("unclosed code block in docs/policy.md");
+        blocks.push(&rest[..end]);
+        rest = &rest[end + 3..];
+    }
+    let policies: Vec<&str> = blocks
+        .into_iter()
+        .filter(|b| b.contains("apiVersion: sensor/v1"))
+        .collect();
+    assert!(policies.len() >= 3, "found {} policies", policies.len());
+    for (i, text) in policies.iter().enumerate() {
+        if let Err(errors) = parse(&format!("docs/policy.md block {i}"), text) {
+            panic!("{errors:#?}\n{text}");
+        }
+    }
+    assert!(
+        policies.contains(&DEFAULT_POLICY_YAML),
+        "docs/policy.md must show default.yaml verbatim"
+    );
+}
+
+#[test]
+fn syntax_error() {
+    assert_error(
+        &with_line(13, "      destinations: [default"),
+        13,
+        21,
+        "YAML syntax error: unclosed bracket '['",
+    );
+    assert_error("a: b\n c: d\n", 2, 3, "YAML syntax error");
+}
+
+#[test]
+fn unknown_field() {
+    assert_error(
+        &with_line(4, "  name: test\n  labels: {a: b}"),
+        5,
+        3,
+        "metadata: unknown field 'labels' (expected name or description)",
+    );
+    assert_error(
+        &with_line(7, "    namespace:"),
+        7,
+        5,
+        "spec.scope: unknown field 'namespace' (expected namespaces, podSelector or cgroups)",
+    );
+    assert_error(
+        &with_line(12, "      action: enforce\n      comment: hi"),
+        13,
+        7,
+        "spec.rules[0]: unknown field 'comment' of a metadata rule",
+    );
+}
+
+#[test]
+fn bad_cidrs() {
+    assert_error(
+        &with_line(13, "      destinations: [default, 10.0.0.1/8]"),
+        13,
+        31,
+        "spec.rules[0].destinations[1]: '10.0.0.1/8': host bits set",
+    );
+    assert_error(
+        &with_line(13, "      destinations:\n        - fd00::/129"),
+        14,
+        11,
+        "prefix length must be",
+    );
+    assert_error(
+        &with_line(13, "      destinations: [metadata]"),
+        13,
+        22,
+        "'metadata': not an IP address or CIDR prefix (give 'default'",
+    );
+}
+
+#[test]
+fn empty_scope() {
+    assert_error(
+        &with_line(6, "  scope: {}").replace("    namespaces:\n      include: [\"*\"]\n", ""),
+        6,
+        10,
+        "spec.scope: the scope selects nothing",
+    );
+    assert_error(
+        &with_line(8, "      include: []"),
+        8,
+        16,
+        "spec.scope.namespaces.include: empty list",
+    );
+}
+
+#[test]
+fn duplicate_rule_names() {
+    let text = with_rules(
+        "    - name: block-metadata\n      type: chmod\n      action: audit\n      setid: true\n",
+    );
+    assert_error(
+        &text,
+        14,
+        13,
+        "spec.rules[1].name: duplicate rule name 'block-metadata' (first at line 10)",
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_error(
+        &with_line(13, "      destinations: default"),
+        13,
+        21,
+        "expected a list, found a string (write [default])",
+    );
+    assert_error(
+        &with_line(8, "      include: \"*\""),
+        8,
+        16,
+        "expected a list, found a string (write [\"*\"])",
+    );
+    assert_error(
+        &with_line(4, "  name: 42"),
+        4,
+        9,
+        "metadata.name: expected a string, found an integer (quote it: \"42\")",
+    );
+    let chmod = "    - name: c\n      type: chmod\n      action: audit\n      setid: yes\n";
+    assert_error(
+        &with_rules(chmod),
+        17,
+        14,
+        "spec.rules[1].setid: expected true or false, found a string (YAML 1.2 booleans",
+    );
+    assert_error(
+        &with_line(3, "metadata: [name, test]").replace("  name: test\n", ""),
+        3,
+        11,
+        "metadata: expected a mapping, found a list",
+    );
+}
+
+#[test]
+fn bad_action_and_type() {
+    assert_error(
+        &with_line(12, "      action: block"),
+        12,
+        15,
+        "spec.rules[0].action: unknown action 'block' (expected enforce or audit)",
+    );
+    assert_error(
+        &with_line(11, "      type: network"),
+        11,
+        13,
+        "unknown rule type 'network' (expected metadata, chmod or privilege)",
+    );
+}
+
+#[test]
+fn fields_of_another_rule_type() {
+    let text = with_rules(
+        "    - name: c\n      type: chmod\n      action: audit\n      setid: true\n      ports: [80]\n",
+    );
+    assert_error(
+        &text,
+        18,
+        7,
+        "spec.rules[1]: 'ports' is a field of metadata rules, not of chmod rules",
+    );
+    assert_error(
+        &with_line(13, "      destinations: [default]\n      raises: [capset]"),
+        14,
+        7,
+        "'raises' is a field of privilege rules, not of metadata rules",
+    );
+}
+
+#[test]
+fn bad_ports() {
+    assert_error(
+        &with_line(
+            13,
+            "      destinations: [default]\n      ports: [80, 70000]",
+        ),
+        14,
+        19,
+        "spec.rules[0].ports[1]: port 70000 out of range (1 to 65535)",
+    );
+    assert_error(
+        &with_line(13, "      destinations: [default]\n      ports: [0]"),
+        14,
+        15,
+        "port 0 out of range",
+    );
+    assert_error(
+        &with_line(13, "      destinations: [default]\n      ports: [\"443\"]"),
+        14,
+        15,
+        "expected a port number, found a string",
+    );
+    assert_error(
+        &with_line(13, "      destinations: [default]\n      ports: [443, 443]"),
+        14,
+        20,
+        "duplicate port 443 (first at line 14)",
+    );
+}
+
+#[test]
+fn three_errors_are_all_reported_in_order() {
+    let text = GOOD
+        .replace("  name: test\n", "  name: test\n  owner: me\n")
+        .replace("action: enforce", "action: deny")
+        .replace(
+            "destinations: [default]",
+            "destinations: [default]\n      ports: [-1]",
+        );
+    let errors = errors(&text);
+    assert_eq!(
+        errors,
+        [
+            "bad.yaml:5:3: metadata: unknown field 'owner' (expected name or description)",
+            "bad.yaml:13:15: spec.rules[0].action: unknown action 'deny' (expected enforce or audit)",
+            "bad.yaml:15:15: spec.rules[0].ports[0]: port -1 out of range (1 to 65535)",
+        ]
+    );
+}
+
+#[test]
+fn more_bad_files() {
+    // Missing field: reported at the mapping that lacks it.
+    assert_error(
+        &with_line(13, ""),
+        10,
+        7,
+        "spec.rules[0]: missing field 'destinations'",
+    );
+    // Empty destination list.
+    assert_error(
+        &with_line(13, "      destinations: []"),
+        13,
+        21,
+        "spec.rules[0].destinations: empty list",
+    );
+    // The same destination in two rules.
+    assert_error(
+        &with_rules(
+            "    - name: again\n      type: metadata\n      action: audit\n      destinations: [169.254.169.254]\n",
+        ),
+        17,
+        22,
+        "169.254.169.254/32 is already listed by rule 'block-metadata' (line 13)",
+    );
+    // Duplicate key.
+    assert_error(
+        &with_line(2, "kind: Policy\nkind: Policy"),
+        3,
+        1,
+        "duplicate key 'kind' (first at line 2)",
+    );
+    // Wrong apiVersion and kind.
+    assert_error(
+        &with_line(1, "apiVersion: sensor/v2"),
+        1,
+        13,
+        "unsupported apiVersion 'sensor/v2' (this sensor reads sensor/v1)",
+    );
+    assert_error(
+        &with_line(2, "kind: ConfigMap"),
+        2,
+        7,
+        "kind: expected Policy, found 'ConfigMap'",
+    );
+    // Bad names and namespaces.
+    assert_error(
+        &with_line(4, "  name: Test_1"),
+        4,
+        9,
+        "'Test_1': not a valid name",
+    );
+    assert_error(
+        &with_line(8, "      include: [Kube-System]"),
+        8,
+        17,
+        "not a namespace name or pattern",
+    );
+    // podSelector without namespaces, and an empty one.
+    assert_error(
+        &with_line(
+            7,
+            "    cgroups: [/sys/fs/cgroup/x]\n    podSelector: {matchLabels: {app: web}}",
+        )
+        .replace("      include: [\"*\"]\n", ""),
+        8,
+        5,
+        "podSelector needs namespaces",
+    );
+    assert_error(
+        &with_line(8, "      include: [\"*\"]\n    podSelector: {}"),
+        9,
+        18,
+        "an empty selector selects every pod",
+    );
+    assert_error(
+        &with_line(
+            8,
+            "      include: [\"*\"]\n    podSelector:\n      matchExpressions:\n        - {key: tier, operator: In}",
+        ),
+        11,
+        11,
+        "In and NotIn need at least one value",
+    );
+    assert_error(
+        &with_line(
+            8,
+            "      include: [\"*\"]\n    podSelector: {matchLabels: {app: \"a b\"}}",
+        ),
+        9,
+        38,
+        "not a valid label value",
+    );
+    // Bad cgroup path.
+    assert_error(
+        &with_line(7, "    cgroups: [sys/fs/cgroup]").replace("      include: [\"*\"]\n", ""),
+        7,
+        15,
+        "'sys/fs/cgroup': cgroup paths are absolute",
+    );
+    // An empty file, and aliases.
+    assert_error("", 1, 1, "the file holds no policy");
+    assert_error(
+        &with_line(4, "  name: &n test\n  description: *n"),
+        5,
+        16,
+        "YAML aliases are not supported",
+    );
+    // Not a mapping at all.
+    assert_error("- a\n- b\n", 1, 1, "expected a mapping, found a list");
+}
+
+#[test]
+fn bad_chmod_rules() {
+    let chmod = |fields: &str| {
+        with_rules(&format!(
+            "    - name: c\n      type: chmod\n      action: enforce\n{fields}"
+        ))
+    };
+    // Bad globs.
+    assert_error(
+        &chmod("      setid: true\n      paths: [\"usr/**\"]\n"),
+        18,
+        15,
+        "spec.rules[1].paths[0]: 'usr/**': path patterns are absolute",
+    );
+    assert_error(
+        &chmod("      setid: true\n      paths: [\"/usr/**bin\"]\n"),
+        18,
+        15,
+        "'**' must be a whole path component",
+    );
+    assert_error(
+        &chmod("      setid: true\n      paths: [\"/etc/[ab]\"]\n"),
+        18,
+        15,
+        "'[' is not supported",
+    );
+    // Matches nothing; all with setid; mode masks.
+    assert_error(
+        &chmod("      setid: false\n"),
+        14,
+        7,
+        "the chmod rule matches nothing",
+    );
+    assert_error(
+        &chmod("      setid: true\n      all: true\n"),
+        18,
+        12,
+        "all: true matches every chmod; remove setid and modeMask",
+    );
+    assert_error(
+        &chmod("      modeMask: 111\n"),
+        17,
+        17,
+        "write the mode as an octal string like \"0o111\"",
+    );
+    assert_error(
+        &chmod("      modeMask: \"0o8\"\n"),
+        17,
+        17,
+        "not an octal mode of at most 4 digits",
+    );
+    assert_error(
+        &chmod("      modeMask: \"0\"\n"),
+        17,
+        17,
+        "mode mask 0 matches nothing",
+    );
+    // Accepted spellings of the mask.
+    for mask in ["0o111", "\"0o111\"", "'111'", "\"0111\""] {
+        let p = parse("m.yaml", &chmod(&format!("      modeMask: {mask}\n"))).unwrap();
+        let RuleKind::Chmod(c) = &p.rules[1].kind else {
+            panic!()
+        };
+        assert_eq!(c.mode_mask, Some(0o111), "{mask}");
+    }
+}
+
+#[test]
+fn bad_privilege_rules() {
+    let text = with_rules(
+        "    - name: p\n      type: privilege\n      action: audit\n      raises: [capset, sudo, capset]\n",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("bad.yaml:17:24: spec.rules[1].raises[1]: unknown raise 'sudo'"));
+    assert!(errors[1].starts_with("bad.yaml:17:30: spec.rules[1].raises[2]: duplicate 'capset'"));
+}
+
+#[test]
+fn check_files_reports_every_file() {
+    let dir = std::env::temp_dir().join(format!("sensor-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    let bad = dir.join("bad.yaml");
+    let binary = dir.join("binary.yaml");
+    std::fs::write(&good, GOOD).unwrap();
+    std::fs::write(&bad, with_line(12, "      action: block")).unwrap();
+    std::fs::write(&binary, b"apiVersion: sensor/v1\nkind: \xff\n").unwrap();
+    let missing = dir.join("missing.yaml");
+    let errors = check_files(&[good.clone(), bad.clone(), missing.clone(), binary.clone()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(errors[0].file, bad.display().to_string());
+    assert_eq!((errors[0].line, errors[0].column), (12, 15));
+    assert_eq!(errors[1].file, missing.display().to_string());
+    assert_eq!((errors[1].line, errors[1].column), (0, 0));
+    assert!(errors[1].message.starts_with("cannot read the file"));
+    assert_eq!((errors[2].line, errors[2].column), (2, 7));
+    assert_eq!(errors[2].message, "not UTF-8 text");
+    assert!(parse_file(&good).is_err(), "the directory is gone");
+}
+
+/// The error example in docs/policy.md is what the parser says.
+#[test]
+fn the_documented_error_example_is_exact() {
+    let start = DOCS.find("For example this file").unwrap();
+    let mut blocks = DOCS[start..].split("```text\n").skip(1);
+    let numbered = blocks.next().unwrap().split("```").next().unwrap();
+    let expected = blocks.next().unwrap().split("```").next().unwrap();
+    let text: String = numbered.lines().map(|l| format!("{}\n", &l[4..])).collect();
+    let got: Vec<String> = parse("p.yaml", &text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, expected.lines().collect::<Vec<_>>());
+}
+
+#[test]
+fn error_display_is_file_line_column_message() {
+    let e = PolicyError {
+        file: "p.yaml".into(),
+        line: 3,
+        column: 7,
+        message: "what is wrong".into(),
+    };
+    assert_eq!(e.to_string(), "p.yaml:3:7: what is wrong");
+}
+
+#[test]
+fn oversized_files_are_refused() {
+    let text = format!("{GOOD}#{}\n", "x".repeat(MAX_POLICY_BYTES));
+    assert_error(&text, 1, 1, "a policy file is at most");
+}
+
+/// xorshift64: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_default_never_panics() {
+    const INTERESTING: &[u8] = b":-[]{},\"'&*!|>#%@ \n\t0/.\xff";
+    let base = DEFAULT_POLICY_YAML.as_bytes();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..2000 {
+        let mut bytes = base.to_vec();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len().max(1));
+            match rng.below(5) {
+                0 => bytes[at] = rng.next() as u8,
+                1 => bytes.insert(at, INTERESTING[rng.below(INTERESTING.len())]),
+                2 => {
+                    bytes.remove(at);
+                }
+                3 => {
+                    let len = rng.below(32).min(bytes.len() - at);
+                    let chunk = bytes[at..at + len].to_vec();
+                    let to = rng.below(bytes.len());
+                    bytes.splice(to..to, chunk);
+                }
+                _ => bytes.truncate(at),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        fuzz_parse(&bytes);
+        match parse("m.yaml", &String::from_utf8_lossy(&bytes)) {
+            Ok(_) => ok += 1,
+            Err(_) => err += 1,
+        }
+    }
+    // Both outcomes occur, so the loop exercises the validator and not only the YAML parser.
+    assert!(ok > 50 && err > 50, "ok {ok}, err {err}");
+}
