@@ -29,6 +29,59 @@ pub enum Command {
     Run(RunArgs),
     /// Stream live events from the daemon, replay stored ones, or replay a JSON-lines file.
     Tail(TailArgs),
+    /// Show the daemon's version, attached programs and their tier, counters and journal range.
+    Status(StatusArgs),
+    /// Policy files (format: docs/policy.md).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files: exit 0 when all are valid, else every error as
+    /// `file:line:column: what is wrong` and exit 2.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the built-in default policy.
+    Default,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// TLS settings of a client of an `https://` daemon.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientTls {
+    /// CA certificate to verify an https server.
+    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SENSOR_TLS_CLIENT_CERT",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SENSOR_TLS_CLIENT_KEY",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// The daemon's default API socket.
@@ -161,25 +214,8 @@ pub struct TailArgs {
     /// asking a daemon.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "server"])]
     pub file: Option<PathBuf>,
-    /// CA certificate to verify an https server.
-    #[arg(long, value_name = "PATH", env = "SENSOR_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "SENSOR_TLS_CLIENT_CERT",
-        requires = "tls_client_key"
-    )]
-    pub tls_client_cert: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "SENSOR_TLS_CLIENT_KEY",
-        requires = "tls_client_cert"
-    )]
-    pub tls_client_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

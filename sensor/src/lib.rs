@@ -16,13 +16,15 @@
 //! - [`procs`]: the process cache (exec/exit events, /proc) and ancestry;
 //! - [`pipeline`]: ring buffer -> decode -> attribution -> journal -> fan-out;
 //! - [`pods`]: this node's pods from the Kubernetes API, indexed by container id and pod UID;
+//! - [`policy`]: policy files (`sensor/v1`): strict parsing, the built-in default, compilation;
 //! - [`api`]: the gRPC service and its listeners;
 //! - [`run`]: `sensor run`, wiring the above together;
-//! - [`tail`]: `sensor tail`.
+//! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
 
 pub mod api;
 pub mod cgroups;
 pub mod cli;
+pub mod client;
 pub mod convert;
 pub mod counters;
 pub mod destinations;
@@ -35,9 +37,11 @@ pub mod logging;
 pub mod output;
 pub mod pipeline;
 pub mod pods;
+pub mod policy;
 pub mod procs;
 pub mod programs;
 pub mod run;
 pub mod scope;
+pub mod status;
 pub mod tail;
 pub mod tracefs;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sensor::cli::{Cli, Command};
+use sensor::cli::{Cli, Command, EXIT_USAGE, PolicyCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -14,5 +14,29 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => sensor::run::main(args),
         Command::Tail(args) => sensor::tail::main(args),
+        Command::Status(args) => sensor::status::main(args),
+        Command::Policy(cmd) => policy(cmd),
+    }
+}
+
+fn policy(cmd: PolicyCommand) -> ExitCode {
+    match cmd {
+        PolicyCommand::Check { files } => {
+            let errors = sensor::policy::check_files(&files);
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if errors.is_empty() {
+                println!("{} policy file(s) valid", files.len());
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sensor policy check: {} error(s)", errors.len());
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+        PolicyCommand::Default => {
+            print!("{}", sensor::policy::DEFAULT_POLICY_YAML);
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -12,12 +12,8 @@ use std::{
 };
 
 use futures_util::FutureExt as _;
-use hyper_util::rt::TokioIo;
-use sensor_proto::v1::{self as pb, get_events_request::Start, sensor_client::SensorClient};
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint},
-};
+use sensor_proto::v1::{self as pb, get_events_request::Start};
+use tonic::Code;
 
 use crate::{
     cli::{EXIT_FAILURE, EXIT_USAGE, TailArgs, TailFormat},
@@ -203,45 +199,6 @@ fn replay_file(
     printer.flush()
 }
 
-async fn connect(server: &str, args: &TailArgs) -> Result<SensorClient<Channel>, String> {
-    let channel = if let Some(url) = server.strip_prefix("https://").map(|_| server) {
-        let mut tls = tonic::transport::ClientTlsConfig::new();
-        if let Some(ca) = &args.tls_ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        if let (Some(cert), Some(key)) = (&args.tls_client_cert, &args.tls_client_key) {
-            let c = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-            let k = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            tls = tls.identity(tonic::transport::Identity::from_pem(c, k));
-        }
-        Endpoint::from_shared(url.to_owned())
-            .map_err(|e| e.to_string())?
-            .tls_config(tls)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| crate::run::error_chain(&e))?
-    } else {
-        let path = PathBuf::from(server.strip_prefix("unix:").unwrap_or(server));
-        if !path.is_absolute() {
-            return Err(format!(
-                "'{server}': expected a unix socket path or https://HOST:PORT"
-            ));
-        }
-        Endpoint::from_static("http://sensor.local")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .map_err(|e| crate::run::error_chain(&e))?
-    };
-    Ok(SensorClient::new(channel))
-}
-
 async fn follow(
     args: &TailArgs,
     filter: pb::Filter,
@@ -252,7 +209,7 @@ async fn follow(
     let mut backoff = Duration::from_millis(100);
     let mut connected_once = false;
     loop {
-        let mut client = match connect(&args.server, args).await {
+        let mut client = match crate::client::connect(&args.server, &args.tls).await {
             Ok(c) => c,
             Err(reason) if !connected_once || !args.follow => {
                 return Err(TailError::Connect {

@@ -107,3 +107,57 @@ fn sigterm_detaches_and_prints_counters() {
     assert_eq!(counters["counters"]["decode_errors"], 0, "{counters}");
     assert!(stderr.contains("detached"), "{stderr}");
 }
+
+#[test]
+fn policy_check_accepts_the_examples_and_locates_every_error() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensor/policies");
+    let mut files: Vec<String> = std::fs::read_dir(examples.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.push(examples.join("default.yaml").display().to_string());
+    let args: Vec<&str> = ["policy", "check"]
+        .into_iter()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let (code, stdout, stderr) = sensor(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("{} policy file(s) valid", files.len())),
+        "{stdout}"
+    );
+
+    let tmp = TempDir::new();
+    let bad = tmp.0.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: sensor/v1\nkind: Policy\nmetadata: {name: bad}\nspec:\n  scope:\n    namespaces: {include: [\"*\"]}\n  rules:\n    - name: a\n      type: metadata\n      action: block\n      destinations: [10.0.0.1/8]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = sensor(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}:", bad.display())))
+        .collect();
+    assert_eq!(
+        located.len(),
+        2,
+        "both errors, each with file:line:column:\n{stderr}"
+    );
+    assert!(
+        located[0].starts_with(&format!("{}:10:", bad.display())),
+        "{stderr}"
+    );
+    assert!(
+        located[1].starts_with(&format!("{}:11:", bad.display())),
+        "{stderr}"
+    );
+
+    // The built-in default, as printed, is a valid policy file.
+    let (code, default, _) = sensor(&["policy", "default"]);
+    assert_eq!(code, 0);
+    let printed = tmp.0.join("default.yaml");
+    std::fs::write(&printed, default).unwrap();
+    assert_eq!(sensor(&["policy", "check", printed.to_str().unwrap()]).0, 0);
+}

@@ -588,3 +588,53 @@ fn tail_replays_an_exported_file_with_filters() {
         "{err}"
     );
 }
+
+#[test]
+fn sensor_status_names_every_program_and_its_tier() {
+    let cg = TestCgroup::new();
+    let sensor = scoped(&cg, &[]);
+    let out = Command::new(sensor_bin())
+        .args(["status", "--server"])
+        .arg(sensor.socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for (program, tier) in [
+        ("sensor_connect4", "cgroup"),
+        ("sensor_sendmsg6", "cgroup"),
+        ("sensor_chmod", "tracepoint"),
+        ("sensor_exec", "tracepoint"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(program) && l.contains(tier)),
+            "{program} ({tier}) missing:\n{text}"
+        );
+    }
+    let out = Command::new(sensor_bin())
+        .args(["status", "--json", "--server"])
+        .arg(sensor.socket())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["attachments"].as_array().unwrap().len() >= 10, "{v}");
+    assert!(v["counters"]["kernel_blocked"].is_u64(), "{v}");
+    drop(sensor);
+    let missing = TempDir::new();
+    let out = Command::new(sensor_bin())
+        .args(["status", "--server"])
+        .arg(missing.0.join("x.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is the daemon running?") && err.lines().count() == 1,
+        "{err}"
+    );
+}
