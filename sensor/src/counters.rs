@@ -14,7 +14,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
-    pub events: BTreeMap<String, u64>,
+    by_kind: BTreeMap<(i32, i32), u64>,
     /// Records that failed to decode (each one is also logged and reported in-band).
     pub decode_errors: u64,
     /// chmod events whose file name could no longer be resolved through /proc.
@@ -26,30 +26,48 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Count one emitted event (no allocation: keyed by kind and verdict/stage numbers).
     pub fn record(&mut self, event: &pb::Event) {
         let key = match &event.body {
-            Some(pb::event::Body::Lost(l)) => format!(
-                "lost/{}",
-                l.stage()
-                    .as_str_name()
-                    .trim_start_matches("LOSS_STAGE_")
-                    .to_ascii_lowercase()
-            ),
-            _ => format!(
-                "{}/{}",
-                kind_name(kind_of(event)),
-                verdict_name(event.verdict())
-            ),
+            Some(pb::event::Body::Lost(l)) => (pb::EventKind::Lost as i32, l.stage),
+            _ => (kind_of(event) as i32, event.verdict),
         };
-        *self.events.entry(key).or_default() += 1;
+        *self.by_kind.entry(key).or_default() += 1;
+    }
+
+    /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
+    pub fn events(&self) -> BTreeMap<String, u64> {
+        self.by_kind
+            .iter()
+            .map(|(&(kind, v), &n)| {
+                let kind = pb::EventKind::try_from(kind).unwrap_or_default();
+                let name = if kind == pb::EventKind::Lost {
+                    let stage = pb::LossStage::try_from(v).unwrap_or_default();
+                    format!(
+                        "lost/{}",
+                        stage
+                            .as_str_name()
+                            .trim_start_matches("LOSS_STAGE_")
+                            .to_ascii_lowercase()
+                    )
+                } else {
+                    format!(
+                        "{}/{}",
+                        kind_name(kind),
+                        verdict_name(pb::Verdict::try_from(v).unwrap_or_default())
+                    )
+                };
+                (name, n)
+            })
+            .collect()
     }
 
     /// Every counter as `name -> value` (for the status API).
     pub fn flat(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = self
-            .events
-            .iter()
-            .map(|(k, n)| (format!("events_{k}"), *n))
+            .events()
+            .into_iter()
+            .map(|(k, n)| (format!("events_{k}"), n))
             .collect();
         v.extend([
             ("decode_errors".to_owned(), self.decode_errors),
@@ -67,7 +85,7 @@ impl Counters {
             .map(|(c, v)| (c.as_str().to_owned(), json!(v)))
             .collect();
         let mut counters = json!({
-            "events": self.events,
+            "events": self.events(),
             "decode_errors": self.decode_errors,
             "name_unresolved": self.name_unresolved,
             "journal_errors": self.journal_errors,

@@ -8,7 +8,7 @@
 //! container id). Nothing is dropped.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -21,6 +21,8 @@ use crate::{
     procs::ProcessCache,
 };
 
+/// Parsed cgroup paths kept (cleared when full).
+const PARSED_CACHE_CAP: usize = 65_536;
 /// Ancestors reported per event.
 const MAX_ANCESTORS: usize = 5;
 
@@ -52,6 +54,8 @@ pub struct Enricher {
     stats: EnrichStats,
     /// Pod index generation at the last full poll.
     polled_generation: u64,
+    /// cgroup id -> what its path says (None: not a pod's cgroup).
+    parsed: HashMap<u64, Option<ContainerRef>>,
 }
 
 enum PodMatch {
@@ -107,6 +111,7 @@ impl Enricher {
             cap,
             stats: EnrichStats::default(),
             polled_generation: 0,
+            parsed: HashMap::new(),
         }
     }
 
@@ -189,16 +194,16 @@ impl Enricher {
         let complete = !info.exe.is_empty();
         let ancestors = self.procs.ancestors(&info, MAX_ANCESTORS);
         if let Some(p) = &mut proto.process {
-            p.exe = info.exe;
-            p.args = info.args;
+            p.exe = info.exe.clone();
+            p.args = info.args.clone();
             p.ppid = info.ppid;
             p.euid = Some(info.euid);
             p.ancestors = ancestors
                 .into_iter()
                 .map(|a| pb::Ancestor {
                     pid: a.pid,
-                    exe: a.exe,
-                    comm: a.comm,
+                    exe: a.exe.clone(),
+                    comm: a.comm.clone(),
                 })
                 .collect();
         }
@@ -206,16 +211,26 @@ impl Enricher {
     }
 
     fn match_pod(&mut self, cgroup_id: u64) -> PodMatch {
-        let Some(path) = self.cgroups.as_mut().and_then(|c| c.path(cgroup_id)) else {
-            return PodMatch::NotAPod;
+        // A cgroup's id never changes meaning while it exists: parse each path once.
+        let target = match self.parsed.get(&cgroup_id) {
+            Some(t) => t.clone(),
+            None => {
+                let Some(path) = self.cgroups.as_mut().and_then(|c| c.path(cgroup_id)) else {
+                    return PodMatch::NotAPod;
+                };
+                let t = parse_cgroup_path(&path);
+                if self.parsed.len() >= PARSED_CACHE_CAP {
+                    self.parsed.clear();
+                }
+                self.parsed.insert(cgroup_id, t.clone());
+                t
+            }
         };
-        let Some(target) = parse_cgroup_path(&path) else {
+        let Some(target) = target else {
             return PodMatch::NotAPod;
         };
         self.lookup(&target)
-            .map_or(PodMatch::Unknown(target.clone()), |p| {
-                PodMatch::Found(Box::new(p))
-            })
+            .map_or(PodMatch::Unknown(target), |p| PodMatch::Found(Box::new(p)))
     }
 
     /// The pod for `target`; with a container id, only a view that knows the container.

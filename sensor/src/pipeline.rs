@@ -5,7 +5,10 @@
 use std::{
     io::{self, BufWriter, Write as _},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
@@ -45,6 +48,10 @@ pub struct Pipeline {
     pending: Vec<Arc<pb::Event>>,
     /// The pod watcher's counters (Kubernetes mode).
     pub watcher: Option<Arc<WatcherStats>>,
+    /// A background fdatasync is under way.
+    sync_running: Arc<AtomicBool>,
+    /// Background fdatasyncs that failed.
+    sync_errors: Arc<AtomicU64>,
 }
 
 impl Pipeline {
@@ -69,6 +76,8 @@ impl Pipeline {
             kernel_loss_reported: 0,
             pending: Vec::new(),
             watcher: None,
+            sync_running: Arc::default(),
+            sync_errors: Arc::default(),
         }
     }
 
@@ -171,12 +180,42 @@ impl Pipeline {
         }
     }
 
-    /// Durability point (batched fsync), on a timer.
+    /// Durability point (batched fsync), blocking: at shutdown.
     pub fn sync(&mut self) {
         let synced = self.journal().sync();
         if let Err(err) = synced {
             self.counters.journal_errors += 1;
             tracing::warn!(error = %err, "journal sync failed");
+        }
+    }
+
+    /// Durability point on the timer: the fdatasync runs on a blocking thread, so the event
+    /// loop (and the kernel ring buffer behind it) never waits on the disk. At most one runs at
+    /// a time.
+    pub fn sync_in_background(&mut self) {
+        if self.sync_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let prepared = self.journal().prepare_sync();
+        match prepared {
+            Ok(file) => {
+                let (running, errors) = (
+                    Arc::clone(&self.sync_running),
+                    Arc::clone(&self.sync_errors),
+                );
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = file.sync_data() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %err, "journal sync failed");
+                    }
+                    running.store(false, Ordering::Release);
+                });
+            }
+            Err(err) => {
+                self.sync_running.store(false, Ordering::Release);
+                self.counters.journal_errors += 1;
+                tracing::warn!(error = %err, "journal sync failed");
+            }
         }
     }
 
@@ -223,6 +262,10 @@ impl Pipeline {
         let p = self.enricher.procs().stats();
         let watcher = self.watcher.as_ref().map(|w| w.flat()).unwrap_or_default();
         let mut counters = vec![
+            (
+                "journal_sync_errors".into(),
+                self.sync_errors.load(Ordering::Relaxed),
+            ),
             ("enrichment_pending".into(), e.pending),
             ("enrichment_completed_late".into(), e.completed_late),
             ("enrichment_partial".into(), e.partial),

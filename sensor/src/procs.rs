@@ -8,6 +8,7 @@ use std::{
     collections::{HashMap, VecDeque},
     fs,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -43,7 +44,8 @@ pub struct ProcStats {
 }
 
 struct Entry {
-    info: ProcInfo,
+    /// Shared with the events that name it: hot-path lookups do not copy it.
+    info: Arc<ProcInfo>,
     exited: Option<Instant>,
 }
 
@@ -134,13 +136,13 @@ impl ProcessCache {
             .unwrap_or_default();
         for pid in pids {
             if let Some(info) = read_proc(&self.root, pid) {
-                self.insert(info);
+                self.insert(Arc::new(info));
             }
         }
         self.entries.len()
     }
 
-    fn insert(&mut self, info: ProcInfo) {
+    fn insert(&mut self, info: Arc<ProcInfo>) {
         if self.entries.len() >= self.cap && !self.entries.contains_key(&info.pid) {
             self.expire(Instant::now(), true);
             if self.entries.len() >= self.cap {
@@ -153,12 +155,12 @@ impl ProcessCache {
 
     /// A task completed an exec: refresh from /proc (the new image), or build what the event
     /// says when the process is already gone.
-    pub fn on_exec(&mut self, pid: u32, filename: Option<&str>, comm: &str) -> ProcInfo {
-        let info = read_proc(&self.root, pid).unwrap_or_else(|| {
+    pub fn on_exec(&mut self, pid: u32, filename: Option<&str>, comm: &str) -> Arc<ProcInfo> {
+        let info = Arc::new(read_proc(&self.root, pid).unwrap_or_else(|| {
             let old = self
                 .entries
                 .get(&pid)
-                .map(|e| e.info.clone())
+                .map(|e| (*e.info).clone())
                 .unwrap_or_default();
             ProcInfo {
                 pid,
@@ -167,8 +169,8 @@ impl ProcessCache {
                 args: Vec::new(),
                 ..old
             }
-        });
-        self.insert(info.clone());
+        }));
+        self.insert(Arc::clone(&info));
         info
     }
 
@@ -197,14 +199,15 @@ impl ProcessCache {
     }
 
     /// The process, from the cache or /proc.
-    pub fn get(&mut self, pid: u32) -> Option<ProcInfo> {
+    pub fn get(&mut self, pid: u32) -> Option<Arc<ProcInfo>> {
         if let Some(e) = self.entries.get(&pid) {
-            return Some(e.info.clone());
+            return Some(Arc::clone(&e.info));
         }
         match read_proc(&self.root, pid) {
             Some(info) => {
                 self.stats.filled += 1;
-                self.insert(info.clone());
+                let info = Arc::new(info);
+                self.insert(Arc::clone(&info));
                 Some(info)
             }
             None => {
@@ -216,7 +219,7 @@ impl ProcessCache {
 
     /// Parent, grandparent, ... of `info` (nearest first), at most `max`; stops at pid 1 or at
     /// an unknown parent.
-    pub fn ancestors(&mut self, info: &ProcInfo, max: usize) -> Vec<ProcInfo> {
+    pub fn ancestors(&mut self, info: &ProcInfo, max: usize) -> Vec<Arc<ProcInfo>> {
         let mut chain = Vec::new();
         let mut ppid = info.ppid;
         while chain.len() < max && ppid != 0 {

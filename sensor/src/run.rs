@@ -373,7 +373,7 @@ async fn stream(
             _ = slow.tick() => {
                 pipeline.drain(ring.get_mut());
                 pipeline.kernel_counters(&loaded.kernel_counters()?);
-                pipeline.sync();
+                pipeline.sync_in_background();
             }
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,

@@ -596,6 +596,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Everything [`Journal::sync`] does except the fdatasync itself: flush, apply retention,
+    /// and hand out a handle of the active segment for the caller to fdatasync without holding
+    /// the journal (so appends and readers never wait on the disk).
+    pub fn prepare_sync(&mut self) -> Result<File, JournalError> {
+        self.flush()?;
+        self.apply_retention();
+        let path = &self.active_segment().path;
+        self.active
+            .file
+            .try_clone()
+            .map_err(io_err("clone segment handle", path))
+    }
+
     /// The sequence number the next [`Journal::append`] returns.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
