@@ -94,15 +94,20 @@ pub struct RunArgs {
     #[arg(
         long = "scope-cgroup",
         value_name = "PATH",
-        required = true,
+        required_unless_present = "policy",
         env = "SENSOR_SCOPE_CGROUP",
         value_delimiter = ','
     )]
     pub scope_cgroups: Vec<PathBuf>,
-    /// What a match on a blocked destination does: `enforce` denies the call (EPERM),
-    /// `audit` allows it and reports it.
-    #[arg(long, value_enum, default_value_t = Mode::Enforce, env = "SENSOR_MODE")]
-    pub mode: Mode,
+    /// Without --policy: what a match on the built-in metadata list does. `enforce` (the
+    /// default) denies the call (EPERM), `audit` allows it and reports it.
+    #[arg(long, value_enum, env = "SENSOR_MODE", conflicts_with = "policy")]
+    pub mode: Option<Mode>,
+    /// Policy file (docs/policy.md): its metadata rules, each enforce or audit, and its
+    /// scope.cgroups. Reloaded on change and on SIGHUP; an invalid new file is rejected and the
+    /// active rules stay.
+    #[arg(long, value_name = "FILE", env = "SENSOR_POLICY")]
+    pub policy: Option<PathBuf>,
     /// Upper bound on the delay between a kernel event and its output, in milliseconds
     /// (the reader's timer drain; the kernel wakes the reader earlier once
     /// --wakeup-bytes are waiting).
@@ -294,7 +299,7 @@ mod tests {
             args.scope_cgroups,
             [PathBuf::from("/a"), PathBuf::from("/b")]
         );
-        assert_eq!(args.mode, Mode::Enforce);
+        assert_eq!(args.mode, None);
     }
 
     #[test]

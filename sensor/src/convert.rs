@@ -4,7 +4,6 @@ use sensor_common::{ChmodSyscall, ConnectHook, EventKind, Verdict};
 use sensor_proto::v1 as pb;
 
 use crate::{
-    destinations::Destination,
     event::{Body, Event, PathArg},
     output::Clock,
 };
@@ -12,8 +11,11 @@ use crate::{
 /// What the daemon adds to a kernel event before it is numbered.
 pub struct Context<'a> {
     pub node: &'a str,
+    /// The active policy's name.
+    pub policy: &'a str,
     pub clock: &'a Clock,
-    pub rules: &'a [Destination],
+    /// Names of the destination entries, by the index the kernel reports.
+    pub rules: &'a [String],
 }
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
@@ -73,7 +75,8 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         Body::Connect(c) => (
             ctx.rules
                 .get(c.rule as usize)
-                .map_or_else(|| format!("rule-{}", c.rule), |d| d.name.to_owned()),
+                .cloned()
+                .unwrap_or_else(|| format!("rule-{}", c.rule)),
             pb::event::Body::Connect(pb::Connect {
                 hook: hook(c.hook) as i32,
                 socket_family: c.sock_family,
@@ -136,7 +139,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         pod: None,
         // Host mode: process and cgroup attribution only; nothing more to wait for.
         enrichment: pb::Enrichment::Complete as i32,
-        policy: "default".into(),
+        policy: ctx.policy.to_owned(),
         rule,
         verdict: verdict(event.verdict) as i32,
         body: Some(body),

@@ -23,6 +23,10 @@ pub struct Counters {
     pub journal_errors: u64,
     /// Writes of `--stdout-events` that failed.
     pub stdout_errors: u64,
+    /// Policy versions applied (1 = the one loaded at start).
+    pub policy_generation: u64,
+    /// Policy reloads refused (invalid file, or a change that needs a restart).
+    pub policy_reload_failures: u64,
 }
 
 impl Counters {
@@ -74,6 +78,11 @@ impl Counters {
             ("name_unresolved".to_owned(), self.name_unresolved),
             ("journal_errors".to_owned(), self.journal_errors),
             ("stdout_errors".to_owned(), self.stdout_errors),
+            ("policy_generation".to_owned(), self.policy_generation),
+            (
+                "policy_reload_failures".to_owned(),
+                self.policy_reload_failures,
+            ),
         ]);
         v
     }
@@ -90,6 +99,8 @@ impl Counters {
             "name_unresolved": self.name_unresolved,
             "journal_errors": self.journal_errors,
             "stdout_errors": self.stdout_errors,
+            "policy_generation": self.policy_generation,
+            "policy_reload_failures": self.policy_reload_failures,
             "kernel": kernel,
         });
         for (k, v) in extra {

@@ -18,6 +18,7 @@
 //! - [`pods`]: this node's pods from the Kubernetes API, indexed by container id and pod UID;
 //! - [`policy`]: policy files (`sensor/v1`): strict parsing, the built-in default, compilation;
 //! - [`api`]: the gRPC service and its listeners;
+//! - [`rules`]: the rules `sensor run` enforces (policy file or flags) and their reload;
 //! - [`run`]: `sensor run`, wiring the above together;
 //! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
 
@@ -40,6 +41,7 @@ pub mod pods;
 pub mod policy;
 pub mod procs;
 pub mod programs;
+pub mod rules;
 pub mod run;
 pub mod scope;
 pub mod status;

@@ -21,7 +21,6 @@ use crate::{
     api::StatusBoard,
     convert::{self, Context},
     counters::Counters,
-    destinations::Destination,
     enrich::Enricher,
     event::{self, Body},
     hub::Hub,
@@ -39,7 +38,10 @@ pub struct Pipeline {
     pub status: Arc<StatusBoard>,
     pub counters: Counters,
     pub enricher: Enricher,
-    rules: Vec<Destination>,
+    /// Destination entry names, by kernel rule index (replaced on policy reload).
+    pub rules: Vec<String>,
+    /// The active policy's name (replaced on reload).
+    pub policy: String,
     node: String,
     stdout: Option<BufWriter<io::Stdout>>,
     /// Kernel ring-buffer losses already reported in-band.
@@ -59,7 +61,7 @@ impl Pipeline {
         hub: Arc<Hub>,
         journal: Arc<Mutex<Journal>>,
         status: Arc<StatusBoard>,
-        rules: Vec<Destination>,
+        rules: Vec<String>,
         enricher: Enricher,
         stdout_events: bool,
     ) -> Self {
@@ -71,6 +73,7 @@ impl Pipeline {
             counters: Counters::default(),
             enricher,
             rules,
+            policy: String::new(),
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
             kernel_loss_reported: 0,
@@ -132,6 +135,7 @@ impl Pipeline {
             }
             let ctx = Context {
                 node: &self.node,
+                policy: &self.policy,
                 clock: &clock,
                 rules: &self.rules,
             };

@@ -16,7 +16,7 @@ use aya::{
 };
 use sensor_common::{ALL_COUNTERS, Action, Counter, DestRule, globals, maps, programs};
 
-use crate::{destinations::Destination, scope::ScopeRoot, tracefs::ChmodTracepoint};
+use crate::{destinations::Prefix, scope::ScopeRoot, tracefs::ChmodTracepoint};
 
 /// The object built by `build.rs` from `sensor-ebpf` (empty under `AYA_BUILD_SKIP=1`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -67,8 +67,7 @@ pub enum ProgramsError {
 /// What is configured into the kernel.
 pub struct Config<'a> {
     pub scopes: &'a [ScopeRoot],
-    pub destinations: &'a [Destination],
-    pub action: Action,
+    pub destinations: &'a [DestEntry],
     pub wakeup_bytes: u64,
     pub tracepoints: &'a [ChmodTracepoint],
     /// Offset of `filename` in `sched:sched_process_exec` records.
@@ -86,9 +85,19 @@ pub struct Attachment {
 pub struct Loaded {
     ebpf: Ebpf,
     pub attachments: Vec<Attachment>,
+    /// The prefixes in the destination tries now.
+    destinations: Vec<Prefix>,
 }
 
 impl Loaded {
+    /// Replace the destination entries in place (policy reload), without a gap for prefixes
+    /// the old and the new entries share.
+    pub fn replace_destinations(&mut self, entries: &[DestEntry]) -> Result<(), ProgramsError> {
+        write_destinations(&mut self.ebpf, entries, &self.destinations)?;
+        self.destinations = entries.iter().map(|e| e.prefix).collect();
+        Ok(())
+    }
+
     /// Take the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
         let map = self.ebpf.take_map(maps::EVENTS).ok_or(ProgramsError::Map {
@@ -138,7 +147,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         .load(OBJECT)
         .map_err(ProgramsError::Load)?;
 
-    fill_destinations(&mut ebpf, config.destinations, config.action)?;
+    write_destinations(&mut ebpf, config.destinations, &[])?;
     fill_scope(&mut ebpf, config.scopes)?;
 
     let mut attachments = Vec::new();
@@ -192,7 +201,12 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
             target,
         });
     }
-    Ok(Loaded { ebpf, attachments })
+    let destinations = config.destinations.iter().map(|e| e.prefix).collect();
+    Ok(Loaded {
+        ebpf,
+        attachments,
+        destinations,
+    })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg accounting.
@@ -224,10 +238,22 @@ where
         })
 }
 
-fn fill_destinations(
+/// One destination trie entry: a prefix, what a match does, and the index the kernel reports
+/// (it names the entry in events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestEntry {
+    pub prefix: Prefix,
+    pub action: Action,
+    pub rule: u32,
+}
+
+/// Write `entries` into the tries (each insert replaces a key's value atomically), then remove
+/// the keys of `old` that `entries` no longer has. A prefix in both never leaves the trie: no
+/// moment in which a destination both versions block is open.
+fn write_destinations(
     ebpf: &mut Ebpf,
-    destinations: &[Destination],
-    action: Action,
+    entries: &[DestEntry],
+    old: &[Prefix],
 ) -> Result<(), ProgramsError> {
     let [v4, v6] = ebpf.maps_disjoint_mut([maps::DEST_V4, maps::DEST_V6]);
     let missing = |name: &'static str| ProgramsError::Map {
@@ -246,19 +272,29 @@ fn fill_destinations(
         LpmTrie::try_from(v4.ok_or_else(|| missing(maps::DEST_V4))?).map_err(v4_err)?;
     let mut v6: LpmTrie<_, [u8; 16], DestRule> =
         LpmTrie::try_from(v6.ok_or_else(|| missing(maps::DEST_V6))?).map_err(v6_err)?;
-    for (rule, dest) in destinations.iter().enumerate() {
+    for e in entries {
         let value = DestRule {
-            action: action as u32,
-            rule: rule as u32,
+            action: e.action as u32,
+            rule: e.rule,
         };
-        let len = u32::from(dest.prefix.len);
-        match dest.prefix.addr {
+        let len = u32::from(e.prefix.len);
+        match e.prefix.addr {
             IpAddr::V4(a) => v4
                 .insert(&Key::new(len, a.octets()), value, 0)
                 .map_err(v4_err)?,
             IpAddr::V6(a) => v6
                 .insert(&Key::new(len, a.octets()), value, 0)
                 .map_err(v6_err)?,
+        }
+    }
+    for gone in old
+        .iter()
+        .filter(|p| !entries.iter().any(|e| e.prefix == **p))
+    {
+        let len = u32::from(gone.len);
+        match gone.addr {
+            IpAddr::V4(a) => v4.remove(&Key::new(len, a.octets())).map_err(v4_err)?,
+            IpAddr::V6(a) => v6.remove(&Key::new(len, a.octets())).map_err(v6_err)?,
         }
     }
     Ok(())

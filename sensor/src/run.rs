@@ -3,6 +3,7 @@
 
 use std::{
     io,
+    path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex},
     time::Duration,
@@ -20,7 +21,6 @@ use crate::{
     api::{self, ApiError, Listen, Service, StatusBoard, TcpTls},
     cgroups::{CgroupIndex, cgroup2_root},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
-    destinations::metadata_endpoints,
     enrich::Enricher,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
@@ -28,6 +28,7 @@ use crate::{
     pods::{PodIndex, PodsError, WatchConfig, WatcherStats},
     procs::ProcessCache,
     programs::{self, ProgramsError, SOCK_ADDR_PROGRAMS},
+    rules::{self, ActiveRules},
     scope::{ScopeError, ScopeRoot},
     tracefs::{self, TracefsError},
 };
@@ -62,6 +63,8 @@ pub enum RunError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Pods(#[from] PodsError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Policy(Vec<crate::policy::PolicyError>),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -73,7 +76,7 @@ pub enum RunError {
 impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Scope(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Scope(_) | Self::Policy(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -159,15 +162,33 @@ fn node_name(args: &RunArgs) -> String {
 struct Signals {
     int: Signal,
     term: Signal,
+    /// Reload the policy file.
+    hup: Signal,
 }
 
 fn run(args: &RunArgs) -> Result<(), RunError> {
-    // Validate all input before touching the kernel: a bad flag attaches nothing.
+    // Validate all input before touching the kernel: a bad flag or policy attaches nothing.
+    let rules = match &args.policy {
+        Some(path) => rules::from_file(path).map_err(RunError::Policy)?,
+        None => rules::from_mode(match args.mode.unwrap_or(Mode::Enforce) {
+            Mode::Enforce => Action::Enforce,
+            Mode::Audit => Action::Audit,
+        }),
+    };
+    for what in &rules.not_enforced {
+        tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
+    }
     let scopes = args
         .scope_cgroups
         .iter()
+        .chain(&rules.scope_cgroups)
         .map(|p| ScopeRoot::open(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if scopes.is_empty() {
+        return Err(RunError::Usage(
+            "no scope: give --scope-cgroup or scope.cgroups in the policy".into(),
+        ));
+    }
     let listen = listen_config(args)?;
     let node = node_name(args);
 
@@ -183,6 +204,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         Signals {
             int: signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?,
             term: signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?,
+            hup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
         }
     };
 
@@ -201,15 +223,9 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
     let exec_filename_offset = tracefs::exec_filename_offset(&tracefs)?;
-    let destinations = metadata_endpoints();
-    let action = match args.mode {
-        Mode::Enforce => Action::Enforce,
-        Mode::Audit => Action::Audit,
-    };
     let mut loaded = programs::load(&programs::Config {
         scopes: &scopes,
-        destinations: &destinations,
-        action,
+        destinations: &rules.entries,
         wakeup_bytes: args.wakeup_bytes,
         tracepoints: &tracepoints,
         exec_filename_offset,
@@ -276,10 +292,12 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         Arc::clone(&hub),
         Arc::clone(&journal),
         Arc::clone(&status),
-        destinations.clone(),
+        rules.names.clone(),
         enricher,
         args.stdout_events,
     );
+    pipeline.policy = rules.policy.clone();
+    pipeline.counters.policy_generation = 1;
     let service = Service {
         hub: Arc::clone(&hub),
         journal,
@@ -303,14 +321,15 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             _ => None,
         };
         tracing::info!(
-            mode = action.as_str(),
+            policy = %rules.policy,
             scopes = scopes.len(),
-            destinations = destinations.len(),
+            destinations = rules.entries.len(),
             programs = loaded.attachments.len(),
             socket = %listen.socket.display(),
             "sensor ready"
         );
-        let streamed = stream(events, signals, args, &mut pipeline, &loaded).await;
+        let reloader = Reloader::new(args.policy.clone(), rules.clone());
+        let streamed = stream(events, signals, args, &mut pipeline, &mut loaded, reloader).await;
         // Shutdown: stop accepting, end every subscription, then wait for the server.
         let _ = stop_tx.send(true);
         hub.close();
@@ -344,13 +363,82 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     result
 }
 
+/// Policy hot reload: on SIGHUP, and when the file changes (checked every slow tick; the path
+/// is followed, so a ConfigMap's symlink swap counts). A new file that is invalid, or that
+/// changes what needs a restart, is refused: logged with its errors, counted, and the active
+/// rules stay. An accepted one replaces the destination entries in place (no gap for a prefix
+/// both versions list) and the names events report.
+struct Reloader {
+    path: Option<PathBuf>,
+    seen: Option<FileId>,
+    active: ActiveRules,
+}
+
+/// What identifies a version of the policy file.
+type FileId = (u64, u64, i64, i64, u64);
+
+fn file_id(path: &std::path::Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+impl Reloader {
+    fn new(path: Option<PathBuf>, active: ActiveRules) -> Self {
+        let seen = path.as_deref().and_then(file_id);
+        Self { path, seen, active }
+    }
+
+    fn file_changed(&mut self) -> bool {
+        let Some(path) = &self.path else { return false };
+        let now = file_id(path);
+        now.is_some() && now != self.seen
+    }
+
+    fn reload(&mut self, pipeline: &mut Pipeline, loaded: &mut programs::Loaded, why: &str) {
+        let Some(path) = self.path.clone() else {
+            tracing::info!("{why}: no --policy file to reload");
+            return;
+        };
+        self.seen = file_id(&path);
+        let refused = |pipeline: &mut Pipeline, reason: String| {
+            pipeline.counters.policy_reload_failures += 1;
+            tracing::error!(file = %path.display(), "policy reload refused, the active policy stays: {reason}");
+        };
+        let new = match rules::from_file(&path) {
+            Ok(new) => new,
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                return refused(pipeline, format!("{} error(s)", errors.len()));
+            }
+        };
+        if let Some(reason) = rules::reload_refusal(&self.active, &new) {
+            return refused(pipeline, reason);
+        }
+        if let Err(err) = loaded.replace_destinations(&new.entries) {
+            return refused(pipeline, error_chain(&err));
+        }
+        pipeline.rules = new.names.clone();
+        pipeline.policy = new.policy.clone();
+        pipeline.counters.policy_generation += 1;
+        for what in &new.not_enforced {
+            tracing::warn!(policy = %new.policy, "not enforced at this tier: {what}");
+        }
+        tracing::info!(policy = %new.policy, generation = pipeline.counters.policy_generation, destinations = new.entries.len(), "{why}: policy reloaded");
+        self.active = new;
+    }
+}
+
 /// Drain the ring buffer on kernel wakeups and on a timer until SIGINT/SIGTERM.
 async fn stream(
     events: RingBuf<MapData>,
     mut signals: Signals,
     args: &RunArgs,
     pipeline: &mut Pipeline,
-    loaded: &programs::Loaded,
+    loaded: &mut programs::Loaded,
+    mut reloader: Reloader,
 ) -> Result<(), RunError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the `AsyncFd` owns the ring buffer.
@@ -372,9 +460,13 @@ async fn stream(
             _ = tick.tick() => pipeline.drain(ring.get_mut()),
             _ = slow.tick() => {
                 pipeline.drain(ring.get_mut());
+                if reloader.file_changed() {
+                    reloader.reload(pipeline, loaded, "file changed");
+                }
                 pipeline.kernel_counters(&loaded.kernel_counters()?);
                 pipeline.sync_in_background();
             }
+            _ = signals.hup.recv() => reloader.reload(pipeline, loaded, "SIGHUP"),
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }

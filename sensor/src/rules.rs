@@ -1,0 +1,142 @@
+//! The rules `sensor run` enforces: from a policy file (`--policy`), or from `--mode` and the
+//! built-in metadata list. Also what a reload may change.
+
+use std::path::{Path, PathBuf};
+
+use sensor_common::Action;
+
+use crate::{
+    destinations::metadata_endpoints,
+    policy::{self, PolicyError},
+    programs::DestEntry,
+};
+
+/// What is active in the kernel's destination tries, and how events name it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveRules {
+    /// `policy` in events.
+    pub policy: String,
+    pub entries: Vec<DestEntry>,
+    /// Name of each entry, by its kernel rule index (`rule` in connect events).
+    pub names: Vec<String>,
+    /// Scope roots the policy adds to `--scope-cgroup`.
+    pub scope_cgroups: Vec<PathBuf>,
+    /// What of the policy this tier does not enforce yet (logged at load).
+    pub not_enforced: Vec<String>,
+}
+
+/// `--mode` applied to the built-in metadata list.
+pub fn from_mode(action: Action) -> ActiveRules {
+    let list = metadata_endpoints();
+    ActiveRules {
+        policy: "builtin".into(),
+        entries: list
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DestEntry {
+                prefix: d.prefix,
+                action,
+                rule: i as u32,
+            })
+            .collect(),
+        names: list.iter().map(|d| d.name.to_owned()).collect(),
+        scope_cgroups: Vec::new(),
+        not_enforced: Vec::new(),
+    }
+}
+
+/// Read, validate and compile a policy file.
+pub fn from_file(path: &Path) -> Result<ActiveRules, Vec<PolicyError>> {
+    let policy = policy::parse_file(path)?;
+    let compiled = policy::compile(&policy);
+    let mut entries = Vec::new();
+    let mut names = Vec::new();
+    let mut not_enforced = Vec::new();
+    for c in compiled.cidr_v4.iter().chain(&compiled.cidr_v6) {
+        let action = match c.action {
+            policy::Action::Enforce => Action::Enforce,
+            policy::Action::Audit => Action::Audit,
+        };
+        if !c.ports.is_empty() {
+            not_enforced.push(format!(
+                "ports of {} (the rule applies to every port)",
+                c.destination
+            ));
+        }
+        entries.push(DestEntry {
+            prefix: c.prefix,
+            action,
+            rule: entries.len() as u32,
+        });
+        names.push(c.destination.clone());
+    }
+    if !compiled.chmod.is_empty() || !compiled.privilege.is_empty() {
+        not_enforced.push("chmod and privilege rules (chmod is detected and reported; blocking comes with the LSM tier)".into());
+    }
+    if compiled.scope.namespaces.is_some() {
+        not_enforced.push("namespace and label scopes (the scope is the cgroups given)".into());
+    }
+    Ok(ActiveRules {
+        policy: compiled.policy.clone(),
+        entries,
+        names,
+        scope_cgroups: compiled.scope.cgroups.clone(),
+        not_enforced,
+    })
+}
+
+/// Why a reload is refused although the file is valid.
+pub fn reload_refusal(active: &ActiveRules, new: &ActiveRules) -> Option<String> {
+    (active.scope_cgroups != new.scope_cgroups)
+        .then(|| "scope.cgroups changed: attaching to other cgroups needs a restart".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("sensor-rules-{name}-{}.yaml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const POLICY: &str = "apiVersion: sensor/v1\nkind: Policy\nmetadata: {name: web}\nspec:\n  scope:\n    cgroups: [/sys/fs/cgroup/unified/x]\n  rules:\n    - name: imds\n      type: metadata\n      action: audit\n      destinations: [169.254.169.254/32, \"fd00:ec2::254/128\"]\n";
+
+    #[test]
+    fn a_policy_becomes_named_entries_with_their_actions() {
+        let p = write("ok", POLICY);
+        let r = from_file(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(r.policy, "web");
+        assert_eq!(r.entries.len(), 2);
+        assert!(r.entries.iter().all(|e| e.action == Action::Audit));
+        assert_eq!(r.entries.iter().map(|e| e.rule).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(r.names, ["imds", "imds"]);
+        assert_eq!(r.scope_cgroups, [PathBuf::from("/sys/fs/cgroup/unified/x")]);
+        assert!(reload_refusal(&r, &r).is_none());
+        let moved = ActiveRules {
+            scope_cgroups: vec![PathBuf::from("/y")],
+            ..r.clone()
+        };
+        assert!(reload_refusal(&r, &moved).is_some());
+    }
+
+    #[test]
+    fn the_mode_applies_to_the_builtin_list() {
+        let r = from_mode(Action::Enforce);
+        assert_eq!(r.entries.len(), 7);
+        assert_eq!(r.names[0], "metadata-imds-v4");
+        assert!(r.entries.iter().all(|e| e.action == Action::Enforce));
+    }
+
+    #[test]
+    fn a_bad_file_gives_located_errors() {
+        let p = write("bad", &POLICY.replace("action: audit", "action: maybe"));
+        let errs = from_file(&p).unwrap_err();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 10, "{}", errs[0]);
+    }
+}
