@@ -18,6 +18,8 @@ pub mod maps {
     pub const DEST_V6: &str = "SENSOR_DEST_V6";
     /// Scope roots for the global (tracepoint) hooks: cgroup v2 id -> 1.
     pub const SCOPE: &str = "SENSOR_SCOPE";
+    /// Exempted cgroups (pod level): cgroup v2 id -> 1. A task at or below one is not blocked.
+    pub const EXEMPT: &str = "SENSOR_EXEMPT";
     /// Per-CPU kernel counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "SENSOR_COUNTERS";
 }
@@ -155,13 +157,15 @@ wire_enum! {
         PathReadFailed = 5 => "path_read_failed",
         /// exec/exit events lost: ring buffer reserve failed.
         RingbufFullProcess = 6 => "ringbuf_full_process",
+        /// Connect-family calls to a listed destination let through by an exemption.
+        Exempted = 7 => "exempted",
     }
 }
 
 /// Number of slots in the counter array.
 pub const COUNTER_SLOTS: u32 = 8;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 7] = [
+pub const ALL_COUNTERS: [Counter; 8] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -169,6 +173,7 @@ pub const ALL_COUNTERS: [Counter; 7] = [
     Counter::RingbufFullChmod,
     Counter::PathReadFailed,
     Counter::RingbufFullProcess,
+    Counter::Exempted,
 ];
 
 /// `S_ISUID | S_ISGID`.

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use sensor_common::{Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, Verdict};
 
-use crate::shared::{DEST_V4, DEST_V6, EVENTS, count, fill_header, wakeup_flags};
+use crate::shared::{DEST_V4, DEST_V6, EVENTS, count, current_exempt, fill_header, wakeup_flags};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -97,6 +97,11 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
     let Some(rule) = lookup(dst_family, &dst_addr) else {
         return ALLOW;
     };
+    // Exemptions only remove protection for the pods they name; checked on a match only.
+    if current_exempt() {
+        count(Counter::Exempted);
+        return ALLOW;
+    }
     // Anything but an explicit audit action enforces: a corrupt entry fails closed.
     let (verdict, ret) = if rule.action == Action::Audit as u32 {
         count(Counter::Audited);

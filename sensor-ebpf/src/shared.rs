@@ -31,6 +31,9 @@ pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
 #[map(name = "SENSOR_SCOPE")]
 static SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 
+#[map(name = "SENSOR_EXEMPT")]
+static EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
 #[map(name = "SENSOR_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
@@ -62,6 +65,18 @@ pub fn wakeup_flags() -> u64 {
 /// Whether the current task sits at or below one of the scope roots (cgroup v2).
 #[inline(always)]
 pub fn current_in_scope() -> bool {
+    current_below(&SCOPE)
+}
+
+/// Whether the current task sits at or below an exempted (pod-level) cgroup.
+#[inline(always)]
+pub fn current_exempt() -> bool {
+    current_below(&EXEMPT)
+}
+
+/// Walk the current task's cgroup ancestors (root first, bounded) against `set`.
+#[inline(always)]
+fn current_below(set: &HashMap<u64, u32>) -> bool {
     let mut level = 0;
     while level < MAX_SCOPE_DEPTH {
         // SAFETY: helper call without pointer arguments.
@@ -70,7 +85,7 @@ pub fn current_in_scope() -> bool {
             return false;
         }
         // SAFETY: the value is read immediately, not kept across calls.
-        if unsafe { SCOPE.get(id) }.is_some() {
+        if unsafe { set.get(id) }.is_some() {
             return true;
         }
         level += 1;

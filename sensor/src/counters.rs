@@ -27,6 +27,8 @@ pub struct Counters {
     pub policy_generation: u64,
     /// Policy reloads refused (invalid file, or a change that needs a restart).
     pub policy_reload_failures: u64,
+    /// Pod cgroups exempted now (pods outside the policy's namespace/label scope).
+    pub policy_exemptions: u64,
 }
 
 impl Counters {
@@ -83,6 +85,7 @@ impl Counters {
                 "policy_reload_failures".to_owned(),
                 self.policy_reload_failures,
             ),
+            ("policy_exemptions".to_owned(), self.policy_exemptions),
         ]);
         v
     }
@@ -101,6 +104,7 @@ impl Counters {
             "stdout_errors": self.stdout_errors,
             "policy_generation": self.policy_generation,
             "policy_reload_failures": self.policy_reload_failures,
+            "policy_exemptions": self.policy_exemptions,
             "kernel": kernel,
         });
         for (k, v) in extra {

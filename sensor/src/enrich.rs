@@ -8,7 +8,7 @@
 //! container id). Nothing is dropped.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -18,6 +18,7 @@ use crate::{
     cgroups::{CgroupIndex, ContainerRef, parse_cgroup_path},
     event::{Body, Event},
     pods::{PodIndex, PodView},
+    policy::{LabelSelector, NamespaceScope},
     procs::ProcessCache,
 };
 
@@ -241,6 +242,44 @@ impl Enricher {
         }
         let uid = target.pod_uid.as_ref()?;
         pods.by_pod_uid(uid).map(|v| pod_from_view(v, target))
+    }
+
+    /// The pod index generation (Kubernetes mode).
+    pub fn pods_generation(&self) -> Option<u64> {
+        self.pods.as_ref().map(PodIndex::generation)
+    }
+
+    /// The pod-level cgroups of known pods outside `namespaces`/`selector` (exempted from
+    /// blocking); `None` in host mode. Pods the index does not know stay protected.
+    pub fn exempt_cgroups(
+        &mut self,
+        namespaces: &NamespaceScope,
+        selector: Option<&LabelSelector>,
+    ) -> Option<BTreeSet<u64>> {
+        let pods = self.pods.as_ref()?;
+        let cgroups = self.cgroups.as_mut()?;
+        if let Err(err) = cgroups.rescan() {
+            tracing::warn!(error = %err, "cgroup rescan failed; exemptions not refreshed");
+            return None;
+        }
+        let mut exempt = BTreeSet::new();
+        for (id, path) in cgroups.iter() {
+            let Some(target) = parse_cgroup_path(path) else {
+                continue;
+            };
+            let (Some(uid), None) = (&target.pod_uid, &target.container_id) else {
+                continue;
+            };
+            let Some(pod) = pods.by_pod_uid(uid) else {
+                continue;
+            };
+            let protected = namespaces.matches(&pod.namespace)
+                && selector.is_none_or(|s| s.matches(&pod.labels));
+            if !protected {
+                exempt.insert(id);
+            }
+        }
+        Some(exempt)
     }
 
     /// Parked events that are now complete, or past the wait bound (`partial`), in arrival

@@ -4,7 +4,7 @@
 //! runs with an empty destination list. Everything attached here is held by [`Loaded`]: dropping
 //! it detaches every program (the links are file descriptors).
 
-use std::net::IpAddr;
+use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -87,9 +87,36 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// The prefixes in the destination tries now.
     destinations: Vec<Prefix>,
+    /// The exempted cgroup ids now.
+    exempt: BTreeSet<u64>,
 }
 
 impl Loaded {
+    /// Make `ids` the exempted (pod-level) cgroups: add the new ones, then remove the others.
+    pub fn set_exemptions(&mut self, ids: &BTreeSet<u64>) -> Result<(), ProgramsError> {
+        let err = |source| ProgramsError::Map {
+            name: maps::EXEMPT,
+            source,
+        };
+        let map = self.ebpf.map_mut(maps::EXEMPT).ok_or_else(|| {
+            err(MapError::InvalidName {
+                name: maps::EXEMPT.into(),
+            })
+        })?;
+        let mut exempt: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(err)?;
+        for id in ids.difference(&self.exempt) {
+            exempt.insert(id, 1, 0).map_err(err)?;
+        }
+        for id in self.exempt.difference(ids) {
+            match exempt.remove(id) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        self.exempt = ids.clone();
+        Ok(())
+    }
+
     /// Replace the destination entries in place (policy reload), without a gap for prefixes
     /// the old and the new entries share.
     pub fn replace_destinations(&mut self, entries: &[DestEntry]) -> Result<(), ProgramsError> {
@@ -206,6 +233,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         ebpf,
         attachments,
         destinations,
+        exempt: BTreeSet::new(),
     })
 }
 

@@ -7,7 +7,7 @@ use sensor_common::Action;
 
 use crate::{
     destinations::metadata_endpoints,
-    policy::{self, PolicyError},
+    policy::{self, LabelSelector, NamespaceScope, PolicyError},
     programs::DestEntry,
 };
 
@@ -21,6 +21,9 @@ pub struct ActiveRules {
     pub names: Vec<String>,
     /// Scope roots the policy adds to `--scope-cgroup`.
     pub scope_cgroups: Vec<PathBuf>,
+    /// Kubernetes scope: pods outside it (by namespace, then labels) are exempted.
+    pub namespaces: Option<NamespaceScope>,
+    pub pod_selector: Option<LabelSelector>,
     /// What of the policy this tier does not enforce yet (logged at load).
     pub not_enforced: Vec<String>,
 }
@@ -41,6 +44,8 @@ pub fn from_mode(action: Action) -> ActiveRules {
             .collect(),
         names: list.iter().map(|d| d.name.to_owned()).collect(),
         scope_cgroups: Vec::new(),
+        namespaces: None,
+        pod_selector: None,
         not_enforced: Vec::new(),
     }
 }
@@ -73,14 +78,13 @@ pub fn from_file(path: &Path) -> Result<ActiveRules, Vec<PolicyError>> {
     if !compiled.chmod.is_empty() || !compiled.privilege.is_empty() {
         not_enforced.push("chmod and privilege rules (chmod is detected and reported; blocking comes with the LSM tier)".into());
     }
-    if compiled.scope.namespaces.is_some() {
-        not_enforced.push("namespace and label scopes (the scope is the cgroups given)".into());
-    }
     Ok(ActiveRules {
         policy: compiled.policy.clone(),
         entries,
         names,
         scope_cgroups: compiled.scope.cgroups.clone(),
+        namespaces: compiled.scope.namespaces.clone(),
+        pod_selector: compiled.scope.pod_selector.clone(),
         not_enforced,
     })
 }

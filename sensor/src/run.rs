@@ -178,10 +178,18 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     for what in &rules.not_enforced {
         tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
     }
-    let scopes = args
+    let mut roots: Vec<PathBuf> = args
         .scope_cgroups
         .iter()
         .chain(&rules.scope_cgroups)
+        .cloned()
+        .collect();
+    if roots.is_empty() && rules.namespaces.is_some() {
+        // A Kubernetes scope without cgroups: every pod, at the kubelet's pod parent cgroup.
+        roots.extend(kubepods_root());
+    }
+    let scopes = roots
+        .iter()
         .map(|p| ScopeRoot::open(p))
         .collect::<Result<Vec<_>, _>>()?;
     if scopes.is_empty() {
@@ -363,6 +371,15 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     result
 }
 
+/// The kubelet's parent cgroup of all pods (systemd or cgroupfs driver), if this is a node.
+fn kubepods_root() -> Option<PathBuf> {
+    let root = cgroup2_root().ok()?;
+    ["kubepods.slice", "kubepods"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|p| p.is_dir())
+}
+
 /// Policy hot reload: on SIGHUP, and when the file changes (checked every slow tick; the path
 /// is followed, so a ConfigMap's symlink swap counts). A new file that is invalid, or that
 /// changes what needs a restart, is refused: logged with its errors, counted, and the active
@@ -372,6 +389,9 @@ struct Reloader {
     path: Option<PathBuf>,
     seen: Option<FileId>,
     active: ActiveRules,
+    /// Pod index generation and slow ticks at the last exemption refresh.
+    exempt_generation: Option<u64>,
+    ticks: u32,
 }
 
 /// What identifies a version of the policy file.
@@ -386,7 +406,57 @@ fn file_id(path: &std::path::Path) -> Option<FileId> {
 impl Reloader {
     fn new(path: Option<PathBuf>, active: ActiveRules) -> Self {
         let seen = path.as_deref().and_then(file_id);
-        Self { path, seen, active }
+        Self {
+            path,
+            seen,
+            active,
+            exempt_generation: None,
+            ticks: 0,
+        }
+    }
+
+    /// Recompute the exempted pod cgroups (pods outside the policy's namespace/label scope)
+    /// when pods changed, and every 10 ticks for new cgroups; a refused map update is logged
+    /// and retried at the next refresh. Exemptions only ever remove protection for the pods
+    /// they name: a pod not known yet stays protected.
+    fn refresh_exemptions(&mut self, pipeline: &mut Pipeline, loaded: &mut programs::Loaded) {
+        let Some(namespaces) = &self.active.namespaces else {
+            if pipeline.counters.policy_exemptions > 0 {
+                self.apply_exemptions(pipeline, loaded, &Default::default());
+            }
+            return;
+        };
+        self.ticks += 1;
+        let generation = pipeline.enricher.pods_generation();
+        if generation.is_none()
+            || (generation == self.exempt_generation && !self.ticks.is_multiple_of(10))
+        {
+            return;
+        }
+        let selector = self.active.pod_selector.clone();
+        let Some(exempt) = pipeline
+            .enricher
+            .exempt_cgroups(namespaces, selector.as_ref())
+        else {
+            return;
+        };
+        self.exempt_generation = generation;
+        self.apply_exemptions(pipeline, loaded, &exempt);
+    }
+
+    fn apply_exemptions(
+        &mut self,
+        pipeline: &mut Pipeline,
+        loaded: &mut programs::Loaded,
+        exempt: &std::collections::BTreeSet<u64>,
+    ) {
+        match loaded.set_exemptions(exempt) {
+            Ok(()) => pipeline.counters.policy_exemptions = exempt.len() as u64,
+            Err(err) => {
+                self.exempt_generation = None;
+                tracing::warn!(error = %error_chain(&err), "exemptions not applied");
+            }
+        }
     }
 
     fn file_changed(&mut self) -> bool {
@@ -423,6 +493,8 @@ impl Reloader {
         pipeline.rules = new.names.clone();
         pipeline.policy = new.policy.clone();
         pipeline.counters.policy_generation += 1;
+        // Scope changes take effect at the next refresh.
+        self.exempt_generation = None;
         for what in &new.not_enforced {
             tracing::warn!(policy = %new.policy, "not enforced at this tier: {what}");
         }
@@ -463,10 +535,14 @@ async fn stream(
                 if reloader.file_changed() {
                     reloader.reload(pipeline, loaded, "file changed");
                 }
+                reloader.refresh_exemptions(pipeline, loaded);
                 pipeline.kernel_counters(&loaded.kernel_counters()?);
                 pipeline.sync_in_background();
             }
-            _ = signals.hup.recv() => reloader.reload(pipeline, loaded, "SIGHUP"),
+            _ = signals.hup.recv() => {
+                reloader.reload(pipeline, loaded, "SIGHUP");
+                reloader.refresh_exemptions(pipeline, loaded);
+            }
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }

@@ -104,6 +104,16 @@ impl TestCgroup {
         path
     }
 
+    /// `<self>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
+    /// cri-containerd-<id>.scope`: a containerd container as the systemd cgroup driver lays it
+    /// out (levels that exist are reused).
+    pub fn pod_container(&mut self, uid: &str, container_id: &str) -> PathBuf {
+        let uid = uid.replace('-', "_");
+        self.child(&format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{container_id}.scope"
+        ))
+    }
+
     /// The cgroup v2 id: the directory's inode number.
     pub fn id(path: &Path) -> u64 {
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("stat cgroup"))

@@ -2,7 +2,7 @@
 //! chain) and, for a cgroup laid out like a containerd pod's, the pod from the API server —
 //! also when the pod is announced after the event, and `partial` when it never is.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use sensor_tests::{
     NetNs, Place, Sensor, TempDir, TestCgroup,
@@ -13,15 +13,6 @@ use serde_json::Value;
 
 const EPERM: i64 = libc::EPERM as i64;
 const NODE: &str = "node-a";
-
-/// `<scope>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
-/// cri-containerd-<id>.scope`, as the systemd cgroup driver lays out a containerd container.
-fn pod_cgroup(scope: &mut TestCgroup, uid: &str, container_id: &str) -> PathBuf {
-    let uid = uid.replace('-', "_");
-    scope.child(&format!(
-        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{container_id}.scope"
-    ))
-}
 
 fn connect_event(sensor: &Sensor, pid: u64) -> Value {
     sensor.wait_for(1, |e| e["pid"] == pid && e["kind"] == "connect")[0].clone()
@@ -123,7 +114,7 @@ fn a_connect_from_a_containerd_pod_cgroup_names_the_pod() {
         "web",
         NODE,
     ));
-    let container_cg = pod_cgroup(&mut cg, uid, &container);
+    let container_cg = cg.pod_container(uid, &container);
     let kubeconfig = api.kubeconfig(&dir.0);
     let sensor = Sensor::start(&[
         "--scope-cgroup",
@@ -182,8 +173,8 @@ fn an_event_before_its_pod_waits_for_it_and_goes_out_partial_past_the_bound() {
     let never_uid = "99999999-8888-4777-8666-555555555555";
     let never_container = "c3".repeat(32);
     let api = KubeApi::start();
-    let late_cg = pod_cgroup(&mut cg, late_uid, &late_container);
-    let never_cg = pod_cgroup(&mut cg, never_uid, &never_container);
+    let late_cg = cg.pod_container(late_uid, &late_container);
+    let never_cg = cg.pod_container(never_uid, &never_container);
     let kubeconfig = api.kubeconfig(&dir.0);
     let sensor = Sensor::start(&[
         "--scope-cgroup",

@@ -201,3 +201,84 @@ fn a_bad_policy_at_start_is_a_located_usage_error() {
         "{err}"
     );
 }
+
+#[test]
+fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_first_connect() {
+    use sensor_tests::kubeapi::{KubeApi, pod};
+    require_root();
+    let mut cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let dir = TempDir::new();
+    let (dns_uid, dns_ctr) = ("0a0a0a0a-1111-4222-8333-444444444444", "d1".repeat(32));
+    let (web_uid, web_ctr) = ("0b0b0b0b-1111-4222-8333-444444444444", "e2".repeat(32));
+    let (new_uid, new_ctr) = ("0c0c0c0c-1111-4222-8333-444444444444", "f3".repeat(32));
+    let api = KubeApi::start();
+    api.add(pod(
+        "kube-system",
+        "coredns-1",
+        dns_uid,
+        &dns_ctr,
+        "registry.local/dns:1",
+        "coredns",
+        "node-a",
+    ));
+    api.add(pod(
+        "shop",
+        "web-1",
+        web_uid,
+        &web_ctr,
+        "registry.local/web:1",
+        "web",
+        "node-a",
+    ));
+    let dns_cg = cg.pod_container(dns_uid, &dns_ctr);
+    let web_cg = cg.pod_container(web_uid, &web_ctr);
+    let file = dir.0.join("policy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: sensor/v1\nkind: Policy\nmetadata: {{name: ns-policy}}\nspec:\n  scope:\n    namespaces: {{include: [\"*\"], exclude: [kube-system]}}\n    cgroups: [{}]\n  rules:\n    - name: block-metadata\n      type: metadata\n      action: enforce\n      destinations: [default]\n",
+            cg.path.display()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let sensor = Sensor::start(&[
+        "--policy",
+        file.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-a",
+    ]);
+    wait_counter(&sensor, "policy_exemptions", 1);
+    assert_eq!(
+        counter(&sensor, "policy_exemptions"),
+        1,
+        "only the kube-system pod is exempted"
+    );
+
+    let dns = probe_net(&Place::inside(&ns, &dns_cg), "tcp", "169.254.169.254", 80);
+    assert_eq!(dns.errno, 0, "the excluded namespace's pod connects");
+    let web = probe_net(&Place::inside(&ns, &web_cg), "tcp", "169.254.169.254", 80);
+    assert_eq!(
+        web.errno, EPERM,
+        "a pod in a protected namespace is blocked"
+    );
+    // A pod that started after the policy loaded, not yet known to the daemon: blocked on
+    // its very first connect (the scope root covers it; exemptions only ever name pods).
+    let new_cg = cg.pod_container(new_uid, &new_ctr);
+    let first = probe_net(&Place::inside(&ns, &new_cg), "tcp", "169.254.169.254", 80);
+    assert_eq!(
+        first.errno, EPERM,
+        "a new pod is protected from its first connect"
+    );
+    wait_counter(&sensor, "kernel_exempted", 1);
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|e| e["pid"] == dns.pid && e["kind"] == "connect"),
+        "exempted connects are not reported as blocked or audited"
+    );
+}

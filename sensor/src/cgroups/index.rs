@@ -172,6 +172,14 @@ impl CgroupIndex {
         Ok(())
     }
 
+    /// Live cgroups (id, path relative to the root), as of the last scan.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.gone_since.is_none())
+            .map(|(id, e)| (*id, e.path.as_str()))
+    }
+
     pub fn stats(&self) -> CgroupIndexStats {
         CgroupIndexStats {
             entries: self.entries.len(),
