@@ -31,6 +31,8 @@ pub struct StatusBoard {
     pub node: String,
     pub attachments: Vec<pb::Attachment>,
     pub counters: Mutex<BTreeMap<String, u64>>,
+    /// The policy in force: (name, source, text).
+    pub policy: Mutex<(String, String, String)>,
 }
 
 #[derive(Clone)]
@@ -123,6 +125,12 @@ impl pb::sensor_server::Sensor for Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         counters.insert("subscriber_lost".into(), self.hub.lost_total());
+        let (policy_name, policy_source, policy_text) = self
+            .status
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Ok(Response::new(pb::GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             node: self.status.node.clone(),
@@ -130,6 +138,9 @@ impl pb::sensor_server::Sensor for Service {
             counters: counters.into_iter().collect(),
             journal: Some(journal),
             subscribers: u32::try_from(self.hub.subscribers()).unwrap_or(u32::MAX),
+            policy_name,
+            policy_source,
+            policy_text,
         }))
     }
 }

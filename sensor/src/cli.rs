@@ -46,6 +46,8 @@ pub enum PolicyCommand {
     },
     /// Print the built-in default policy.
     Default,
+    /// Print the policy the running daemon enforces (name, source, text).
+    Show(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -90,11 +92,11 @@ pub const DEFAULT_SOCKET: &str = "/run/sensor/sensor.sock";
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// cgroup v2 directory to protect, with everything below it (repeatable, or comma-separated
-    /// in the environment). The cgroup2 root itself is refused.
+    /// in the environment). The cgroup2 root itself is refused. Default: the policy's
+    /// scope.cgroups, else the kubelet's pod parent cgroup on a Kubernetes node.
     #[arg(
         long = "scope-cgroup",
         value_name = "PATH",
-        required_unless_present = "policy",
         env = "SENSOR_SCOPE_CGROUP",
         value_delimiter = ','
     )]
@@ -281,8 +283,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scope_is_required_and_mode_defaults_to_enforce() {
-        assert!(Cli::try_parse_from(["sensor", "run"]).is_err());
+    fn scopes_repeat_and_the_mode_is_optional() {
+        assert!(
+            Cli::try_parse_from(["sensor", "run", "--policy", "p.yaml", "--mode", "audit"])
+                .is_err(),
+            "--mode conflicts with --policy"
+        );
         let cli = Cli::try_parse_from([
             "sensor",
             "run",
@@ -304,7 +310,7 @@ mod tests {
 
     #[test]
     fn usage_errors_fit_on_one_line() {
-        let err = Cli::try_parse_from(["sensor", "run"]).unwrap_err();
+        let err = Cli::try_parse_from(["sensor", "run", "--scope-cgroup"]).unwrap_err();
         let line = one_line(&err.render().to_string());
         assert!(line.contains("--scope-cgroup"), "{line}");
         assert!(!line.contains('\n') && !line.starts_with("error"), "{line}");

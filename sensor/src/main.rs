@@ -34,6 +34,7 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         }
+        PolicyCommand::Show(args) => sensor::status::show_policy(args),
         PolicyCommand::Default => {
             print!("{}", sensor::policy::DEFAULT_POLICY_YAML);
             ExitCode::SUCCESS

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use sensor_common::Action;
 
 use crate::{
-    destinations::metadata_endpoints,
     policy::{self, LabelSelector, NamespaceScope, PolicyError},
     programs::DestEntry,
 };
@@ -16,6 +15,10 @@ use crate::{
 pub struct ActiveRules {
     /// `policy` in events.
     pub policy: String,
+    /// Where it came from: the file, or "built-in default".
+    pub source: String,
+    /// The policy's YAML as loaded (`sensor policy show`).
+    pub text: String,
     pub entries: Vec<DestEntry>,
     /// Name of each entry, by its kernel rule index (`rule` in connect events).
     pub names: Vec<String>,
@@ -28,32 +31,27 @@ pub struct ActiveRules {
     pub not_enforced: Vec<String>,
 }
 
-/// `--mode` applied to the built-in metadata list.
-pub fn from_mode(action: Action) -> ActiveRules {
-    let list = metadata_endpoints();
-    ActiveRules {
-        policy: "builtin".into(),
-        entries: list
-            .iter()
-            .enumerate()
-            .map(|(i, d)| DestEntry {
-                prefix: d.prefix,
-                action,
-                rule: i as u32,
-            })
-            .collect(),
-        names: list.iter().map(|d| d.name.to_owned()).collect(),
-        scope_cgroups: Vec::new(),
-        namespaces: None,
-        pod_selector: None,
-        not_enforced: Vec::new(),
+/// The embedded default policy (no `--policy`); `--mode` sets the action of its metadata rules.
+pub fn from_default(mode: Option<Action>) -> ActiveRules {
+    let mut rules = from_policy(&policy::default_policy(), "built-in default");
+    if let Some(action) = mode {
+        for e in &mut rules.entries {
+            e.action = action;
+        }
     }
+    rules
 }
 
 /// Read, validate and compile a policy file.
 pub fn from_file(path: &Path) -> Result<ActiveRules, Vec<PolicyError>> {
-    let policy = policy::parse_file(path)?;
-    let compiled = policy::compile(&policy);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut rules = from_policy(&policy::parse_file(path)?, &path.display().to_string());
+    rules.text = text;
+    Ok(rules)
+}
+
+fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
+    let compiled = policy::compile(policy);
     let mut entries = Vec::new();
     let mut names = Vec::new();
     let mut not_enforced = Vec::new();
@@ -78,15 +76,17 @@ pub fn from_file(path: &Path) -> Result<ActiveRules, Vec<PolicyError>> {
     if !compiled.chmod.is_empty() || !compiled.privilege.is_empty() {
         not_enforced.push("chmod and privilege rules (chmod is detected and reported; blocking comes with the LSM tier)".into());
     }
-    Ok(ActiveRules {
+    ActiveRules {
         policy: compiled.policy.clone(),
+        source: source.to_owned(),
+        text: policy::DEFAULT_POLICY_YAML.to_owned(),
         entries,
         names,
         scope_cgroups: compiled.scope.cgroups.clone(),
         namespaces: compiled.scope.namespaces.clone(),
         pod_selector: compiled.scope.pod_selector.clone(),
         not_enforced,
-    })
+    }
 }
 
 /// Why a reload is refused although the file is valid.
@@ -128,11 +128,26 @@ mod tests {
     }
 
     #[test]
-    fn the_mode_applies_to_the_builtin_list() {
-        let r = from_mode(Action::Enforce);
+    fn without_a_file_the_default_policy_applies_and_the_mode_sets_its_actions() {
+        let r = from_default(None);
+        assert_eq!(
+            (r.policy.as_str(), r.source.as_str()),
+            ("default", "built-in default")
+        );
         assert_eq!(r.entries.len(), 7);
         assert_eq!(r.names[0], "metadata-imds-v4");
         assert!(r.entries.iter().all(|e| e.action == Action::Enforce));
+        assert!(
+            r.namespaces
+                .as_ref()
+                .is_some_and(|n| !n.matches("kube-system") && n.matches("shop"))
+        );
+        assert!(
+            from_default(Some(Action::Audit))
+                .entries
+                .iter()
+                .all(|e| e.action == Action::Audit)
+        );
     }
 
     #[test]

@@ -170,22 +170,19 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     // Validate all input before touching the kernel: a bad flag or policy attaches nothing.
     let rules = match &args.policy {
         Some(path) => rules::from_file(path).map_err(RunError::Policy)?,
-        None => rules::from_mode(match args.mode.unwrap_or(Mode::Enforce) {
+        None => rules::from_default(args.mode.map(|m| match m {
             Mode::Enforce => Action::Enforce,
             Mode::Audit => Action::Audit,
-        }),
+        })),
     };
-    for what in &rules.not_enforced {
-        tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
-    }
     let mut roots: Vec<PathBuf> = args
         .scope_cgroups
         .iter()
         .chain(&rules.scope_cgroups)
         .cloned()
         .collect();
-    if roots.is_empty() && rules.namespaces.is_some() {
-        // A Kubernetes scope without cgroups: every pod, at the kubelet's pod parent cgroup.
+    if roots.is_empty() {
+        // No cgroups given: every pod, at the kubelet's pod parent cgroup (on a node).
         roots.extend(kubepods_root());
     }
     let scopes = roots
@@ -194,11 +191,15 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         .collect::<Result<Vec<_>, _>>()?;
     if scopes.is_empty() {
         return Err(RunError::Usage(
-            "no scope: give --scope-cgroup or scope.cgroups in the policy".into(),
+            "no scope: give --scope-cgroup, a policy with scope.cgroups, or run on a Kubernetes node (kubepods cgroup)".into(),
         ));
     }
     let listen = listen_config(args)?;
     let node = node_name(args);
+    // Input is valid; from here on, logs.
+    for what in &rules.not_enforced {
+        tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
+    }
 
     // Signal handlers before anything is attached: a SIGTERM right after "ready" must detach
     // cleanly, not kill the process with the default action.
@@ -260,6 +261,11 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             })
             .collect(),
         counters: Mutex::default(),
+        policy: Mutex::new((
+            rules.policy.clone(),
+            rules.source.clone(),
+            rules.text.clone(),
+        )),
     });
     let hub = Arc::new(Hub::new(&node));
     let journal = Arc::new(Mutex::new(journal));
@@ -491,6 +497,12 @@ impl Reloader {
             return refused(pipeline, error_chain(&err));
         }
         pipeline.rules = new.names.clone();
+        *pipeline
+            .status
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (new.policy.clone(), new.source.clone(), new.text.clone());
         pipeline.policy = new.policy.clone();
         pipeline.counters.policy_generation += 1;
         // Scope changes take effect at the next refresh.

@@ -19,12 +19,34 @@ pub fn main(args: StatusArgs) -> ExitCode {
     }
 }
 
-fn status(args: &StatusArgs) -> Result<(), String> {
+/// `sensor policy show`: the policy the daemon runs.
+pub fn show_policy(args: StatusArgs) -> ExitCode {
+    match fetch(&args) {
+        Ok(s) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!("# policy '{}' from {}", s.policy_name, s.policy_source);
+            print!("{}", s.policy_text);
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("sensor policy show: error: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn fetch(args: &StatusArgs) -> Result<pb::GetStatusResponse, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let status = runtime.block_on(async {
+    runtime.block_on(async {
         let mut client = crate::client::connect(&args.server, &args.tls)
             .await
             .map_err(|reason| {
@@ -38,7 +60,11 @@ fn status(args: &StatusArgs) -> Result<(), String> {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| s.message().to_owned())
-    })?;
+    })
+}
+
+fn status(args: &StatusArgs) -> Result<(), String> {
+    let status = fetch(args)?;
     if args.json {
         println!("{}", to_json(&status));
     } else {

@@ -140,6 +140,45 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
         probe_net(&inside, "tcp", "169.254.169.254", 80).errno,
         EPERM
     );
+
+    // `sensor policy show`: the policy in force, as loaded.
+    let out = Command::new(sensor_bin())
+        .args(["policy", "show", "--server"])
+        .arg(sensor.socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.starts_with(&format!("# policy 'test-policy' from {}", file.display())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("description: version 202") && shown.contains("action: enforce"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn without_a_file_the_built_in_default_policy_runs() {
+    require_root();
+    let cg = TestCgroup::new();
+    let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
+    let out = Command::new(sensor_bin())
+        .args(["policy", "show", "--server"])
+        .arg(sensor.socket())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.starts_with("# policy 'default' from built-in default"),
+        "{shown}"
+    );
+    assert!(shown.contains("exclude: [kube-system]"), "{shown}");
 }
 
 #[test]
