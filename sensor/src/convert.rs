@@ -64,6 +64,7 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
         Some(B::Exec(_)) => pb::EventKind::Exec,
         Some(B::Exit(_)) => pb::EventKind::Exit,
         Some(B::Lost(_)) => pb::EventKind::Lost,
+        Some(B::PolicyChange(_)) => pb::EventKind::Policy,
         None => pb::EventKind::Unspecified,
     }
 }

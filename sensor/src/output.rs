@@ -111,6 +111,20 @@ struct JsonEvent {
     exec: Option<JsonExec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exit: Option<JsonExit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy_change: Option<JsonPolicyChange>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPolicyChange {
+    generation: u64,
+    accepted: bool,
+    source: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    policy: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -378,6 +392,15 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exec(x)) => j.exec = Some(JsonExec { exe: x.exe.clone() }),
+        Some(B::PolicyChange(p)) => {
+            j.policy_change = Some(JsonPolicyChange {
+                generation: p.generation,
+                accepted: p.accepted,
+                source: p.source.clone(),
+                policy: p.policy.clone(),
+                errors: p.errors.clone(),
+            })
+        }
         Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
         Some(B::Privilege(_)) | None => {}
     }
@@ -475,6 +498,16 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 args: Vec::new(),
             })
         }
+        pb::EventKind::Policy => {
+            let p = j.policy_change.ok_or_else(|| missing("policy_change"))?;
+            pb::event::Body::PolicyChange(pb::PolicyChange {
+                generation: p.generation,
+                accepted: p.accepted,
+                source: p.source,
+                policy: p.policy,
+                errors: p.errors,
+            })
+        }
         pb::EventKind::Exit => pb::event::Body::Exit(pb::Exit {
             code: j.exit.ok_or_else(|| missing("exit"))?.code,
         }),
@@ -550,6 +583,14 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
     let time = rfc3339(e.time_unix_ns);
     let (label, colour_code) = match &e.body {
         Some(B::Lost(_)) => ("LOST".to_owned(), verdict_colour(pb::Verdict::Unspecified)),
+        Some(B::PolicyChange(p)) => {
+            let v = if p.accepted {
+                pb::Verdict::Allowed
+            } else {
+                pb::Verdict::Blocked
+            };
+            ("POLICY".to_owned(), verdict_colour(v))
+        }
         _ => (
             verdict_name(e.verdict()).to_ascii_uppercase(),
             verdict_colour(e.verdict()),
@@ -612,6 +653,17 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
             );
             if l.first_seq != 0 {
                 let _ = write!(line, " seq {}..={}", l.first_seq, l.last_seq);
+            }
+        }
+        Some(B::PolicyChange(p)) => {
+            let what = if p.accepted { "applied" } else { "refused" };
+            let _ = write!(
+                line,
+                "policy {what} (generation {}) from {}",
+                p.generation, p.source
+            );
+            for e in &p.errors {
+                let _ = write!(line, "; {e}");
             }
         }
         Some(B::Exec(x)) => {
@@ -738,7 +790,22 @@ mod tests {
             })),
             ..Default::default()
         };
-        for e in [connect_event(), chmod_event(), lost] {
+        let policy = pb::Event {
+            seq: 9,
+            time_unix_ns: 2_000_000_000,
+            node: "n".into(),
+            policy: "p".into(),
+            enrichment: pb::Enrichment::Complete as i32,
+            body: Some(pb::event::Body::PolicyChange(pb::PolicyChange {
+                generation: 3,
+                accepted: false,
+                source: "/etc/sensor/policy.yaml".into(),
+                policy: String::new(),
+                errors: vec!["/etc/sensor/policy.yaml:3:5: bad".into()],
+            })),
+            ..Default::default()
+        };
+        for e in [connect_event(), chmod_event(), lost, policy] {
             let line = to_json(&e);
             let back = from_json(&line).unwrap_or_else(|err| panic!("{line}: {err}"));
             // Lost records carry no process; the parser fills an empty one.

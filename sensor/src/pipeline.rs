@@ -109,6 +109,16 @@ impl Pipeline {
         self.pending.push(Arc::new(event));
     }
 
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Put an event made by the daemon itself (a policy change) into the stream now.
+    pub fn report(&mut self, event: pb::Event) {
+        self.emit(event);
+        self.flush();
+    }
+
     /// Drain every record the kernel has submitted.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         let clock = Clock::now();

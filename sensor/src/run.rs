@@ -377,6 +377,31 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     result
 }
 
+/// A `policy` event: a reload applied or refused.
+fn policy_event(
+    pipeline: &Pipeline,
+    generation: u64,
+    accepted: bool,
+    source: &str,
+    policy: &str,
+    errors: Vec<String>,
+) -> pb::Event {
+    pb::Event {
+        node: pipeline.node().to_owned(),
+        time_unix_ns: crate::output::now_unix_ns(),
+        policy: policy.to_owned(),
+        enrichment: pb::Enrichment::Complete as i32,
+        body: Some(pb::event::Body::PolicyChange(pb::PolicyChange {
+            generation,
+            accepted,
+            source: source.to_owned(),
+            policy: policy.to_owned(),
+            errors,
+        })),
+        ..Default::default()
+    }
+}
+
 /// The kubelet's parent cgroup of all pods (systemd or cgroupfs driver), if this is a node.
 fn kubepods_root() -> Option<PathBuf> {
     let root = cgroup2_root().ok()?;
@@ -477,9 +502,19 @@ impl Reloader {
             return;
         };
         self.seen = file_id(&path);
-        let refused = |pipeline: &mut Pipeline, reason: String| {
+        let source = path.display().to_string();
+        let refused = |pipeline: &mut Pipeline, reason: String, errors: Vec<String>| {
             pipeline.counters.policy_reload_failures += 1;
             tracing::error!(file = %path.display(), "policy reload refused, the active policy stays: {reason}");
+            let errors = if errors.is_empty() {
+                vec![reason]
+            } else {
+                errors
+            };
+            let generation = pipeline.counters.policy_generation;
+            pipeline.report(policy_event(
+                pipeline, generation, false, &source, "", errors,
+            ));
         };
         let new = match rules::from_file(&path) {
             Ok(new) => new,
@@ -487,14 +522,15 @@ impl Reloader {
                 for e in &errors {
                     tracing::error!("{e}");
                 }
-                return refused(pipeline, format!("{} error(s)", errors.len()));
+                let located = errors.iter().map(ToString::to_string).collect();
+                return refused(pipeline, format!("{} error(s)", errors.len()), located);
             }
         };
         if let Some(reason) = rules::reload_refusal(&self.active, &new) {
-            return refused(pipeline, reason);
+            return refused(pipeline, reason, Vec::new());
         }
         if let Err(err) = loaded.replace_destinations(&new.entries) {
-            return refused(pipeline, error_chain(&err));
+            return refused(pipeline, error_chain(&err), Vec::new());
         }
         pipeline.rules = new.names.clone();
         *pipeline
@@ -505,6 +541,15 @@ impl Reloader {
             (new.policy.clone(), new.source.clone(), new.text.clone());
         pipeline.policy = new.policy.clone();
         pipeline.counters.policy_generation += 1;
+        let generation = pipeline.counters.policy_generation;
+        pipeline.report(policy_event(
+            pipeline,
+            generation,
+            true,
+            &new.source,
+            &new.policy,
+            Vec::new(),
+        ));
         // Scope changes take effect at the next refresh.
         self.exempt_generation = None;
         for what in &new.not_enforced {

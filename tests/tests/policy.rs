@@ -32,6 +32,14 @@ fn policy(cg: &Path, action: &str, version: usize) -> String {
     )
 }
 
+/// Replace the policy file atomically (write beside it, rename), as a ConfigMap update does: a
+/// reader never sees half a file.
+fn install(file: &Path, text: String) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
 fn counter(sensor: &Sensor, name: &str) -> u64 {
     let out = Command::new(sensor_bin())
         .args(["status", "--json", "--server"])
@@ -69,7 +77,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
     let ns = NetNs::with_metadata_addresses();
     let dir = TempDir::new();
     let file = dir.0.join("policy.yaml");
-    std::fs::write(&file, policy(&cg.path, "enforce", 0)).unwrap();
+    install(&file, policy(&cg.path, "enforce", 0));
     let sensor = Sensor::start(&["--policy", file.to_str().unwrap()]);
     let inside = Place::inside(&ns, &cg.path);
     let first = probe_net(&inside, "tcp", "169.254.169.254", 80);
@@ -104,7 +112,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
         })
     };
     for version in 1..=100 {
-        std::fs::write(&file, policy(&cg.path, "enforce", version)).unwrap();
+        install(&file, policy(&cg.path, "enforce", version));
         hup(&sensor);
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -124,7 +132,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
 
     // audit: allowed and reported; then enforce again: the next connect fails. No restart.
     let generation = counter(&sensor, "policy_generation");
-    std::fs::write(&file, policy(&cg.path, "audit", 200)).unwrap();
+    install(&file, policy(&cg.path, "audit", 200));
     hup(&sensor);
     wait_counter(&sensor, "policy_generation", generation + 1);
     let audited = probe_net(&inside, "tcp", "169.254.169.254", 80);
@@ -133,7 +141,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
         sensor.wait_for(1, |e| e["pid"] == audited.pid && e["kind"] == "connect")[0]["verdict"],
         "audited"
     );
-    std::fs::write(&file, policy(&cg.path, "enforce", 202)).unwrap();
+    install(&file, policy(&cg.path, "enforce", 202));
     hup(&sensor);
     wait_counter(&sensor, "policy_generation", generation + 2);
     assert_eq!(
@@ -188,11 +196,11 @@ fn an_invalid_new_policy_is_refused_and_a_changed_file_reloads_without_a_signal(
     let ns = NetNs::with_metadata_addresses();
     let dir = TempDir::new();
     let file = dir.0.join("policy.yaml");
-    std::fs::write(&file, policy(&cg.path, "enforce", 0)).unwrap();
+    install(&file, policy(&cg.path, "enforce", 0));
     let sensor = Sensor::start(&["--policy", file.to_str().unwrap()]);
     let inside = Place::inside(&ns, &cg.path);
 
-    std::fs::write(&file, policy(&cg.path, "maybe", 1)).unwrap();
+    install(&file, policy(&cg.path, "maybe", 1));
     hup(&sensor);
     wait_counter(&sensor, "policy_reload_failures", 1);
     assert_eq!(
@@ -200,6 +208,20 @@ fn an_invalid_new_policy_is_refused_and_a_changed_file_reloads_without_a_signal(
         1,
         "the refused file is not applied"
     );
+    // The refusal is an event too, with the located errors.
+    let refusal = sensor.wait_for(1, |e| {
+        e["kind"] == "policy" && e["policy_change"]["accepted"] == false
+    })[0]
+        .clone();
+    let errors = refusal["policy_change"]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:12:", file.display()))),
+        "{refusal}"
+    );
+    assert_eq!(refusal["policy_change"]["generation"], 1, "{refusal}");
     assert!(
         sensor
             .stderr_text()
@@ -214,8 +236,24 @@ fn an_invalid_new_policy_is_refused_and_a_changed_file_reloads_without_a_signal(
     );
 
     // A valid change, picked up from the file alone (as a ConfigMap update arrives).
-    std::fs::write(&file, policy(&cg.path, "audit", 2)).unwrap();
+    install(&file, policy(&cg.path, "audit", 2));
     wait_counter(&sensor, "policy_generation", 2);
+    let applied = sensor.wait_for(1, |e| {
+        e["kind"] == "policy" && e["policy_change"]["accepted"] == true
+    })[0]
+        .clone();
+    assert_eq!(
+        (
+            applied["policy_change"]["generation"].as_u64(),
+            applied["policy"].as_str()
+        ),
+        (Some(2), Some("test-policy")),
+        "{applied}"
+    );
+    assert!(
+        applied["seq"].as_u64().is_some(),
+        "policy events are journaled: {applied}"
+    );
     assert_eq!(probe_net(&inside, "tcp", "169.254.169.254", 80).errno, 0);
 }
 
