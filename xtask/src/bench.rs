@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{cargo, setup, target_dir, workspace_root};
+use crate::{setup, target_dir, workspace_root};
 
 const ROUNDS: usize = 5;
 
@@ -320,15 +320,7 @@ pub fn run() -> Result<()> {
         bail!("cargo xtask bench needs root (cgroups, BPF)");
     }
     setup::all()?;
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "sensor",
-        "--package",
-        "sensor-tests",
-        "--bins",
-    ])?;
+    crate::build_bins(true)?;
     let rel = target_dir().join("release");
     let bins = Bins {
         sensor: rel.join("sensor"),

@@ -87,6 +87,16 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }
 
+/// The sensor binary (with its eBPF object) and the test and bench helpers, built once.
+fn build_bins(release: bool) -> Result<()> {
+    let mut args = vec!["build"];
+    if release {
+        args.push("--release");
+    }
+    args.extend(["--package", "sensor", "--package", "sensor-tests", "--bins"]);
+    cargo(&args)
+}
+
 /// Totals over every `test result:` line cargo printed.
 #[derive(Default)]
 struct Totals {
@@ -143,15 +153,7 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
 
 fn test() -> Result<()> {
     setup::all()?;
-    // The sensor binary (with its eBPF object) and the test helpers, built once.
-    cargo(&[
-        "build",
-        "--package",
-        "sensor",
-        "--package",
-        "sensor-tests",
-        "--bins",
-    ])?;
+    build_bins(false)?;
     let mut failures = Vec::new();
     let mut totals = Totals::default();
     // Lane 1: unit tests, no privileges needed. sensor-ebpf only builds for the BPF target
