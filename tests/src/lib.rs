@@ -323,6 +323,16 @@ impl Sensor {
         &self.socket
     }
 
+    /// Run `sensor ARGS --server <this sensor's socket>` (status, policy show, ...).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(sensor_bin())
+            .args(args)
+            .arg("--server")
+            .arg(&self.socket)
+            .output()
+            .expect("running sensor")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -41,11 +41,7 @@ fn install(file: &Path, text: String) {
 }
 
 fn counter(sensor: &Sensor, name: &str) -> u64 {
-    let out = Command::new(sensor_bin())
-        .args(["status", "--json", "--server"])
-        .arg(sensor.socket())
-        .output()
-        .unwrap();
+    let out = sensor.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     v["counters"][name]
@@ -150,11 +146,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
     );
 
     // `sensor policy show`: the policy in force, as loaded.
-    let out = Command::new(sensor_bin())
-        .args(["policy", "show", "--server"])
-        .arg(sensor.socket())
-        .output()
-        .unwrap();
+    let out = sensor.cli(&["policy", "show"]);
     assert!(
         out.status.success(),
         "{}",
@@ -176,11 +168,7 @@ fn without_a_file_the_built_in_default_policy_runs() {
     require_root();
     let cg = TestCgroup::new();
     let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
-    let out = Command::new(sensor_bin())
-        .args(["policy", "show", "--server"])
-        .arg(sensor.socket())
-        .output()
-        .unwrap();
+    let out = sensor.cli(&["policy", "show"]);
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(
         shown.starts_with("# policy 'default' from built-in default"),

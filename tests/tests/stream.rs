@@ -593,11 +593,7 @@ fn tail_replays_an_exported_file_with_filters() {
 fn sensor_status_names_every_program_and_its_tier() {
     let cg = TestCgroup::new();
     let sensor = scoped(&cg, &[]);
-    let out = Command::new(sensor_bin())
-        .args(["status", "--server"])
-        .arg(sensor.socket())
-        .output()
-        .unwrap();
+    let out = sensor.cli(&["status"]);
     assert!(
         out.status.success(),
         "{}",
@@ -616,11 +612,7 @@ fn sensor_status_names_every_program_and_its_tier() {
             "{program} ({tier}) missing:\n{text}"
         );
     }
-    let out = Command::new(sensor_bin())
-        .args(["status", "--json", "--server"])
-        .arg(sensor.socket())
-        .output()
-        .unwrap();
+    let out = sensor.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["attachments"].as_array().unwrap().len() >= 10, "{v}");
     assert!(v["counters"]["kernel_blocked"].is_u64(), "{v}");
