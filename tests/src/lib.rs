@@ -204,6 +204,26 @@ pub fn sensor_bin() -> PathBuf {
     built_binary("sensor", "SENSOR_BIN")
 }
 
+/// A command installed by `cargo xtask setup` into the test venv (`SENSOR_PYTHON_VENV`,
+/// default `~/.cache/sensor/venv`). Panics, naming the fix, when it is missing: a test that
+/// needs an independent validator fails rather than skipping.
+pub fn python_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("SENSOR_PYTHON_VENV").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/sensor/venv")
+        },
+        PathBuf::from,
+    );
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{} missing: run `cargo xtask setup` (installs the PyPI test tools)",
+        tool.display()
+    );
+    tool
+}
+
 pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }

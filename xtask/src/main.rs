@@ -154,6 +154,8 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
 fn test() -> Result<()> {
     setup::all()?;
     build_bins(false)?;
+    // SAFETY: single-threaded at this point; the variable is read by the test processes.
+    unsafe { std::env::set_var("SENSOR_PYTHON_VENV", setup::python_venv()) };
     let mut failures = Vec::new();
     let mut totals = Totals::default();
     // Lane 1: unit tests, no privileges needed. sensor-ebpf only builds for the BPF target

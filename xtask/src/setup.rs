@@ -15,13 +15,44 @@ use anyhow::{Context as _, Result, bail};
 /// (the chmod-family scenarios call `os.chmod`/`os.fchmod`).
 const DEBIAN_PACKAGES: [&str; 3] = ["iproute2", "coreutils", "python3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// PyPI tools the tests run (independent validators), installed into a venv under
+/// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was
+/// installed, so a second set-up does nothing.
+const PYTHON_PACKAGES: &[&str] = &[];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    python_tools()?;
     mounts()?;
     Ok(())
+}
+
+/// The venv that holds [`PYTHON_PACKAGES`]; tests find it through `SENSOR_PYTHON_VENV`.
+pub fn python_venv() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/sensor/venv")
+}
+
+fn python_tools() -> Result<()> {
+    let venv = python_venv();
+    let stamp = venv.join("sensor-packages");
+    let wanted = PYTHON_PACKAGES.join("\n");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        status(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    if !PYTHON_PACKAGES.is_empty() {
+        status(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(PYTHON_PACKAGES),
+        )?;
+    }
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
