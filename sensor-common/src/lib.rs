@@ -189,8 +189,16 @@ pub struct DestRule {
     pub action: u32,
     /// Index of the rule in the daemon's rule table (names it in events).
     pub rule: u32,
+    /// How many of `ports` are used; 0 = the entry applies to every port.
+    pub nports: u32,
+    pub _pad: u32,
+    /// Destination ports (host order) the entry applies to, the first `nports` of them.
+    pub ports: [u16; MAX_RULE_PORTS],
 }
-const _: () = assert!(size_of::<DestRule>() == 8);
+const _: () = assert!(size_of::<DestRule>() == 48);
+
+/// Most ports one destination rule may list (the policy parser refuses more).
+pub const MAX_RULE_PORTS: usize = 16;
 
 /// Fixed header at the start of every event.
 #[repr(C)]

@@ -10,7 +10,9 @@ use aya_ebpf::{
     bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
-use sensor_common::{Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, Verdict};
+use sensor_common::{
+    Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, MAX_RULE_PORTS, Verdict,
+};
 
 use crate::shared::{DEST_V4, DEST_V6, EVENTS, count, current_exempt, fill_header, wakeup_flags};
 
@@ -93,10 +95,32 @@ fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
 }
 
 #[inline(always)]
+fn port_listed(rule: &DestRule, port: u16) -> bool {
+    if rule.nports == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < MAX_RULE_PORTS {
+        if (i as u32) < rule.nports && rule.ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
 fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: [u8; 16]) -> i32 {
     let Some(rule) = lookup(dst_family, &dst_addr) else {
         return ALLOW;
     };
+    // SAFETY: the context pointer is valid for the program's run; `user_port` is a 4-byte
+    // load holding the port in network order in its low 16 bits.
+    let dst_port = u16::from_be(unsafe { (*sa).user_port } as u16);
+    // The most specific prefix decides; when it lists ports, other ports are not its business.
+    if !port_listed(&rule, dst_port) {
+        return ALLOW;
+    }
     // Exemptions only remove protection for the pods they name; checked on a match only.
     if current_exempt() {
         count(Counter::Exempted);
@@ -127,7 +151,7 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
                 (*ev).sock_type = (*sa).type_;
                 (*ev).protocol = (*sa).protocol;
                 (*ev).dst_family = dst_family;
-                (*ev).dst_port = u16::from_be((*sa).user_port as u16) as u32;
+                (*ev).dst_port = dst_port as u32;
                 (*ev).rule = rule.rule;
                 (*ev)._pad = 0;
                 (*ev).dst_addr = dst_addr;

@@ -28,7 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod convert;
 pub mod counters;
-pub mod destinations;
+
 pub mod enrich;
 pub mod event;
 pub mod filter;
@@ -38,7 +38,8 @@ pub mod logging;
 pub mod output;
 pub mod pipeline;
 pub mod pods;
-pub mod policy;
+pub use sensor_policy as policy;
+pub use sensor_policy::destinations;
 pub mod procs;
 pub mod programs;
 pub mod rules;

@@ -14,7 +14,9 @@ use aya::{
     },
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
 };
-use sensor_common::{ALL_COUNTERS, Action, Counter, DestRule, globals, maps, programs};
+use sensor_common::{
+    ALL_COUNTERS, Action, Counter, DestRule, MAX_RULE_PORTS, globals, maps, programs,
+};
 
 use crate::{destinations::Prefix, scope::ScopeRoot, tracefs::ChmodTracepoint};
 
@@ -266,6 +268,8 @@ where
         })
 }
 
+const _: () = assert!(crate::policy::MAX_PORTS == MAX_RULE_PORTS);
+
 /// One destination trie entry: a prefix, what a match does, and the index the kernel reports
 /// (it names the entry in events).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,6 +277,9 @@ pub struct DestEntry {
     pub prefix: Prefix,
     pub action: Action,
     pub rule: u32,
+    /// Destination ports the entry applies to; empty = every port. At most
+    /// [`MAX_RULE_PORTS`] (the policy parser refuses more).
+    pub ports: Vec<u16>,
 }
 
 /// Write `entries` into the tries (each insert replaces a key's value atomically), then remove
@@ -301,9 +308,15 @@ fn write_destinations(
     let mut v6: LpmTrie<_, [u8; 16], DestRule> =
         LpmTrie::try_from(v6.ok_or_else(|| missing(maps::DEST_V6))?).map_err(v6_err)?;
     for e in entries {
+        let mut ports = [0u16; MAX_RULE_PORTS];
+        let nports = e.ports.len().min(MAX_RULE_PORTS);
+        ports[..nports].copy_from_slice(&e.ports[..nports]);
         let value = DestRule {
             action: e.action as u32,
             rule: e.rule,
+            nports: nports as u32,
+            _pad: 0,
+            ports,
         };
         let len = u32::from(e.prefix.len);
         match e.prefix.addr {

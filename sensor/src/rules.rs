@@ -60,16 +60,11 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             policy::Action::Enforce => Action::Enforce,
             policy::Action::Audit => Action::Audit,
         };
-        if !c.ports.is_empty() {
-            not_enforced.push(format!(
-                "ports of {} (the rule applies to every port)",
-                c.destination
-            ));
-        }
         entries.push(DestEntry {
             prefix: c.prefix,
             action,
             rule: entries.len() as u32,
+            ports: c.ports.clone(),
         });
         names.push(c.destination.clone());
     }

@@ -347,3 +347,56 @@ fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_firs
         "exempted connects are not reported as blocked or audited"
     );
 }
+
+#[test]
+fn a_rule_with_ports_blocks_those_ports_only() {
+    require_root();
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let dir = TempDir::new();
+    let file = dir.0.join("policy.yaml");
+    install(
+        &file,
+        format!(
+            "apiVersion: sensor/v1\nkind: Policy\nmetadata: {{name: ports}}\nspec:\n  scope:\n    cgroups: [{}]\n  rules:\n    - name: imds-http\n      type: metadata\n      action: enforce\n      destinations: [169.254.169.254, fd00:ec2::254]\n      ports: [80, 443]\n",
+            cg.path.display()
+        ),
+    );
+    let sensor = Sensor::start(&["--policy", file.to_str().unwrap()]);
+    let inside = Place::inside(&ns, &cg.path);
+    for (op, addr, port) in [
+        ("tcp", "169.254.169.254", 80),
+        ("tcp", "169.254.169.254", 443),
+        ("udp", "169.254.169.254", 443),
+        ("tcp", "fd00:ec2::254", 80),
+        ("tcp", "::ffff:169.254.169.254", 443),
+    ] {
+        let r = probe_net(&inside, op, addr, port);
+        assert_eq!(r.errno, EPERM, "{op} {addr} port {port} must be blocked");
+    }
+    for (op, addr, port) in [
+        ("tcp", "169.254.169.254", 8080),
+        ("udp", "169.254.169.254", 53),
+        ("tcp", "fd00:ec2::254", 8443),
+    ] {
+        let r = probe_net(&inside, op, addr, port);
+        assert_eq!(r.errno, 0, "{op} {addr} port {port} is not a listed port");
+    }
+    let events = sensor.wait_for(5, |e| e["kind"] == "connect");
+    let ports: Vec<u64> = events
+        .iter()
+        .map(|e| e["connect"]["dst_port"].as_u64().expect("dst_port"))
+        .collect();
+    assert_eq!(ports, [80, 443, 443, 80, 443], "{events:#?}");
+    assert!(events.iter().all(|e| e["verdict"] == "blocked"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sensor
+            .events()
+            .iter()
+            .filter(|e| e["kind"] == "connect")
+            .count(),
+        5,
+        "unlisted ports produce no event"
+    );
+}

@@ -4,7 +4,9 @@
 //! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
 //! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
 //!   serially), then check that nothing was left behind;
-//! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures.
+//! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
+//! - `cargo xtask fuzz [SECONDS]`: a longer run of the policy-parser fuzz target (the test
+//!   command runs it for [`FUZZ_SECONDS_IN_TEST`]).
 
 mod bench;
 mod leftovers;
@@ -41,7 +43,16 @@ enum Cmd {
     /// Release build, then measure overhead, throughput, latency, memory and start-up against
     /// the kernel's own baseline (root; not part of `test`).
     Bench,
+    /// Fuzz the policy parser (libFuzzer, nightly) for SECONDS; a crash fails the command and
+    /// leaves its input under `sensor-policy/fuzz/artifacts/`.
+    Fuzz {
+        #[arg(default_value_t = 600)]
+        seconds: u32,
+    },
 }
+
+/// How long `cargo xtask test` fuzzes the policy parser.
+const FUZZ_SECONDS_IN_TEST: u32 = 30;
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -49,6 +60,10 @@ fn main() -> Result<()> {
         Cmd::Run { args } => run(&args),
         Cmd::Test => test(),
         Cmd::Bench => bench::run(),
+        Cmd::Fuzz { seconds } => {
+            setup::all()?;
+            fuzz(seconds)
+        }
     }
 }
 
@@ -75,6 +90,39 @@ fn cargo(args: &[&str]) -> Result<()> {
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs the `policy_parse` fuzz target for `seconds`, seeded with the repo's policies; the
+/// corpus it grows is kept in the target dir between runs.
+fn fuzz(seconds: u32) -> Result<()> {
+    let root = workspace_root();
+    let corpus = target_dir().join("fuzz-corpus/policy_parse");
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    let seeds = root.join("sensor/policies");
+    eprintln!("xtask: fuzzing the policy parser for {seconds} s");
+    let status = Command::new("cargo")
+        .arg("+nightly")
+        .args(["fuzz", "run", "--fuzz-dir"])
+        .arg(root.join("sensor-policy/fuzz"))
+        .arg("policy_parse")
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .args(["-max_len=4096", "-timeout=10", "-print_final_stats=1"])
+        // The nightly proxy must pick the toolchain, not the stable cargo running xtask.
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .current_dir(&root)
+        .status()
+        .context("running cargo fuzz")?;
+    if !status.success() {
+        bail!(
+            "fuzzing the policy parser failed ({status}); the input is under sensor-policy/fuzz/artifacts/policy_parse/"
+        );
     }
     Ok(())
 }
@@ -169,6 +217,14 @@ fn test() -> Result<()> {
     ];
     if let Err(err) = cargo_test(&unit, &mut totals) {
         failures.push(err.to_string());
+    }
+    // The policy parser's fuzz target, briefly.
+    match fuzz(FUZZ_SECONDS_IN_TEST) {
+        Ok(()) => totals.passed += 1,
+        Err(err) => {
+            totals.failed += 1;
+            failures.push(err.to_string());
+        }
     }
     // Lane 2: privileged integration tests on the live kernel, serially (shared kernel state).
     let bin = target_dir().join("debug/sensor");

@@ -15,6 +15,8 @@ use anyhow::{Context as _, Result, bail};
 /// (the chmod-family scenarios call `os.chmod`/`os.fchmod`).
 const DEBIAN_PACKAGES: [&str; 3] = ["iproute2", "coreutils", "python3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// PyPI tools the tests run (independent validators), installed into a venv under
 /// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was
 /// installed, so a second set-up does nothing.
@@ -23,6 +25,7 @@ const PYTHON_PACKAGES: &[&str] = &[];
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     python_tools()?;
     mounts()?;
@@ -175,6 +178,23 @@ fn bpf_linker() -> Result<()> {
         bail!("{} was installed but does not run", linker.display());
     }
     Ok(())
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let bin = cargo_bin_dir().join("cargo-fuzz");
+    if output(Command::new(&bin).arg("--version"))
+        .is_ok_and(|v| v.trim().ends_with(CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    status(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--force",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 fn debian_packages() -> Result<()> {

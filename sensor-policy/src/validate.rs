@@ -25,6 +25,8 @@ const SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const REQUIREMENT_FIELDS: &[&str] = &["key", "operator", "values"];
 const RULE_COMMON_FIELDS: &[&str] = &["name", "type", "action"];
 const RULE_TYPES: &[&str] = &["metadata", "chmod", "privilege"];
+/// Most ports a metadata rule lists (each kernel trie entry holds this many).
+pub const MAX_PORTS: usize = 16;
 const METADATA_RULE_FIELDS: &[&str] = &["destinations", "ports"];
 const CHMOD_RULE_FIELDS: &[&str] = &["setid", "modeMask", "all", "paths"];
 const PRIVILEGE_RULE_FIELDS: &[&str] = &["raises"];
@@ -989,6 +991,14 @@ impl PolicyChecker {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let ipath = index(path, i);
+            if i == MAX_PORTS {
+                self.ck.error(
+                    item.pos,
+                    &ipath,
+                    format_args!("at most {MAX_PORTS} ports per rule"),
+                );
+                ok = false;
+            }
             match check_port(item, &mut self.ck, &ipath) {
                 Some(p) => {
                     if let Some(line) = first_line.get(&p) {

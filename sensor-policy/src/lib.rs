@@ -1,4 +1,4 @@
-//! Policy files: parsing, validation and compilation of `apiVersion: sensor/v1`, `kind: Policy`
+//! sensor policy files: parsing, validation and compilation of `apiVersion: sensor/v1`, `kind: Policy`
 //! documents (the format is documented in `docs/policy.md`).
 //!
 //! - [`parse`] checks a file strictly (unknown fields, wrong types, bad CIDRs and globs,
@@ -13,6 +13,7 @@
 //! (`yaml.rs`, YAML 1.2 core schema), then checked field by field (`validate.rs`).
 
 mod compile;
+pub mod destinations;
 mod glob;
 mod model;
 mod validate;
@@ -32,6 +33,7 @@ pub use model::{
     Action, ChmodRule, DestinationSpec, LabelOperator, LabelRequirement, LabelSelector,
     MetadataRule, NamespaceScope, Policy, PrivilegeRule, Raise, Rule, RuleKind, SETID_BITS, Scope,
 };
+pub use validate::MAX_PORTS;
 
 /// The only `apiVersion` this sensor reads.
 pub const API_VERSION: &str = "sensor/v1";
@@ -41,7 +43,7 @@ pub const KIND: &str = "Policy";
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
 /// The built-in policy's text.
-pub const DEFAULT_POLICY_YAML: &str = include_str!("../../policies/default.yaml");
+pub const DEFAULT_POLICY_YAML: &str = include_str!("../../sensor/policies/default.yaml");
 /// The file name errors in the built-in policy would carry.
 const DEFAULT_POLICY_FILE: &str = "<built-in default.yaml>";
 
@@ -67,6 +69,18 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// The 1-based line and column (in characters) of the first CR not followed by LF.
+fn lone_carriage_return(text: &str) -> Option<(usize, usize)> {
+    let at = text
+        .char_indices()
+        .find(|&(i, c)| c == '\r' && !text[i + 1..].starts_with('\n'))?
+        .0;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line, column))
+}
+
 /// Parses and validates one policy file's text; `file` names it in the errors. On failure,
 /// every problem found, ordered by position.
 pub fn parse(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
@@ -84,6 +98,16 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
                 "the file is {} bytes; a policy file is at most {MAX_POLICY_BYTES}",
                 text.len()
             ),
+        )]);
+    }
+    // YAML counts a lone CR as a line break, editors do not: refuse it, so that every line
+    // number below is the one an editor shows.
+    if let Some((line, column)) = lone_carriage_return(text) {
+        return Err(vec![error(
+            line,
+            column,
+            "a carriage return (\\r) not followed by a newline: save the file with LF or CRLF line ends"
+                .to_owned(),
         )]);
     }
     let (root, yaml_errors) = yaml::load(text);

@@ -5,23 +5,23 @@ use super::*;
 const EXAMPLES: [(&str, &str); 4] = [
     (
         "audit-rollout.yaml",
-        include_str!("../../policies/examples/audit-rollout.yaml"),
+        include_str!("../../sensor/policies/examples/audit-rollout.yaml"),
     ),
     (
         "namespace-exemption.yaml",
-        include_str!("../../policies/examples/namespace-exemption.yaml"),
+        include_str!("../../sensor/policies/examples/namespace-exemption.yaml"),
     ),
     (
         "prevent-chmod.yaml",
-        include_str!("../../policies/examples/prevent-chmod.yaml"),
+        include_str!("../../sensor/policies/examples/prevent-chmod.yaml"),
     ),
     (
         "host-cgroups.yaml",
-        include_str!("../../policies/examples/host-cgroups.yaml"),
+        include_str!("../../sensor/policies/examples/host-cgroups.yaml"),
     ),
 ];
 
-const DOCS: &str = include_str!("../../../docs/policy.md");
+const DOCS: &str = include_str!("../../docs/policy.md");
 
 /// A valid policy; the bad files below are this with one or more lines changed.
 /// Lines: 1 apiVersion, 4 metadata.name, 6 scope, 8 include, 10-13 the first rule.
@@ -422,6 +422,19 @@ fn bad_ports() {
         20,
         "duplicate port 443 (first at line 14)",
     );
+    let seventeen: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
+    assert_error(
+        &with_line(
+            13,
+            &format!(
+                "      destinations: [default]\n      ports: [{}]",
+                seventeen.join(", ")
+            ),
+        ),
+        14,
+        70,
+        "spec.rules[0].ports[16]: at most 16 ports per rule",
+    );
 }
 
 #[test]
@@ -684,6 +697,19 @@ fn error_display_is_file_line_column_message() {
         message: "what is wrong".into(),
     };
     assert_eq!(e.to_string(), "p.yaml:3:7: what is wrong");
+}
+
+#[test]
+fn line_ends_are_lf_or_crlf() {
+    let crlf = GOOD.replace('\n', "\r\n");
+    assert!(parse("crlf.yaml", &crlf).is_ok(), "CRLF files parse");
+    let lone = with_line(3, "metadata:\r ");
+    assert_error(
+        &lone,
+        3,
+        10,
+        "a carriage return (\\r) not followed by a newline",
+    );
 }
 
 #[test]
