@@ -22,6 +22,11 @@ pub mod maps {
     pub const EXEMPT: &str = "SENSOR_EXEMPT";
     /// Per-CPU kernel counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "SENSOR_COUNTERS";
+    /// Two [`crate::ChmodRules`] sets (double buffer); the daemon writes the inactive one, then
+    /// flips [`CHMOD_ACTIVE`].
+    pub const CHMOD_RULES: &str = "SENSOR_CHMOD_RULES";
+    /// One `u32`: which of the two [`CHMOD_RULES`] sets the programs read.
+    pub const CHMOD_ACTIVE: &str = "SENSOR_CHMOD_ACTIVE";
 }
 
 /// Program names (the kernel keeps the first 15 bytes).
@@ -157,15 +162,22 @@ wire_enum! {
         PathReadFailed = 5 => "path_read_failed",
         /// exec/exit events lost: ring buffer reserve failed.
         RingbufFullProcess = 6 => "ringbuf_full_process",
-        /// Connect-family calls to a listed destination let through by an exemption.
+        /// Calls matching an enforcing rule let through by an exemption (connect and chmod).
         Exempted = 7 => "exempted",
+        /// chmod-family callers killed by an enforcing chmod rule (kill tier).
+        ChmodKilled = 8 => "chmod_killed",
+        /// chmod-family calls that matched an audit rule.
+        ChmodAudited = 9 => "chmod_audited",
+        /// Kills the kernel refused (`bpf_send_signal` failed): the call went through and is
+        /// reported `audited`.
+        KillFailed = 10 => "kill_failed",
     }
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 11;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 8] = [
+pub const ALL_COUNTERS: [Counter; 11] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -174,6 +186,9 @@ pub const ALL_COUNTERS: [Counter; 8] = [
     Counter::PathReadFailed,
     Counter::RingbufFullProcess,
     Counter::Exempted,
+    Counter::ChmodKilled,
+    Counter::ChmodAudited,
+    Counter::KillFailed,
 ];
 
 /// `S_ISUID | S_ISGID`.
@@ -196,6 +211,46 @@ pub struct DestRule {
     pub ports: [u16; MAX_RULE_PORTS],
 }
 const _: () = assert!(size_of::<DestRule>() == 48);
+
+/// A chmod rule as the kernel evaluates it: a call matches when its requested mode has any of
+/// `mode_bits`, or always with [`chmod_flags::MATCH_ALL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ChmodRule {
+    /// Index the event reports (names the rule in userspace).
+    pub rule: u32,
+    /// [`Action`] as `u32`; anything but `Audit` enforces.
+    pub action: u32,
+    pub mode_bits: u32,
+    /// [`chmod_flags`].
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<ChmodRule>() == 16);
+
+pub mod chmod_flags {
+    /// Every call matches, whatever the mode.
+    pub const MATCH_ALL: u32 = 1;
+    /// The rule also names paths: the tracepoint tier cannot match them in the kernel, so the
+    /// kernel skips it and userspace matches it for the report (never enforced at this tier).
+    pub const USERSPACE_PATHS: u32 = 2;
+}
+
+/// Most chmod rules the kernel evaluates (the daemon refuses a policy with more).
+pub const MAX_CHMOD_RULES: usize = 16;
+
+/// One set of chmod rules (value of a [`maps::CHMOD_RULES`] slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChmodRules {
+    /// Rules in use, the first `count` of `rules`, in policy file order.
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [ChmodRule; MAX_CHMOD_RULES],
+}
+const _: () = assert!(size_of::<ChmodRules>() == 8 + 16 * MAX_CHMOD_RULES);
+
+/// `ChmodEvent::rule` when no kernel rule matched.
+pub const NO_RULE: u32 = u32::MAX;
 
 /// Most ports one destination rule may list (the policy parser refuses more).
 pub const MAX_RULE_PORTS: usize = 16;
@@ -285,7 +340,9 @@ pub struct ChmodEvent {
     pub path_status: u32,
     /// Bytes of `path` in use, without the NUL.
     pub path_len: u32,
-    pub _pad: [u32; 2],
+    /// [`ChmodRule::rule`] of the deciding rule, [`NO_RULE`] when none matched.
+    pub rule: u32,
+    pub _pad: u32,
     pub path: [u8; PATH_BYTES],
 }
 const _: () = assert!(size_of::<ChmodEvent>() == 64 + 32 + PATH_BYTES);
@@ -319,4 +376,6 @@ const _: () = assert!(size_of::<ExitEvent>() == 64);
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding bytes left implicit.
     unsafe impl aya::Pod for super::DestRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ChmodRules {}
 }

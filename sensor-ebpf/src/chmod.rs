@@ -1,4 +1,10 @@
-//! chmod-family detection: syscall entry tracepoints (no blocking at this tier).
+//! chmod family at the syscall-tracepoint tier: detection, and the kill tier for enforcing
+//! rules.
+//!
+//! A tracepoint cannot make the call fail. When an enforcing chmod rule matches, the caller gets
+//! SIGKILL (`bpf_send_signal`) before the call runs; the signal is delivered on the way back to
+//! user space, so the call itself may already have taken effect: the verdict is `killed`, and the
+//! daemon removes the set-id bits the call added where it can still reach the file.
 //!
 //! Kernel hooks: `syscalls:sys_enter_{chmod,fchmod,fchmodat,fchmodat2}`. Their records are
 //! `struct syscall_trace_enter`: 8 bytes of common fields, `int __syscall_nr` at 8, then each
@@ -11,13 +17,26 @@
 //! - fchmodat2(int dfd, const char __user *filename, umode_t mode, unsigned int flags)
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_probe_read_user_str_bytes, bpf_send_signal},
+    macros::{map, tracepoint},
+    maps::Array,
+    programs::TracePointContext,
 };
 use sensor_common::{
-    ChmodEvent, ChmodSyscall, Counter, EventKind, PATH_BYTES, Verdict, path_status,
+    Action, ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, MAX_CHMOD_RULES, NO_RULE,
+    PATH_BYTES, Verdict, chmod_flags, path_status,
 };
 
-use crate::shared::{EVENTS, count, current_in_scope, fill_header, wakeup_flags};
+use crate::shared::{EVENTS, count, current_exempt, current_in_scope, fill_header, wakeup_flags};
+
+/// Two rule sets; the daemon fills the inactive one, then flips `SENSOR_CHMOD_ACTIVE`.
+#[map(name = "SENSOR_CHMOD_RULES")]
+static CHMOD_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
+
+#[map(name = "SENSOR_CHMOD_ACTIVE")]
+static CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+const SIGKILL: u32 = 9;
 
 const ARG0: usize = 16;
 const ARG1: usize = 24;
@@ -113,6 +132,10 @@ fn report(
     let Ok(call) = read(ctx) else {
         return 0;
     };
+    let mode = (call.mode as u32) & 0o7777;
+    // The verdict is carried out before the event is reserved: a full ring buffer loses the
+    // report, never the kill.
+    let (verdict, rule) = decide(mode);
     let Some(mut entry) = EVENTS.reserve::<ChmodEvent>(0) else {
         count(Counter::RingbufFullChmod);
         return 0;
@@ -124,13 +147,14 @@ fn report(
             &mut (*ev).header,
             EventKind::Chmod,
             core::mem::size_of::<ChmodEvent>(),
-            Verdict::Allowed,
+            verdict,
         );
         (*ev).syscall = call.syscall as u32;
-        (*ev).mode = (call.mode as u32) & 0o7777;
+        (*ev).mode = mode;
         (*ev).fd = call.fd;
         (*ev).flags = call.flags as u32;
-        (*ev)._pad = [0; 2];
+        (*ev).rule = rule;
+        (*ev)._pad = 0;
         let (status, len) = match call.path {
             None => (path_status::NONE, 0),
             Some(ptr) => match bpf_probe_read_user_str_bytes(ptr, &mut (*ev).path) {
@@ -149,4 +173,56 @@ fn report(
     }
     entry.submit(wakeup_flags());
     0
+}
+
+/// The rules of the active set, in file order: if any matching rule enforces, the caller is
+/// killed and the first such rule is reported; otherwise the first matching audit rule. Rules
+/// with paths are left to userspace. An exempted task (a pod outside the policy's scope) is
+/// let through on a match.
+#[inline(always)]
+fn decide(mode: u32) -> (Verdict, u32) {
+    let active = CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
+    let Some(set) = CHMOD_RULES.get(active & 1) else {
+        return (Verdict::Allowed, NO_RULE);
+    };
+    let mut enforce = NO_RULE;
+    let mut audit = NO_RULE;
+    let mut i = 0;
+    while i < MAX_CHMOD_RULES {
+        if i as u32 >= set.count {
+            break;
+        }
+        let r = &set.rules[i];
+        let matches = r.flags & chmod_flags::USERSPACE_PATHS == 0
+            && (r.flags & chmod_flags::MATCH_ALL != 0 || mode & r.mode_bits != 0);
+        if matches {
+            // Anything but an explicit audit action enforces: a corrupt entry fails closed.
+            if r.action != Action::Audit as u32 {
+                if enforce == NO_RULE {
+                    enforce = r.rule;
+                }
+            } else if audit == NO_RULE {
+                audit = r.rule;
+            }
+        }
+        i += 1;
+    }
+    if enforce == NO_RULE && audit == NO_RULE {
+        return (Verdict::Allowed, NO_RULE);
+    }
+    if current_exempt() {
+        count(Counter::Exempted);
+        return (Verdict::Allowed, NO_RULE);
+    }
+    if enforce != NO_RULE {
+        // SAFETY: helper call without pointer arguments; signals the current process.
+        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+            count(Counter::ChmodKilled);
+            return (Verdict::Killed, enforce);
+        }
+        count(Counter::KillFailed);
+        return (Verdict::Audited, enforce);
+    }
+    count(Counter::ChmodAudited);
+    (Verdict::Audited, audit)
 }

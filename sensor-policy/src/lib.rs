@@ -33,7 +33,7 @@ pub use model::{
     Action, ChmodRule, DestinationSpec, LabelOperator, LabelRequirement, LabelSelector,
     MetadataRule, NamespaceScope, Policy, PrivilegeRule, Raise, Rule, RuleKind, SETID_BITS, Scope,
 };
-pub use validate::MAX_PORTS;
+pub use validate::{MAX_CHMOD_RULES, MAX_PORTS};
 
 /// The only `apiVersion` this sensor reads.
 pub const API_VERSION: &str = "sensor/v1";

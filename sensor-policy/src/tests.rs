@@ -700,6 +700,22 @@ fn error_display_is_file_line_column_message() {
 }
 
 #[test]
+fn at_most_sixteen_chmod_rules() {
+    let rule = |i: usize| {
+        format!("    - name: c{i}\n      type: chmod\n      action: audit\n      setid: true\n")
+    };
+    let sixteen: String = (0..16).map(rule).collect();
+    let base = "apiVersion: sensor/v1\nkind: Policy\nmetadata: {name: many}\nspec:\n  scope:\n    cgroups: [/sys/fs/cgroup/x]\n  rules:\n";
+    assert!(parse("ok.yaml", &format!("{base}{sixteen}")).is_ok());
+    let errs = parse("bad.yaml", &format!("{base}{sixteen}{}", rule(16))).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        errs[0].to_string(),
+        "bad.yaml:72:7: spec.rules[16]: at most 16 chmod rules per policy"
+    );
+}
+
+#[test]
 fn line_ends_are_lf_or_crlf() {
     let crlf = GOOD.replace('\n', "\r\n");
     assert!(parse("crlf.yaml", &crlf).is_ok(), "CRLF files parse");

@@ -25,6 +25,8 @@ const SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const REQUIREMENT_FIELDS: &[&str] = &["key", "operator", "values"];
 const RULE_COMMON_FIELDS: &[&str] = &["name", "type", "action"];
 const RULE_TYPES: &[&str] = &["metadata", "chmod", "privilege"];
+/// Most chmod rules a policy has (the kernel evaluates at most this many).
+pub const MAX_CHMOD_RULES: usize = 16;
 /// Most ports a metadata rule lists (each kernel trie entry holds this many).
 pub const MAX_PORTS: usize = 16;
 const METADATA_RULE_FIELDS: &[&str] = &["destinations", "ports"];
@@ -778,9 +780,23 @@ impl PolicyChecker {
         let items = self.ck.list(node, "spec.rules", false)?;
         let mut rules = Vec::with_capacity(items.len());
         let mut ok = true;
+        let mut chmod_rules = 0;
         for (i, item) in items.iter().enumerate() {
             match self.rule(item, &index("spec.rules", i)) {
-                Some(r) => rules.push(r),
+                Some(r) => {
+                    if matches!(r.kind, RuleKind::Chmod(_)) {
+                        chmod_rules += 1;
+                        if chmod_rules == MAX_CHMOD_RULES + 1 {
+                            self.ck.error(
+                                item.pos,
+                                &index("spec.rules", i),
+                                format_args!("at most {MAX_CHMOD_RULES} chmod rules per policy"),
+                            );
+                            ok = false;
+                        }
+                    }
+                    rules.push(r);
+                }
                 None => ok = false,
             }
         }

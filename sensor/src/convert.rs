@@ -6,6 +6,7 @@ use sensor_proto::v1 as pb;
 use crate::{
     event::{Body, Event, PathArg},
     output::Clock,
+    revert::Revert,
 };
 
 /// What the daemon adds to a kernel event before it is numbered.
@@ -16,6 +17,8 @@ pub struct Context<'a> {
     pub clock: &'a Clock,
     /// Names of the destination entries, by the index the kernel reports.
     pub rules: &'a [String],
+    /// Names of the chmod rules, by the index the kernel (or the path matcher) reports.
+    pub chmod_rules: &'a [String],
 }
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
@@ -95,7 +98,10 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
             };
             (
-                String::new(),
+                ctx.chmod_rules
+                    .get(c.rule as usize)
+                    .cloned()
+                    .unwrap_or_default(),
                 pb::event::Body::Chmod(pb::Chmod {
                     syscall: syscall(c.syscall) as i32,
                     mode: c.mode,
@@ -108,6 +114,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                         .as_ref()
                         .map(|n| n.display().to_string())
                         .unwrap_or_default(),
+                    revert: c.revert.as_ref().map(revert),
                 }),
             )
         }
@@ -144,6 +151,31 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         rule,
         verdict: verdict(event.verdict) as i32,
         body: Some(body),
+    }
+}
+
+fn revert(r: &Revert) -> pb::ChmodRevert {
+    match r {
+        Revert::Reverted {
+            path,
+            before,
+            after,
+        } => pb::ChmodRevert {
+            state: pb::RevertState::Reverted as i32,
+            detail: path.display().to_string(),
+            mode_before: *before,
+            mode_after: *after,
+        },
+        Revert::NotNeeded(why) => pb::ChmodRevert {
+            state: pb::RevertState::NotNeeded as i32,
+            detail: why.clone(),
+            ..Default::default()
+        },
+        Revert::Failed(why) => pb::ChmodRevert {
+            state: pb::RevertState::Failed as i32,
+            detail: why.clone(),
+            ..Default::default()
+        },
     }
 }
 

@@ -29,6 +29,12 @@ pub struct Counters {
     pub policy_reload_failures: u64,
     /// Pod cgroups exempted now (pods outside the policy's namespace/label scope).
     pub policy_exemptions: u64,
+    /// Kill tier: files whose set-id bits were removed after their chmod caller was killed.
+    pub chmod_reverted: u64,
+    /// Kill tier: killed chmods whose file could not be reached or changed.
+    pub chmod_revert_failed: u64,
+    /// chmod calls matched by a rule with `paths` (userspace, report only at this tier).
+    pub chmod_path_rule_matches: u64,
 }
 
 impl Counters {
@@ -86,6 +92,12 @@ impl Counters {
                 self.policy_reload_failures,
             ),
             ("policy_exemptions".to_owned(), self.policy_exemptions),
+            ("chmod_reverted".to_owned(), self.chmod_reverted),
+            ("chmod_revert_failed".to_owned(), self.chmod_revert_failed),
+            (
+                "chmod_path_rule_matches".to_owned(),
+                self.chmod_path_rule_matches,
+            ),
         ]);
         v
     }
@@ -105,6 +117,9 @@ impl Counters {
             "policy_generation": self.policy_generation,
             "policy_reload_failures": self.policy_reload_failures,
             "policy_exemptions": self.policy_exemptions,
+            "chmod_reverted": self.chmod_reverted,
+            "chmod_revert_failed": self.chmod_revert_failed,
+            "chmod_path_rule_matches": self.chmod_path_rule_matches,
             "kernel": kernel,
         });
         for (k, v) in extra {

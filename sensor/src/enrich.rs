@@ -96,6 +96,13 @@ fn pod_from_ref(target: &ContainerRef) -> pb::Pod {
 }
 
 impl Enricher {
+    /// The cgroup v2 directory of a cgroup id, when the index knows it.
+    pub fn cgroup_dir(&mut self, id: u64) -> Option<std::path::PathBuf> {
+        let index = self.cgroups.as_mut()?;
+        let path = index.path(id)?;
+        Some(index.root().join(path.trim_start_matches('/')))
+    }
+
     pub fn new(
         procs: ProcessCache,
         cgroups: Option<CgroupIndex>,

@@ -97,6 +97,10 @@ pub struct Chmod {
     pub path: PathArg,
     /// Absolute name of the file, resolved through `/proc` after the fact (see [`resolve_name`]).
     pub name: Option<PathBuf>,
+    /// Index of the deciding chmod rule ([`sensor_common::NO_RULE`]: none).
+    pub rule: u32,
+    /// Kill tier: what the daemon did about the file afterwards.
+    pub revert: Option<crate::revert::Revert>,
 }
 
 /// The path argument as the kernel could read it.
@@ -206,6 +210,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 flags: ev.flags,
                 path,
                 name: None,
+                rule: ev.rule,
+                revert: None,
             })
         }
         EventKind::Exec => {
@@ -346,7 +352,8 @@ mod tests {
             flags: 0,
             path_status: status,
             path_len: path.len() as u32,
-            _pad: [0; 2],
+            rule: 3,
+            _pad: 0,
             path: buf,
         }
     }
@@ -364,8 +371,8 @@ mod tests {
             panic!("not a chmod event")
         };
         assert_eq!(
-            (c.syscall, c.mode, c.fd),
-            (ChmodSyscall::Fchmodat, 0o4755, Some(-100))
+            (c.syscall, c.mode, c.fd, c.rule),
+            (ChmodSyscall::Fchmodat, 0o4755, Some(-100), 3)
         );
         assert_eq!(c.path, PathArg::Complete("a/b".into()));
 
@@ -405,6 +412,8 @@ mod tests {
             flags: 0,
             path,
             name: None,
+            rule: sensor_common::NO_RULE,
+            revert: None,
         };
         let proc = dir.as_path();
         let name = |chmod: &Chmod| resolve_name(proc, 5, chmod);

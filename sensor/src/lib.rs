@@ -42,6 +42,7 @@ pub use sensor_policy as policy;
 pub use sensor_policy::destinations;
 pub mod procs;
 pub mod programs;
+pub mod revert;
 pub mod rules;
 pub mod run;
 pub mod scope;

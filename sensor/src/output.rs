@@ -208,6 +208,21 @@ struct JsonChmod {
     path_unreadable: bool,
     #[serde(default)]
     name: Option<String>,
+    /// Kill tier: what the daemon did about the file afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revert: Option<JsonRevert>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRevert {
+    /// `reverted`, `not_needed` or `failed`.
+    state: String,
+    detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode_after: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -275,6 +290,24 @@ fn enum_name(full: &str, prefix: &str) -> String {
 
 fn enum_value(name: &str, prefix: &str) -> String {
     format!("{prefix}{}", name.to_ascii_uppercase())
+}
+
+fn revert_from_json(r: JsonRevert) -> Result<pb::ChmodRevert, String> {
+    let state = pb::RevertState::from_str_name(&enum_value(&r.state, "REVERT_STATE_"))
+        .ok_or_else(|| format!("chmod.revert.state '{}': unknown", r.state))?;
+    let mode = |field: &str, m: Option<String>| match m {
+        None => Ok(0),
+        Some(text) => u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| format!("chmod.revert.{field} '{text}': not an octal mode")),
+    };
+    Ok(pb::ChmodRevert {
+        state: state as i32,
+        detail: r.detail,
+        mode_before: mode("mode_before", r.mode_before)?,
+        mode_after: mode("mode_after", r.mode_after)?,
+    })
 }
 
 pub fn verdict_name(v: pb::Verdict) -> String {
@@ -381,6 +414,15 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
                 path_truncated: c.path_state() == pb::PathState::Truncated,
                 path_unreadable: c.path_state() == pb::PathState::Unreadable,
                 name: (!c.name.is_empty()).then(|| c.name.clone()),
+                revert: c.revert.as_ref().map(|r| {
+                    let reverted = r.state() == pb::RevertState::Reverted;
+                    JsonRevert {
+                        state: enum_name(r.state().as_str_name(), "REVERT_STATE_"),
+                        detail: r.detail.clone(),
+                        mode_before: reverted.then(|| format!("{:04o}", r.mode_before)),
+                        mode_after: reverted.then(|| format!("{:04o}", r.mode_after)),
+                    }
+                }),
             })
         }
         Some(B::Lost(l)) => {
@@ -478,6 +520,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 path: c.path.unwrap_or_default(),
                 path_state: path_state as i32,
                 name: c.name.unwrap_or_default(),
+                revert: c.revert.map(revert_from_json).transpose()?,
             })
         }
         pb::EventKind::Lost => {
@@ -643,6 +686,15 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
                     format!(" [{setid}]")
                 }
             );
+            if let Some(r) = &c.revert {
+                let _ = match r.state() {
+                    pb::RevertState::Reverted => write!(line, ": set-id bits removed"),
+                    pb::RevertState::NotNeeded => {
+                        write!(line, ": nothing to revert ({})", r.detail)
+                    }
+                    _ => write!(line, ": NOT reverted ({})", r.detail),
+                };
+            }
         }
         Some(B::Lost(l)) => {
             let _ = write!(
@@ -721,11 +773,55 @@ mod tests {
                 path: "x".into(),
                 path_state: pb::PathState::Complete as i32,
                 name: "/tmp/x".into(),
+                revert: None,
             })),
             verdict: pb::Verdict::Allowed as i32,
             rule: String::new(),
             ..connect_event()
         }
+    }
+
+    fn killed_chmod_event() -> pb::Event {
+        let mut e = chmod_event();
+        e.verdict = pb::Verdict::Killed as i32;
+        e.rule = "deny-setid-chmod".into();
+        if let Some(pb::event::Body::Chmod(c)) = &mut e.body {
+            c.revert = Some(pb::ChmodRevert {
+                state: pb::RevertState::Reverted as i32,
+                detail: "/tmp/x".into(),
+                mode_before: 0o2750,
+                mode_after: 0o750,
+            });
+        }
+        e
+    }
+
+    #[test]
+    fn a_killed_chmod_says_what_was_reverted() {
+        let v: Value = serde_json::from_str(&to_json(&killed_chmod_event())).unwrap();
+        assert_eq!(
+            (v["verdict"].as_str(), v["rule"].as_str()),
+            (Some("killed"), Some("deny-setid-chmod"))
+        );
+        assert_eq!(
+            v["chmod"]["revert"],
+            serde_json::json!({"state": "reverted", "detail": "/tmp/x", "mode_before": "2750", "mode_after": "0750"})
+        );
+        let mut failed = killed_chmod_event();
+        if let Some(pb::event::Body::Chmod(c)) = &mut failed.body {
+            c.revert = Some(pb::ChmodRevert {
+                state: pb::RevertState::Failed as i32,
+                detail: "gone".into(),
+                ..Default::default()
+            });
+        }
+        let v: Value = serde_json::from_str(&to_json(&failed)).unwrap();
+        assert_eq!(
+            v["chmod"]["revert"],
+            serde_json::json!({"state": "failed", "detail": "gone"})
+        );
+        assert!(to_compact(&killed_chmod_event(), false).contains("KILLED"));
+        assert!(to_compact(&killed_chmod_event(), false).ends_with("set-id bits removed"));
     }
 
     #[test]
@@ -805,7 +901,13 @@ mod tests {
             })),
             ..Default::default()
         };
-        for e in [connect_event(), chmod_event(), lost, policy] {
+        for e in [
+            connect_event(),
+            chmod_event(),
+            killed_chmod_event(),
+            lost,
+            policy,
+        ] {
             let line = to_json(&e);
             let back = from_json(&line).unwrap_or_else(|err| panic!("{line}: {err}"));
             // Lost records carry no process; the parser fills an empty one.

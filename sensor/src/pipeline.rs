@@ -14,7 +14,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use prost::Message as _;
-use sensor_common::Counter;
+use sensor_common::{Counter, Verdict};
 use sensor_proto::v1 as pb;
 
 use crate::{
@@ -22,11 +22,13 @@ use crate::{
     convert::{self, Context},
     counters::Counters,
     enrich::Enricher,
-    event::{self, Body},
+    event::{self, Body, PathArg},
     hub::Hub,
     journal::Journal,
     output::{Clock, now_unix_ns, to_json},
     pods::WatcherStats,
+    policy::{Action as PolicyAction, ChmodEntry},
+    revert::{self, Revert},
 };
 
 /// Events journaled before a flush-and-publish inside one drain (bounds latency and memory).
@@ -40,6 +42,8 @@ pub struct Pipeline {
     pub enricher: Enricher,
     /// Destination entry names, by kernel rule index (replaced on policy reload).
     pub rules: Vec<String>,
+    /// chmod rules, by kernel rule index (replaced on policy reload).
+    pub chmod: ChmodTable,
     /// The active policy's name (replaced on reload).
     pub policy: String,
     node: String,
@@ -54,6 +58,37 @@ pub struct Pipeline {
     sync_running: Arc<AtomicBool>,
     /// Background fdatasyncs that failed.
     sync_errors: Arc<AtomicU64>,
+}
+
+/// The active chmod rules as userspace needs them: names by kernel rule index, and the rules
+/// with `paths` (matched here, for the report only).
+#[derive(Clone, Debug, Default)]
+pub struct ChmodTable {
+    pub names: Vec<String>,
+    pub rules: Vec<ChmodEntry>,
+}
+
+impl ChmodTable {
+    /// The index of the rule with `paths` that names this call: the first enforcing match in
+    /// file order, else the first audit match (docs/policy.md, "When several rules match").
+    fn path_rule(&self, chmod: &event::Chmod) -> Option<u32> {
+        let name = match (&chmod.path, &chmod.name) {
+            (_, Some(name)) => name.to_str()?,
+            (PathArg::Complete(p), None) if p.starts_with('/') => p.as_str(),
+            _ => return None,
+        };
+        let matching = |action| {
+            self.rules.iter().position(|r| {
+                r.action == action
+                    && !r.paths.is_empty()
+                    && (r.match_all || chmod.mode & u32::from(r.mode_bits) != 0)
+                    && r.paths.iter().any(|g| g.matches(name))
+            })
+        };
+        matching(PolicyAction::Enforce)
+            .or_else(|| matching(PolicyAction::Audit))
+            .map(|i| i as u32)
+    }
 }
 
 impl Pipeline {
@@ -73,6 +108,7 @@ impl Pipeline {
             counters: Counters::default(),
             enricher,
             rules,
+            chmod: ChmodTable::default(),
             policy: String::new(),
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -142,12 +178,48 @@ impl Pipeline {
                 if chmod.name.is_none() {
                     self.counters.name_unresolved += 1;
                 }
+                if event.verdict == Verdict::Allowed
+                    && let Some(rule) = self.chmod.path_rule(chmod)
+                {
+                    // Reported, never enforced: the tracepoint tier cannot match paths.
+                    chmod.rule = rule;
+                    event.verdict = Verdict::Audited;
+                    self.counters.chmod_path_rule_matches += 1;
+                }
+                if event.verdict == Verdict::Killed {
+                    let proc = Path::new("/proc");
+                    let done = if revert::wait_for_call_end(
+                        proc,
+                        event.pid,
+                        event.tid,
+                        revert::CALL_END_WAIT,
+                    ) {
+                        let dir = self.enricher.cgroup_dir(event.cgroup_id);
+                        revert::setid_bits(proc, event.pid, dir.as_deref(), chmod)
+                    } else {
+                        // Undoing a call that has not happened yet would be undone by it.
+                        Revert::Failed(format!(
+                            "the caller was still running {:?} after the kill",
+                            revert::CALL_END_WAIT
+                        ))
+                    };
+                    match &done {
+                        Revert::Reverted { .. } => self.counters.chmod_reverted += 1,
+                        Revert::Failed(why) => {
+                            self.counters.chmod_revert_failed += 1;
+                            tracing::warn!(pid = event.pid, "killed chmod not reverted: {why}");
+                        }
+                        Revert::NotNeeded(_) => {}
+                    }
+                    chmod.revert = Some(done);
+                }
             }
             let ctx = Context {
                 node: &self.node,
                 policy: &self.policy,
                 clock: &clock,
                 rules: &self.rules,
+                chmod_rules: &self.chmod.names,
             };
             let proto = convert::to_proto(&event, &ctx);
             if let Some(ready) = self.enricher.enrich(&event, proto, Instant::now()) {

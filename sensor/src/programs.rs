@@ -9,13 +9,14 @@ use std::{collections::BTreeSet, net::IpAddr};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{
-        HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
 };
 use sensor_common::{
-    ALL_COUNTERS, Action, Counter, DestRule, MAX_RULE_PORTS, globals, maps, programs,
+    ALL_COUNTERS, Action, ChmodRule, ChmodRules, Counter, DestRule, MAX_CHMOD_RULES,
+    MAX_RULE_PORTS, globals, maps, programs,
 };
 
 use crate::{destinations::Prefix, scope::ScopeRoot, tracefs::ChmodTracepoint};
@@ -30,6 +31,26 @@ pub const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     programs::SENDMSG4,
     programs::SENDMSG6,
 ];
+
+/// The enforcement tier of a program, as `sensor status` names it: `cgroup` (sock_addr hooks:
+/// the call fails with EPERM), `kill` (chmod-family syscall tracepoints: the caller is killed
+/// with SIGKILL, the set-id bits removed afterwards), `tracepoint` (detection only).
+pub fn tier(program: &str) -> &'static str {
+    if SOCK_ADDR_PROGRAMS.contains(&program) {
+        "cgroup"
+    } else if [
+        programs::CHMOD,
+        programs::FCHMOD,
+        programs::FCHMODAT,
+        programs::FCHMODAT2,
+    ]
+    .contains(&program)
+    {
+        "kill"
+    } else {
+        "tracepoint"
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramsError {
@@ -70,6 +91,8 @@ pub enum ProgramsError {
 pub struct Config<'a> {
     pub scopes: &'a [ScopeRoot],
     pub destinations: &'a [DestEntry],
+    /// At most [`MAX_CHMOD_RULES`] (the daemon refuses a policy with more).
+    pub chmod_rules: &'a [ChmodRule],
     pub wakeup_bytes: u64,
     pub tracepoints: &'a [ChmodTracepoint],
     /// Offset of `filename` in `sched:sched_process_exec` records.
@@ -127,6 +150,13 @@ impl Loaded {
         Ok(())
     }
 
+    /// Make `rules` the chmod rules the programs evaluate: written into the inactive set, which
+    /// then becomes the active one with a single 4-byte write (no moment with a half-written
+    /// set, none without rules).
+    pub fn replace_chmod_rules(&mut self, rules: &[ChmodRule]) -> Result<(), ProgramsError> {
+        write_chmod_rules(&mut self.ebpf, rules)
+    }
+
     /// Take the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
         let map = self.ebpf.take_map(maps::EVENTS).ok_or(ProgramsError::Map {
@@ -177,6 +207,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         .map_err(ProgramsError::Load)?;
 
     write_destinations(&mut ebpf, config.destinations, &[])?;
+    write_chmod_rules(&mut ebpf, config.chmod_rules)?;
     fill_scope(&mut ebpf, config.scopes)?;
 
     let mut attachments = Vec::new();
@@ -269,6 +300,7 @@ where
 }
 
 const _: () = assert!(crate::policy::MAX_PORTS == MAX_RULE_PORTS);
+const _: () = assert!(crate::policy::MAX_CHMOD_RULES == MAX_CHMOD_RULES);
 
 /// One destination trie entry: a prefix, what a match does, and the index the kernel reports
 /// (it names the entry in events).
@@ -339,6 +371,32 @@ fn write_destinations(
         }
     }
     Ok(())
+}
+
+fn write_chmod_rules(ebpf: &mut Ebpf, rules: &[ChmodRule]) -> Result<(), ProgramsError> {
+    let err = |name: &'static str| move |source| ProgramsError::Map { name, source };
+    let missing = |name: &'static str| ProgramsError::Map {
+        name,
+        source: MapError::InvalidName { name: name.into() },
+    };
+    let [sets, active] = ebpf.maps_disjoint_mut([maps::CHMOD_RULES, maps::CHMOD_ACTIVE]);
+    let mut sets: Array<_, ChmodRules> =
+        Array::try_from(sets.ok_or_else(|| missing(maps::CHMOD_RULES))?)
+            .map_err(err(maps::CHMOD_RULES))?;
+    let mut active: Array<_, u32> =
+        Array::try_from(active.ok_or_else(|| missing(maps::CHMOD_ACTIVE))?)
+            .map_err(err(maps::CHMOD_ACTIVE))?;
+    let now = active.get(&0, 0).map_err(err(maps::CHMOD_ACTIVE))? & 1;
+    let mut set = ChmodRules {
+        count: rules.len().min(MAX_CHMOD_RULES) as u32,
+        _pad: 0,
+        rules: [ChmodRule::default(); MAX_CHMOD_RULES],
+    };
+    for (slot, rule) in set.rules.iter_mut().zip(rules) {
+        *slot = *rule;
+    }
+    sets.set(1 - now, set, 0).map_err(err(maps::CHMOD_RULES))?;
+    active.set(0, 1 - now, 0).map_err(err(maps::CHMOD_ACTIVE))
 }
 
 fn fill_scope(ebpf: &mut Ebpf, scopes: &[ScopeRoot]) -> Result<(), ProgramsError> {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::Action;
+use sensor_common::{Action, ChmodRule, chmod_flags};
 
 use crate::{
     policy::{self, LabelSelector, NamespaceScope, PolicyError},
@@ -27,16 +27,58 @@ pub struct ActiveRules {
     /// Kubernetes scope: pods outside it (by namespace, then labels) are exempted.
     pub namespaces: Option<NamespaceScope>,
     pub pod_selector: Option<LabelSelector>,
+    /// chmod rules in file order; a rule's position is the index the kernel reports.
+    pub chmod: Vec<policy::ChmodEntry>,
+    /// Name of each chmod rule, by that index.
+    pub chmod_names: Vec<String>,
     /// What of the policy this tier does not enforce yet (logged at load).
     pub not_enforced: Vec<String>,
 }
 
-/// The embedded default policy (no `--policy`); `--mode` sets the action of its metadata rules.
+impl ActiveRules {
+    /// The chmod rules as the kernel evaluates them; rules with `paths` are marked for
+    /// userspace (the tracepoint tier cannot match paths in the kernel).
+    pub fn kernel_chmod_rules(&self) -> Vec<ChmodRule> {
+        self.chmod
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ChmodRule {
+                rule: i as u32,
+                action: kernel_action(c.action) as u32,
+                mode_bits: u32::from(c.mode_bits),
+                flags: if c.match_all {
+                    chmod_flags::MATCH_ALL
+                } else {
+                    0
+                } | if c.paths.is_empty() {
+                    0
+                } else {
+                    chmod_flags::USERSPACE_PATHS
+                },
+            })
+            .collect()
+    }
+}
+
+fn kernel_action(a: policy::Action) -> Action {
+    match a {
+        policy::Action::Enforce => Action::Enforce,
+        policy::Action::Audit => Action::Audit,
+    }
+}
+
+/// The embedded default policy (no `--policy`); `--mode` sets the action of all its rules.
 pub fn from_default(mode: Option<Action>) -> ActiveRules {
     let mut rules = from_policy(&policy::default_policy(), "built-in default");
     if let Some(action) = mode {
         for e in &mut rules.entries {
             e.action = action;
+        }
+        for c in &mut rules.chmod {
+            c.action = match action {
+                Action::Audit => policy::Action::Audit,
+                _ => policy::Action::Enforce,
+            };
         }
     }
     rules
@@ -56,10 +98,7 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
     let mut names = Vec::new();
     let mut not_enforced = Vec::new();
     for c in compiled.cidr_v4.iter().chain(&compiled.cidr_v6) {
-        let action = match c.action {
-            policy::Action::Enforce => Action::Enforce,
-            policy::Action::Audit => Action::Audit,
-        };
+        let action = kernel_action(c.action);
         entries.push(DestEntry {
             prefix: c.prefix,
             action,
@@ -68,8 +107,18 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
         });
         names.push(c.destination.clone());
     }
-    if !compiled.chmod.is_empty() || !compiled.privilege.is_empty() {
-        not_enforced.push("chmod and privilege rules (chmod is detected and reported; blocking comes with the LSM tier)".into());
+    for c in compiled.chmod.iter().filter(|c| !c.paths.is_empty()) {
+        if c.action == policy::Action::Enforce {
+            not_enforced.push(format!(
+                "chmod rule {} (it has paths: matched in userspace and reported as audited; the tracepoint tier kills only for rules without paths)",
+                compiled.rule_names[c.rule as usize]
+            ));
+        }
+    }
+    if !compiled.privilege.is_empty() {
+        not_enforced.push(
+            "privilege rules (blocking set-uid/capset/set-id exec comes with the LSM tier)".into(),
+        );
     }
     ActiveRules {
         policy: compiled.policy.clone(),
@@ -80,6 +129,12 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
         scope_cgroups: compiled.scope.cgroups.clone(),
         namespaces: compiled.scope.namespaces.clone(),
         pod_selector: compiled.scope.pod_selector.clone(),
+        chmod_names: compiled
+            .chmod
+            .iter()
+            .map(|c| compiled.rule_names[c.rule as usize].clone())
+            .collect(),
+        chmod: compiled.chmod.clone(),
         not_enforced,
     }
 }

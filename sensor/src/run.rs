@@ -24,10 +24,10 @@ use crate::{
     enrich::Enricher,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
-    pipeline::Pipeline,
+    pipeline::{ChmodTable, Pipeline},
     pods::{PodIndex, PodsError, WatchConfig, WatcherStats},
     procs::ProcessCache,
-    programs::{self, ProgramsError, SOCK_ADDR_PROGRAMS},
+    programs::{self, ProgramsError},
     rules::{self, ActiveRules},
     scope::{ScopeError, ScopeRoot},
     tracefs::{self, TracefsError},
@@ -235,6 +235,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let mut loaded = programs::load(&programs::Config {
         scopes: &scopes,
         destinations: &rules.entries,
+        chmod_rules: &rules.kernel_chmod_rules(),
         wakeup_bytes: args.wakeup_bytes,
         tracepoints: &tracepoints,
         exec_filename_offset,
@@ -252,12 +253,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             .map(|a| pb::Attachment {
                 program: a.program.to_owned(),
                 target: a.target.clone(),
-                tier: if SOCK_ADDR_PROGRAMS.contains(&a.program) {
-                    "cgroup"
-                } else {
-                    "tracepoint"
-                }
-                .into(),
+                tier: programs::tier(a.program).into(),
             })
             .collect(),
         counters: Mutex::default(),
@@ -311,6 +307,10 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         args.stdout_events,
     );
     pipeline.policy = rules.policy.clone();
+    pipeline.chmod = ChmodTable {
+        names: rules.chmod_names.clone(),
+        rules: rules.chmod.clone(),
+    };
     pipeline.counters.policy_generation = 1;
     let service = Service {
         hub: Arc::clone(&hub),
@@ -529,10 +529,24 @@ impl Reloader {
         if let Some(reason) = rules::reload_refusal(&self.active, &new) {
             return refused(pipeline, reason, Vec::new());
         }
+        if let Err(err) = loaded.replace_chmod_rules(&new.kernel_chmod_rules()) {
+            return refused(pipeline, error_chain(&err), Vec::new());
+        }
         if let Err(err) = loaded.replace_destinations(&new.entries) {
+            // Back to the active chmod rules, so the kernel runs one policy, not half of two.
+            if let Err(undo) = loaded.replace_chmod_rules(&self.active.kernel_chmod_rules()) {
+                tracing::error!(
+                    "restoring the active chmod rules failed: {}",
+                    error_chain(&undo)
+                );
+            }
             return refused(pipeline, error_chain(&err), Vec::new());
         }
         pipeline.rules = new.names.clone();
+        pipeline.chmod = ChmodTable {
+            names: new.chmod_names.clone(),
+            rules: new.chmod.clone(),
+        };
         *pipeline
             .status
             .policy

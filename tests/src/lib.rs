@@ -353,6 +353,35 @@ impl Sensor {
             .expect("running sensor")
     }
 
+    /// `sensor status --json` of this sensor.
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// One counter from `sensor status` (`kernel_*` for the kernel's).
+    pub fn counter(&self, name: &str) -> u64 {
+        let v = self.status();
+        v["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name}: {v}"))
+    }
+
+    /// Wait (up to 15 s) until a counter reaches `at_least`; the status counters are refreshed
+    /// periodically, not per event.
+    pub fn wait_counter(&self, name: &str, at_least: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.counter(name) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached {at_least}; stderr:\n{}",
+                self.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -529,6 +558,21 @@ pub fn probe_exec_wait(place: &Place<'_>, argv: &[&str]) -> u32 {
     pid
 }
 
+/// Create `dir/name` with `mode`; its path.
+pub fn file_with_mode(dir: &Path, name: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, b"x").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The permission bits of a file (`& 07777`).
+pub fn mode_of(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 /// A child process killed (by pid) and reaped on drop.
 pub struct ChildGuard(pub Child);
 
@@ -545,6 +589,11 @@ impl Drop for ChildGuard {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// Its path with symlinks resolved (what /proc and the kernel report).
+    pub fn real(&self) -> PathBuf {
+        self.0.canonicalize().unwrap()
+    }
+
     pub fn new() -> Self {
         let dir = std::env::temp_dir().join(unique("tmp"));
         std::fs::create_dir_all(&dir).expect("creating temp dir");

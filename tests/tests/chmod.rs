@@ -1,14 +1,16 @@
 //! chmod-family detection on the live kernel: syscall tracepoints, scoped by the task's
-//! cgroup ancestry. Detection only at this tier: the calls succeed and are reported `allowed`.
+//! cgroup ancestry. The default policy in audit mode (`--mode audit`): the calls succeed, set-id
+//! ones are reported `audited` by the `deny-setid-chmod` rule, the others `allowed`. The kill
+//! tier (enforce) is in `kill.rs`.
 
 use std::{
     io::{BufRead as _, BufReader},
-    os::unix::fs::PermissionsExt as _,
     path::Path,
 };
 
 use sensor_tests::{
-    ChildGuard, Place, Sensor, TempDir, TestCgroup, probe_exec, probe_exec_wait, require_root,
+    ChildGuard, Place, Sensor, TempDir, TestCgroup, file_with_mode, mode_of, probe_exec,
+    probe_exec_wait, require_root,
 };
 use serde_json::Value;
 
@@ -16,28 +18,16 @@ const PYTHON: &str = "/usr/bin/python3";
 
 fn scoped_sensor(cg: &TestCgroup) -> Sensor {
     require_root();
-    Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()])
-}
-
-fn file(dir: &Path, name: &str, mode: u32) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, b"x").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-fn mode_of(path: &str) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    Sensor::start(&[
+        "--scope-cgroup",
+        cg.path.to_str().unwrap(),
+        "--mode",
+        "audit",
+    ])
 }
 
 fn chmod_events(sensor: &Sensor, pid: u32, n: usize) -> Vec<Value> {
     sensor.wait_for(n, |e| e["kind"] == "chmod" && e["pid"] == pid)
-}
-
-fn tmp() -> (TempDir, std::path::PathBuf) {
-    let dir = TempDir::new();
-    let real = dir.0.canonicalize().unwrap();
-    (dir, real)
 }
 
 /// Run a python script in scope that prints one line, then waits for stdin to close (so its
@@ -62,20 +52,22 @@ fn python_in_scope(cg: &Path, script: &str, dir: &Path) -> (ChildGuard, u32, Str
 #[test]
 fn chmod_u_plus_s_in_scope_is_reported_with_mode_and_name() {
     let cg = TestCgroup::new();
-    let (_guard, dir) = tmp();
+    let guard = TempDir::new();
+    let dir = guard.real();
     let sensor = scoped_sensor(&cg);
-    let target = file(&dir, "tool", 0o755);
+    let target = file_with_mode(&dir, "tool", 0o755);
     let pid = probe_exec_wait(&Place::cgroup(&cg.path), &["chmod", "u+s", &target]);
     let ev = &chmod_events(&sensor, pid, 1)[0];
     assert_eq!(ev["comm"], "chmod", "{ev}");
-    assert_eq!(ev["verdict"], "allowed", "{ev}");
+    assert_eq!(ev["verdict"], "audited", "{ev}");
+    assert_eq!(ev["rule"], "deny-setid-chmod", "{ev}");
     assert_eq!(ev["cgroup_id"], TestCgroup::id(&cg.path), "{ev}");
     let c = &ev["chmod"];
     assert_eq!(c["mode"], "4755", "{ev}");
     assert_eq!(c["setid"], serde_json::json!(["setuid"]), "{ev}");
     assert_eq!(c["sets_setid"], true, "{ev}");
     assert_eq!(c["name"], target.as_str(), "{ev}");
-    // Detection only: the call took effect.
+    // Audit: the call took effect.
     assert_eq!(mode_of(&target), 0o4755);
 }
 
@@ -94,10 +86,11 @@ sys.stdin.read()
 #[test]
 fn python_chmod_fchmod_and_dirfd_relative_fchmodat_are_reported() {
     let cg = TestCgroup::new();
-    let (_guard, dir) = tmp();
-    let plain = file(&dir, "plain", 0o644);
-    let byfd = file(&dir, "byfd", 0o644);
-    let rel = file(&dir, "rel", 0o644);
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let plain = file_with_mode(&dir, "plain", 0o644);
+    let byfd = file_with_mode(&dir, "byfd", 0o644);
+    let rel = file_with_mode(&dir, "rel", 0o644);
     let sensor = scoped_sensor(&cg);
     let (_child, pid, line) = python_in_scope(&cg.path, PYTHON_SCENARIO, &dir);
     let fds: Vec<i64> = line
@@ -173,9 +166,10 @@ sys.stdin.read()
 #[test]
 fn each_chmod_family_syscall_has_its_tracepoint() {
     let cg = TestCgroup::new();
-    let (_guard, dir) = tmp();
+    let guard = TempDir::new();
+    let dir = guard.real();
     for f in ["a", "b", "c", "d"] {
-        file(&dir, f, 0o644);
+        file_with_mode(&dir, f, 0o644);
     }
     let sensor = scoped_sensor(&cg);
     let (_child, pid, line) = python_in_scope(&cg.path, SYSCALL_SCENARIO, &dir);
@@ -209,6 +203,11 @@ fn each_chmod_family_syscall_has_its_tracepoint() {
         events[0]["chmod"]["setid"],
         serde_json::json!(["setuid", "setgid"])
     );
+    let verdicts: Vec<&str> = events
+        .iter()
+        .map(|e| e["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["audited", "allowed", "allowed", "audited"]);
     assert_eq!(
         (
             events[2]["chmod"]["fd"].as_i64(),
@@ -222,9 +221,10 @@ fn each_chmod_family_syscall_has_its_tracepoint() {
 #[test]
 fn chmod_outside_the_scope_is_not_reported() {
     let cg = TestCgroup::new();
-    let (_guard, dir) = tmp();
-    let outside_file = file(&dir, "outside", 0o755);
-    let marker_file = file(&dir, "marker", 0o755);
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let outside_file = file_with_mode(&dir, "outside", 0o755);
+    let marker_file = file_with_mode(&dir, "marker", 0o755);
     let sensor = scoped_sensor(&cg);
     let outside = probe_exec_wait(&Place::default(), &["chmod", "u+s", &outside_file]);
     assert_eq!(mode_of(&outside_file), 0o4755);

@@ -9,11 +9,11 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sensor_tests::{
-    NetNs, Place, Sensor, TempDir, TestCgroup, probe_net, require_root, sensor_bin,
+    NetNs, Place, Sensor, TempDir, TestCgroup, probe_exec, probe_net, require_root, sensor_bin,
 };
 use serde_json::Value;
 
@@ -38,27 +38,6 @@ fn install(file: &Path, text: String) {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, file).unwrap();
-}
-
-fn counter(sensor: &Sensor, name: &str) -> u64 {
-    let out = sensor.cli(&["status", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-    v["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {name}: {v}"))
-}
-
-fn wait_counter(sensor: &Sensor, name: &str, at_least: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while counter(sensor, name) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {at_least}; stderr:\n{}",
-            sensor.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn hup(sensor: &Sensor) {
@@ -107,12 +86,16 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
             }
         })
     };
+    // Each reload is awaited (its `policy` event), so 100 really happen: signals sent faster
+    // than the daemon handles them would coalesce.
     for version in 1..=100 {
         install(&file, policy(&cg.path, "enforce", version));
         hup(&sensor);
-        std::thread::sleep(Duration::from_millis(10));
+        sensor.wait_for(version, |e| {
+            e["kind"] == "policy" && e["policy_change"]["accepted"] == true
+        });
     }
-    wait_counter(&sensor, "policy_generation", 101);
+    sensor.wait_counter("policy_generation", 101);
     stop.store(true, Ordering::Relaxed);
     looper.join().unwrap();
     assert!(
@@ -127,10 +110,10 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
     );
 
     // audit: allowed and reported; then enforce again: the next connect fails. No restart.
-    let generation = counter(&sensor, "policy_generation");
+    let generation = sensor.counter("policy_generation");
     install(&file, policy(&cg.path, "audit", 200));
     hup(&sensor);
-    wait_counter(&sensor, "policy_generation", generation + 1);
+    sensor.wait_counter("policy_generation", generation + 1);
     let audited = probe_net(&inside, "tcp", "169.254.169.254", 80);
     assert_eq!(audited.errno, 0, "audit mode lets the connect through");
     assert_eq!(
@@ -139,7 +122,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
     );
     install(&file, policy(&cg.path, "enforce", 202));
     hup(&sensor);
-    wait_counter(&sensor, "policy_generation", generation + 2);
+    sensor.wait_counter("policy_generation", generation + 2);
     assert_eq!(
         probe_net(&inside, "tcp", "169.254.169.254", 80).errno,
         EPERM
@@ -190,9 +173,9 @@ fn an_invalid_new_policy_is_refused_and_a_changed_file_reloads_without_a_signal(
 
     install(&file, policy(&cg.path, "maybe", 1));
     hup(&sensor);
-    wait_counter(&sensor, "policy_reload_failures", 1);
+    sensor.wait_counter("policy_reload_failures", 1);
     assert_eq!(
-        counter(&sensor, "policy_generation"),
+        sensor.counter("policy_generation"),
         1,
         "the refused file is not applied"
     );
@@ -225,7 +208,7 @@ fn an_invalid_new_policy_is_refused_and_a_changed_file_reloads_without_a_signal(
 
     // A valid change, picked up from the file alone (as a ConfigMap update arrives).
     install(&file, policy(&cg.path, "audit", 2));
-    wait_counter(&sensor, "policy_generation", 2);
+    sensor.wait_counter("policy_generation", 2);
     let applied = sensor.wait_for(1, |e| {
         e["kind"] == "policy" && e["policy_change"]["accepted"] == true
     })[0]
@@ -302,7 +285,7 @@ fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_firs
     std::fs::write(
         &file,
         format!(
-            "apiVersion: sensor/v1\nkind: Policy\nmetadata: {{name: ns-policy}}\nspec:\n  scope:\n    namespaces: {{include: [\"*\"], exclude: [kube-system]}}\n    cgroups: [{}]\n  rules:\n    - name: block-metadata\n      type: metadata\n      action: enforce\n      destinations: [default]\n",
+            "apiVersion: sensor/v1\nkind: Policy\nmetadata: {{name: ns-policy}}\nspec:\n  scope:\n    namespaces: {{include: [\"*\"], exclude: [kube-system]}}\n    cgroups: [{}]\n  rules:\n    - name: block-metadata\n      type: metadata\n      action: enforce\n      destinations: [default]\n    - name: deny-setid-chmod\n      type: chmod\n      action: enforce\n      setid: true\n",
             cg.path.display()
         ),
     )
@@ -316,9 +299,9 @@ fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_firs
         "--node-name",
         "node-a",
     ]);
-    wait_counter(&sensor, "policy_exemptions", 1);
+    sensor.wait_counter("policy_exemptions", 1);
     assert_eq!(
-        counter(&sensor, "policy_exemptions"),
+        sensor.counter("policy_exemptions"),
         1,
         "only the kube-system pod is exempted"
     );
@@ -338,7 +321,7 @@ fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_firs
         first.errno, EPERM,
         "a new pod is protected from its first connect"
     );
-    wait_counter(&sensor, "kernel_exempted", 1);
+    sensor.wait_counter("kernel_exempted", 1);
     assert!(
         !sensor
             .events()
@@ -346,6 +329,27 @@ fn an_excluded_namespace_connects_and_a_new_pod_elsewhere_is_blocked_on_its_firs
             .any(|e| e["pid"] == dns.pid && e["kind"] == "connect"),
         "exempted connects are not reported as blocked or audited"
     );
+
+    // The chmod kill tier honours the same exemptions.
+    let chmod_u_s = |place: &Place<'_>, name: &str| {
+        let f = dir.0.join(name);
+        std::fs::write(&f, "x").unwrap();
+        let mut child = probe_exec(place, &["chmod", "u+s", f.to_str().unwrap()]);
+        drop(child.stdin.take());
+        child.wait().unwrap()
+    };
+    let status = chmod_u_s(&Place::cgroup(&dns_cg), "dns-tool");
+    assert!(
+        status.success(),
+        "the excluded namespace's pod may chmod u+s: {status}"
+    );
+    let status = chmod_u_s(&Place::cgroup(&web_cg), "web-tool");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "a protected pod's chmod u+s is killed"
+    );
+    sensor.wait_counter("kernel_exempted", 2);
 }
 
 #[test]

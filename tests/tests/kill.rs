@@ -1,0 +1,210 @@
+//! The kill tier on the live kernel (this kernel refuses BPF LSM): a chmod-family call that
+//! matches an enforcing chmod rule gets its caller killed with SIGKILL from the syscall
+//! tracepoint, the event says `killed`, and the daemon removes the set-id bits the call added,
+//! reaching the file through a live process of the same cgroup (a container's other processes).
+
+use std::{os::unix::process::ExitStatusExt as _, path::Path, process::ExitStatus};
+
+use sensor_tests::{
+    ChildGuard, Place, Sensor, TempDir, TestCgroup, file_with_mode, mode_of, probe_exec,
+    require_root,
+};
+use serde_json::Value;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Run `argv` in `place` to its end; its pid and how it ended.
+fn run_in(place: &Place<'_>, argv: &[&str]) -> (u32, ExitStatus) {
+    let mut child = probe_exec(place, argv);
+    drop(child.stdin.take());
+    let pid = child.id();
+    (pid, child.wait().expect("waiting for probe"))
+}
+
+/// A long-lived process in the cgroup, as a container's main process.
+fn main_process(cg: &Path) -> ChildGuard {
+    ChildGuard(probe_exec(&Place::cgroup(cg), &["sleep", "60"]))
+}
+
+fn chmod_event(sensor: &Sensor, pid: u32) -> Value {
+    sensor
+        .wait_for(1, |e| e["kind"] == "chmod" && e["pid"] == pid)
+        .remove(0)
+}
+
+fn killed(status: ExitStatus) -> bool {
+    status.signal() == Some(libc::SIGKILL)
+}
+
+fn policy_file(dir: &TempDir, cg: &Path, rules: &str) -> String {
+    let file = dir.0.join("policy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: sensor/v1\nkind: Policy\nmetadata: {{name: kill-test}}\nspec:\n  scope:\n    cgroups: [{}]\n  rules:\n{rules}",
+            cg.display()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn enforce_kills_chmod_u_plus_s_and_the_set_id_bit_is_gone() {
+    require_root();
+    let cg = TestCgroup::new();
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let target = file_with_mode(&dir, "tool", 0o755);
+    let _main = main_process(&cg.path);
+    let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
+
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "u+s", &target]);
+    assert!(killed(status), "chmod u+s must be killed: {status}");
+    let ev = chmod_event(&sensor, pid);
+    assert_eq!(ev["verdict"], "killed", "{ev}");
+    assert_eq!(ev["rule"], "deny-setid-chmod", "{ev}");
+    assert_eq!(ev["policy"], "default", "{ev}");
+    assert_eq!(ev["chmod"]["mode"], "4755", "{ev}");
+    assert_eq!(
+        ev["chmod"]["revert"],
+        serde_json::json!({"state": "reverted", "detail": target, "mode_before": "4755", "mode_after": "0755"}),
+        "{ev}"
+    );
+    assert_eq!(mode_of(&target), 0o755, "the set-id bit is gone");
+
+    // A chmod without set-id bits is not the rule's business.
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "700", &target]);
+    assert!(status.success(), "{status}");
+    assert_eq!(chmod_event(&sensor, pid)["verdict"], "allowed");
+    assert_eq!(mode_of(&target), 0o700);
+
+    // Outside the scope nothing is killed or reverted.
+    let outside = file_with_mode(&dir, "outside", 0o755);
+    let (_, status) = run_in(&Place::default(), &["chmod", "g+s", &outside]);
+    assert!(status.success(), "{status}");
+    assert_eq!(mode_of(&outside), 0o2755);
+
+    sensor.wait_counter("chmod_reverted", 1);
+    let v = sensor.status();
+    let tier = |program: &str| {
+        v["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["program"] == program)
+            .map(|a| a["tier"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(tier("sensor_fchmodat").as_deref(), Some("kill"), "{v}");
+    assert_eq!(tier("sensor_connect4").as_deref(), Some("cgroup"), "{v}");
+    assert_eq!(tier("sensor_exec").as_deref(), Some("tracepoint"), "{v}");
+    assert_eq!(v["counters"]["kernel_chmod_killed"], 1, "{v}");
+    assert_eq!(v["counters"]["chmod_reverted"], 1, "{v}");
+}
+
+#[test]
+fn what_cannot_be_reverted_is_said_in_the_event() {
+    require_root();
+    let cg = TestCgroup::new();
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let alone = file_with_mode(&dir, "alone", 0o755);
+    let byfd = file_with_mode(&dir, "byfd", 0o755);
+    let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
+
+    // No other process in the cgroup: nothing to reach the caller's files through.
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "g+s", &alone]);
+    assert!(killed(status), "{status}");
+    let ev = chmod_event(&sensor, pid);
+    assert_eq!(ev["verdict"], "killed", "{ev}");
+    assert_eq!(ev["chmod"]["revert"]["state"], "failed", "{ev}");
+    assert!(
+        ev["chmod"]["revert"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no live process"),
+        "{ev}"
+    );
+    assert_eq!(mode_of(&alone), 0o2755, "not reverted, as the event says");
+
+    // fchmod names the file by a descriptor, which dies with the caller.
+    let _main = main_process(&cg.path);
+    let script = "import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\nos.fchmod(fd, 0o4755)\n";
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &[PYTHON, "-c", script, &byfd]);
+    assert!(killed(status), "{status}");
+    let ev = chmod_event(&sensor, pid);
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["chmod"]["syscall"].as_str()),
+        (Some("killed"), Some("fchmod")),
+        "{ev}"
+    );
+    // The fd resolves only if the daemon reads the event before the caller is dead (a race
+    // the daemon usually wins): either way, the event must tell the truth about the file.
+    let revert = &ev["chmod"]["revert"];
+    match revert["state"].as_str() {
+        Some("reverted") => assert_eq!(mode_of(&byfd), 0o755, "{ev}"),
+        Some("failed") => {
+            assert!(
+                revert["detail"].as_str().unwrap().contains("descriptor"),
+                "{ev}"
+            );
+            assert_eq!(mode_of(&byfd), 0o4755, "{ev}");
+        }
+        _ => panic!("unexpected revert: {ev}"),
+    }
+    sensor.wait_counter("kernel_chmod_killed", 2);
+    assert!(sensor.counter("chmod_revert_failed") >= 1);
+}
+
+#[test]
+fn prevent_chmod_kills_every_chmod_and_path_rules_are_reported_not_enforced() {
+    require_root();
+    let cg = TestCgroup::new();
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let plain = file_with_mode(&dir, "plain", 0o644);
+    let dir_text = dir.display().to_string();
+    let td = TempDir::new();
+    let policy = policy_file(
+        &td,
+        &cg.path,
+        &format!(
+            "    - name: setid-under-tmp\n      type: chmod\n      action: enforce\n      setid: true\n      paths: [\"{dir_text}/**\"]\n    - name: prevent-chmod\n      type: chmod\n      action: enforce\n      all: true\n"
+        ),
+    );
+    let sensor = Sensor::start(&["--policy", &policy]);
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "600", &plain]);
+    assert!(killed(status), "every chmod is killed: {status}");
+    let ev = chmod_event(&sensor, pid);
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str()),
+        (Some("killed"), Some("prevent-chmod")),
+        "{ev}"
+    );
+    assert_eq!(ev["chmod"]["revert"]["state"], "not_needed", "{ev}");
+    assert!(
+        sensor.stderr_text().contains("setid-under-tmp"),
+        "the rule with paths is logged as not enforced at this tier:\n{}",
+        sensor.stderr_text()
+    );
+    drop(sensor);
+
+    // With only the path rule: matched in userspace, reported as audited, never killed.
+    let policy = policy_file(
+        &td,
+        &cg.path,
+        &format!(
+            "    - name: setid-under-tmp\n      type: chmod\n      action: enforce\n      setid: true\n      paths: [\"{dir_text}/**\"]\n"
+        ),
+    );
+    let sensor = Sensor::start(&["--policy", &policy]);
+    let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "u+s", &plain]);
+    assert!(status.success(), "{status}");
+    let ev = chmod_event(&sensor, pid);
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str()),
+        (Some("audited"), Some("setid-under-tmp")),
+        "{ev}"
+    );
+    assert_eq!(mode_of(&plain), 0o4600);
+}
