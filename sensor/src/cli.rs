@@ -34,6 +34,19 @@ pub enum Command {
     /// Policy files (format: docs/policy.md).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Remove everything a `sensor run --pin-dir` left pinned: its links detach and
+    /// enforcement ends. Stop the daemon first (a running one still holds its programs).
+    Uninstall(UninstallArgs),
+}
+
+/// Where a pinned daemon keeps its links by default (the DaemonSet's `--pin-dir`).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sensor";
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The bpffs directory given to `sensor run --pin-dir`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR, env = "SENSOR_PIN_DIR")]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +193,13 @@ pub struct RunArgs {
     /// Node name reported in events (on Kubernetes, from the downward API).
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Pin every link (and the event ring buffer) under this bpffs directory, so that
+    /// enforcement survives the daemon: a crash, a stop or an upgrade leaves the kernel
+    /// enforcing, and the next daemon attaches its own programs before it retires the pinned
+    /// ones (no gap) and reads the events the kernel queued meanwhile. `sensor uninstall`
+    /// removes the pins. Without it, enforcement ends with the process.
+    #[arg(long, value_name = "DIR", env = "SENSOR_PIN_DIR")]
+    pub pin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

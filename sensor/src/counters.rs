@@ -47,6 +47,11 @@ impl Counters {
         *self.by_kind.entry(key).or_default() += 1;
     }
 
+    /// Events emitted, all kinds.
+    pub fn total_events(&self) -> u64 {
+        self.by_kind.values().sum()
+    }
+
     /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
     pub fn events(&self) -> BTreeMap<String, u64> {
         self.by_kind

@@ -36,6 +36,7 @@ pub mod hub;
 pub mod journal;
 pub mod logging;
 pub mod output;
+pub mod pins;
 pub mod pipeline;
 pub mod pods;
 pub use sensor_policy as policy;

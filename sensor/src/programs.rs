@@ -12,14 +12,22 @@ use aya::{
         Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint,
+        links::{FdLink, PinnedLink},
+    },
 };
 use sensor_common::{
     ALL_COUNTERS, Action, ChmodRule, ChmodRules, Counter, DestRule, MAX_CHMOD_RULES,
     MAX_RULE_PORTS, globals, maps, programs,
 };
 
-use crate::{destinations::Prefix, scope::ScopeRoot, tracefs::ChmodTracepoint};
+use crate::{
+    destinations::Prefix,
+    pins::{self, EVENTS_PIN, LINK_PREFIX, PinDir},
+    scope::ScopeRoot,
+    tracefs::ChmodTracepoint,
+};
 
 /// The object built by `build.rs` from `sensor-ebpf` (empty under `AYA_BUILD_SKIP=1`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -78,6 +86,11 @@ pub enum ProgramsError {
         #[source]
         source: ProgramError,
     },
+    #[error("pinning {} on bpffs: {message}", path.display())]
+    Pin {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("attaching {name} to {target}: {source}")]
     Attach {
         name: &'static str,
@@ -97,6 +110,8 @@ pub struct Config<'a> {
     pub tracepoints: &'a [ChmodTracepoint],
     /// Offset of `filename` in `sched:sched_process_exec` records.
     pub exec_filename_offset: u64,
+    /// Pinned mode: every link and the ring buffer are pinned in this generation.
+    pub pin: Option<&'a PinDir>,
 }
 
 /// One attachment, for logs and status.
@@ -114,6 +129,38 @@ pub struct Loaded {
     destinations: Vec<Prefix>,
     /// The exempted cgroup ids now.
     exempt: BTreeSet<u64>,
+    /// Pinned mode: our links (closing them leaves them attached: the pins hold them).
+    _pinned: Vec<PinnedLink>,
+}
+
+/// An earlier generation being retired: its links are unpinned; what its ring buffer still
+/// holds is to be read before [`pins::remove_generation`].
+pub struct Retired {
+    pub dir: std::path::PathBuf,
+    pub links: usize,
+    pub events: Option<RingBuf<MapData>>,
+}
+
+/// Retire the earlier generations of a pin directory (after this daemon's own programs are
+/// attached and pinned): unpin their links, open their ring buffers.
+pub fn retire(
+    previous: &[std::path::PathBuf],
+) -> Vec<Result<Retired, (std::path::PathBuf, std::io::Error)>> {
+    previous
+        .iter()
+        .map(|dir| {
+            let links = pins::unpin_links(dir).map_err(|e| (dir.clone(), e))?;
+            let events = MapData::from_pin(dir.join(EVENTS_PIN))
+                .and_then(aya::maps::Map::from_map_data)
+                .ok()
+                .and_then(|map| RingBuf::try_from(map).ok());
+            Ok(Retired {
+                dir: dir.clone(),
+                links,
+                events,
+            })
+        })
+        .collect()
 }
 
 impl Loaded {
@@ -209,8 +256,22 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
     write_destinations(&mut ebpf, config.destinations, &[])?;
     write_chmod_rules(&mut ebpf, config.chmod_rules)?;
     fill_scope(&mut ebpf, config.scopes)?;
+    if let Some(pin) = config.pin {
+        let path = pin.current().join(EVENTS_PIN);
+        let map = ebpf.map(maps::EVENTS).ok_or(ProgramsError::Map {
+            name: maps::EVENTS,
+            source: MapError::InvalidName {
+                name: maps::EVENTS.into(),
+            },
+        })?;
+        map.pin(&path).map_err(|e| ProgramsError::Pin {
+            path,
+            message: e.to_string(),
+        })?;
+    }
 
     let mut attachments = Vec::new();
+    let mut pinned = Vec::new();
     for name in SOCK_ADDR_PROGRAMS {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         prog.load().map_err(|source| ProgramsError::ProgramLoad {
@@ -222,12 +283,18 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
             let target = scope.path.display().to_string();
             // With bpf_link (Linux 5.7+, which aya uses there) the kernel always attaches in
             // multi mode: other programs at the same cgroup keep running beside ours.
-            prog.attach(&scope.dir, CgroupAttachMode::Single)
+            let id = prog
+                .attach(&scope.dir, CgroupAttachMode::Single)
                 .map_err(|source| ProgramsError::Attach {
                     name,
                     target: target.clone(),
                     source,
                 })?;
+            if let Some(pin) = config.pin {
+                let link = prog.take_link(id).map_err(|e| pin_error(pin, name, &e))?;
+                let link = FdLink::try_from(link).map_err(|e| pin_error(pin, name, &e))?;
+                pinned.push(pin_link(pin, name, attachments.len(), link)?);
+            }
             attachments.push(Attachment {
                 program: name,
                 target,
@@ -250,12 +317,18 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
             source,
         })?;
         let target = format!("{category}/{tracepoint}");
-        prog.attach(category, tracepoint)
+        let id = prog
+            .attach(category, tracepoint)
             .map_err(|source| ProgramsError::Attach {
                 name,
                 target: target.clone(),
                 source,
             })?;
+        if let Some(pin) = config.pin {
+            let link = prog.take_link(id).map_err(|e| pin_error(pin, name, &e))?;
+            let link = FdLink::try_from(link).map_err(|e| pin_error(pin, name, &e))?;
+            pinned.push(pin_link(pin, name, attachments.len(), link)?);
+        }
         attachments.push(Attachment {
             program: name,
             target,
@@ -267,6 +340,22 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         attachments,
         destinations,
         exempt: BTreeSet::new(),
+        _pinned: pinned,
+    })
+}
+
+fn pin_error(pin: &PinDir, name: &str, e: &dyn std::fmt::Display) -> ProgramsError {
+    ProgramsError::Pin {
+        path: pin.current().join(format!("{LINK_PREFIX}{name}")),
+        message: e.to_string(),
+    }
+}
+
+fn pin_link(pin: &PinDir, name: &str, n: usize, link: FdLink) -> Result<PinnedLink, ProgramsError> {
+    let path = pin.current().join(format!("{LINK_PREFIX}{name}-{n}"));
+    link.pin(&path).map_err(|e| ProgramsError::Pin {
+        path,
+        message: e.to_string(),
     })
 }
 

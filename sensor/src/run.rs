@@ -24,6 +24,7 @@ use crate::{
     enrich::Enricher,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
+    pins::{self, PinDir},
     pipeline::{ChmodTable, Pipeline},
     pods::{PodIndex, PodsError, WatchConfig, WatcherStats},
     procs::ProcessCache,
@@ -65,6 +66,8 @@ pub enum RunError {
     Pods(#[from] PodsError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policy(Vec<crate::policy::PolicyError>),
+    #[error(transparent)]
+    PinDir(#[from] crate::pins::PinDirError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -76,7 +79,7 @@ pub enum RunError {
 impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Scope(_) | Self::Policy(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Scope(_) | Self::Policy(_) | Self::PinDir(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -195,6 +198,9 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         ));
     }
     let listen = listen_config(args)?;
+    if let Some(dir) = &args.pin_dir {
+        pins::check(dir)?;
+    }
     let node = node_name(args);
     // Input is valid; from here on, logs.
     for what in &rules.not_enforced {
@@ -232,14 +238,27 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
     let exec_filename_offset = tracefs::exec_filename_offset(&tracefs)?;
-    let mut loaded = programs::load(&programs::Config {
+    let pin = args.pin_dir.as_deref().map(PinDir::open).transpose()?;
+    let loaded = programs::load(&programs::Config {
         scopes: &scopes,
         destinations: &rules.entries,
         chmod_rules: &rules.kernel_chmod_rules(),
         wakeup_bytes: args.wakeup_bytes,
         tracepoints: &tracepoints,
         exec_filename_offset,
-    })?;
+        pin: pin.as_ref(),
+    });
+    let mut loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            // Only this start's own generation: the earlier ones keep enforcing.
+            if let Some(pin) = &pin {
+                let _ = pins::unpin_links(pin.current());
+                let _ = pins::remove_generation(pin.current());
+            }
+            return Err(err.into());
+        }
+    };
     for a in &loaded.attachments {
         tracing::info!(program = a.program, target = %a.target, "attached");
     }
@@ -334,6 +353,9 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             }
             _ => None,
         };
+        if let Some(pin) = &pin {
+            retire_previous(pin, &mut pipeline);
+        }
         tracing::info!(
             policy = %rules.policy,
             scopes = scopes.len(),
@@ -367,14 +389,48 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     pipeline.flush();
     pipeline.sync();
     let kernel = loaded.kernel_counters()?;
-    // Detach everything before reporting that we stopped.
+    // Detach everything before reporting that we stopped (pinned links stay attached).
     drop(loaded);
     let _ = std::fs::remove_file(&listen.socket);
     let mut extra = pipeline.enrichment_counters();
     extra.push(("subscriber_lost".into(), hub.lost_total()));
     eprintln!("{}", pipeline.counters.summary(&kernel, &extra));
-    tracing::info!(prefix = PREFIX, "detached; sensor stopped");
+    match &pin {
+        None => tracing::info!(prefix = PREFIX, "detached; sensor stopped"),
+        Some(pin) => tracing::info!(
+            pinned = %pin.current().display(),
+            "sensor stopped; enforcement stays pinned (`sensor uninstall` removes it)"
+        ),
+    }
     result
+}
+
+/// Pinned mode, once this daemon's own programs are attached and pinned: retire the earlier
+/// generations (their links detach), keeping the events their ring buffers still hold (the
+/// kernel kept deciding and reporting while no daemon ran).
+fn retire_previous(pin: &PinDir, pipeline: &mut Pipeline) {
+    for retired in programs::retire(pin.previous()) {
+        match retired {
+            Ok(mut r) => {
+                let before = pipeline.counters.total_events();
+                if let Some(ring) = &mut r.events {
+                    pipeline.drain(ring);
+                }
+                tracing::info!(
+                    generation = %r.dir.display(),
+                    links = r.links,
+                    events = pipeline.counters.total_events() - before,
+                    "retired the previous daemon's pinned programs, read its queued events"
+                );
+                if let Err(err) = pins::remove_generation(&r.dir) {
+                    tracing::warn!(generation = %r.dir.display(), error = %err, "removing a retired generation failed");
+                }
+            }
+            Err((dir, err)) => {
+                tracing::error!(generation = %dir.display(), error = %err, "could not unpin a previous generation's links: they stay attached");
+            }
+        }
+    }
 }
 
 /// A `policy` event: a reload applied or refused.

@@ -180,6 +180,47 @@ impl Drop for NetNs {
     }
 }
 
+/// A bpffs directory for `sensor run --pin-dir`, under `/sys/fs/bpf` with the test prefix; on
+/// drop, `sensor uninstall` removes what is pinned there (and the directory, whatever is left).
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    pub fn new() -> Self {
+        Self {
+            path: Path::new("/sys/fs/bpf").join(unique("pins")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// `sensor uninstall --pin-dir` on this directory.
+    pub fn uninstall(&self) -> std::process::Output {
+        Command::new(sensor_bin())
+            .args(["uninstall", "--pin-dir", self.as_str()])
+            .output()
+            .expect("running sensor uninstall")
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if self.path.exists() {
+            let _ = self.uninstall();
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// Path of a binary built by `cargo xtask test` (`SENSOR_BIN`, else next to the test binary).
 fn built_binary(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
@@ -304,10 +345,16 @@ impl Sensor {
         let out = child.stdout.take().expect("stdout");
         let ev = Arc::clone(&events);
         thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("sensor stdout line is not JSON ({e}): {line}"));
-                ev.lock().unwrap().push(value);
+            let mut reader = BufReader::new(out);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                // A last line without its newline is what a SIGKILLed daemon was writing.
+                if line.ends_with('\n') {
+                    let value: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("sensor stdout line is not JSON ({e}): {line}"));
+                    ev.lock().unwrap().push(value);
+                }
+                line.clear();
             }
         });
         let err = child.stderr.take().expect("stderr");
@@ -510,6 +557,74 @@ fn probe_command(place: &Place<'_>) -> Command {
         cmd.arg("--cgroup").arg(cg);
     }
     cmd
+}
+
+/// A thread that keeps connecting (TCP) to `169.254.169.254:80` from inside a test netns and
+/// cgroup, one probe process per try, counting the tries and those that were not refused with
+/// EPERM, until [`ConnectLoop::stop`].
+pub struct ConnectLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tries: Arc<std::sync::atomic::AtomicU64>,
+    through: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ConnectLoop {
+    pub fn start(ns: &NetNs, cgroup: &Path) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let through = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, tries, through) =
+                (Arc::clone(&stop), Arc::clone(&tries), Arc::clone(&through));
+            let (ns_name, cg_path) = (ns.name.clone(), cgroup.to_owned());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = Command::new(probe_bin())
+                        .args(["--netns", &ns_name, "--cgroup"])
+                        .arg(&cg_path)
+                        .args(["tcp", "169.254.169.254", "80"])
+                        .output()
+                        .unwrap();
+                    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+                        // The test ended (its netns is gone) while a probe ran.
+                        break;
+                    };
+                    tries.fetch_add(1, Ordering::Relaxed);
+                    if v["errno"] != i64::from(libc::EPERM) {
+                        through.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Self {
+            stop,
+            tries,
+            through,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop the loop; (tries, connects that were not refused).
+    pub fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("connect loop thread");
+        }
+        (
+            self.tries.load(Ordering::Relaxed),
+            self.through.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for ConnectLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Run a probe network operation (`tcp`/`udp` ADDR PORT) and parse its result.

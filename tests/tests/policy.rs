@@ -2,20 +2,12 @@
 //! change) without an enforcement gap, audit -> enforce without a restart, invalid files
 //! refused while the active policy stays.
 
-use std::{
-    path::Path,
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use sensor_tests::{
-    NetNs, Place, Sensor, TempDir, TestCgroup, probe_exec, probe_net, require_root, sensor_bin,
+    ConnectLoop, NetNs, Place, Sensor, TempDir, TestCgroup, probe_exec, probe_net, require_root,
+    sensor_bin,
 };
-use serde_json::Value;
 
 const EPERM: i64 = libc::EPERM as i64;
 
@@ -65,27 +57,7 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
     );
 
     // A loop of connects while the policy is reloaded 100 times: none may get through.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tries, through) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let looper = {
-        let (stop, tries, through) = (Arc::clone(&stop), Arc::clone(&tries), Arc::clone(&through));
-        let (ns_name, cg_path) = (ns.name.clone(), cg.path.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let out = Command::new(sensor_tests::probe_bin())
-                    .args(["--netns", &ns_name, "--cgroup"])
-                    .arg(&cg_path)
-                    .args(["tcp", "169.254.169.254", "80"])
-                    .output()
-                    .unwrap();
-                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-                tries.fetch_add(1, Ordering::Relaxed);
-                if v["errno"] != EPERM {
-                    through.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let looper = ConnectLoop::start(&ns, &cg.path);
     // Each reload is awaited (its `policy` event), so 100 really happen: signals sent faster
     // than the daemon handles them would coalesce.
     for version in 1..=100 {
@@ -96,18 +68,9 @@ fn reloads_keep_blocking_and_audit_to_enforce_takes_effect_without_restart() {
         });
     }
     sensor.wait_counter("policy_generation", 101);
-    stop.store(true, Ordering::Relaxed);
-    looper.join().unwrap();
-    assert!(
-        tries.load(Ordering::Relaxed) >= 10,
-        "the connect loop ran {} times",
-        tries.load(Ordering::Relaxed)
-    );
-    assert_eq!(
-        through.load(Ordering::Relaxed),
-        0,
-        "a connect got through during a reload"
-    );
+    let (tries, through) = looper.stop();
+    assert!(tries >= 10, "the connect loop ran {} times", tries);
+    assert_eq!(through, 0, "a connect got through during a reload");
 
     // audit: allowed and reported; then enforce again: the next connect fails. No restart.
     let generation = sensor.counter("policy_generation");
