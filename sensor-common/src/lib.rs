@@ -35,6 +35,7 @@ pub mod programs {
     pub const CONNECT6: &str = "sensor_connect6";
     pub const SENDMSG4: &str = "sensor_sendmsg4";
     pub const SENDMSG6: &str = "sensor_sendmsg6";
+    pub const EGRESS: &str = "sensor_egress";
     pub const CHMOD: &str = "sensor_chmod";
     pub const FCHMOD: &str = "sensor_fchmod";
     pub const FCHMODAT: &str = "sensor_fchmodat";
@@ -132,6 +133,8 @@ wire_enum! {
         Connect6 = 2 => "connect6",
         Sendmsg4 = 3 => "sendmsg4",
         Sendmsg6 = 4 => "sendmsg6",
+        /// cgroup skb egress: a raw or ping socket's packet.
+        Egress = 5 => "egress",
     }
 }
 

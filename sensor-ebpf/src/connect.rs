@@ -85,7 +85,7 @@ fn check_v6(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
 }
 
 #[inline(always)]
-fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
+pub fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
     if family == AF_INET {
         let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
         DEST_V4.get(key).copied()
@@ -95,7 +95,7 @@ fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
 }
 
 #[inline(always)]
-fn port_listed(rule: &DestRule, port: u16) -> bool {
+pub fn port_listed(rule: &DestRule, port: u16) -> bool {
     if rule.nports == 0 {
         return true;
     }

@@ -1,6 +1,8 @@
 //! The sensor's kernel programs. One hook area per file:
 //! - `connect`: cgroup sock_addr hooks (connect4/6, sendmsg4/6) that block or audit listed
 //!   destinations for every task below the cgroup they are attached to;
+//! - `egress`: a cgroup skb egress program for raw and ping sockets (packets to listed
+//!   destinations that the sock_addr hooks never see);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
 //! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
 //!
@@ -10,6 +12,7 @@
 
 mod chmod;
 mod connect;
+mod egress;
 mod process;
 mod shared;
 

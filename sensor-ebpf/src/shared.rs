@@ -32,7 +32,7 @@ pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
 static SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 
 #[map(name = "SENSOR_EXEMPT")]
-static EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+pub static EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 #[map(name = "SENSOR_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

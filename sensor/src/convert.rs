@@ -45,6 +45,7 @@ fn hook(h: ConnectHook) -> pb::ConnectHook {
         ConnectHook::Connect6 => pb::ConnectHook::Connect6,
         ConnectHook::Sendmsg4 => pb::ConnectHook::Sendmsg4,
         ConnectHook::Sendmsg6 => pb::ConnectHook::Sendmsg6,
+        ConnectHook::Egress => pb::ConnectHook::Egress,
     }
 }
 

@@ -13,7 +13,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -40,11 +40,20 @@ pub const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     programs::SENDMSG6,
 ];
 
+/// Every program attached at the scope roots (cgroup tier).
+pub const CGROUP_PROGRAMS: [&str; 5] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+    programs::EGRESS,
+];
+
 /// The enforcement tier of a program, as `sensor status` names it: `cgroup` (sock_addr hooks:
 /// the call fails with EPERM), `kill` (chmod-family syscall tracepoints: the caller is killed
 /// with SIGKILL, the set-id bits removed afterwards), `tracepoint` (detection only).
 pub fn tier(program: &str) -> &'static str {
-    if SOCK_ADDR_PROGRAMS.contains(&program) {
+    if CGROUP_PROGRAMS.contains(&program) {
         "cgroup"
     } else if [
         programs::CHMOD,
@@ -291,9 +300,37 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
                     source,
                 })?;
             if let Some(pin) = config.pin {
-                let link = prog.take_link(id).map_err(|e| pin_error(pin, name, &e))?;
-                let link = FdLink::try_from(link).map_err(|e| pin_error(pin, name, &e))?;
-                pinned.push(pin_link(pin, name, attachments.len(), link)?);
+                pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
+            }
+            attachments.push(Attachment {
+                program: name,
+                target,
+            });
+        }
+    }
+    {
+        let name = programs::EGRESS;
+        let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "cgroup skb programs (CONFIG_CGROUP_BPF)",
+            source,
+        })?;
+        for scope in config.scopes {
+            let target = scope.path.display().to_string();
+            let id = prog
+                .attach(
+                    &scope.dir,
+                    CgroupSkbAttachType::Egress,
+                    CgroupAttachMode::Single,
+                )
+                .map_err(|source| ProgramsError::Attach {
+                    name,
+                    target: target.clone(),
+                    source,
+                })?;
+            if let Some(pin) = config.pin {
+                pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
             }
             attachments.push(Attachment {
                 program: name,
@@ -325,9 +362,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
                 source,
             })?;
         if let Some(pin) = config.pin {
-            let link = prog.take_link(id).map_err(|e| pin_error(pin, name, &e))?;
-            let link = FdLink::try_from(link).map_err(|e| pin_error(pin, name, &e))?;
-            pinned.push(pin_link(pin, name, attachments.len(), link)?);
+            pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
         }
         attachments.push(Attachment {
             program: name,
@@ -344,19 +379,24 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
     })
 }
 
-fn pin_error(pin: &PinDir, name: &str, e: &dyn std::fmt::Display) -> ProgramsError {
-    ProgramsError::Pin {
-        path: pin.current().join(format!("{LINK_PREFIX}{name}")),
-        message: e.to_string(),
-    }
-}
-
-fn pin_link(pin: &PinDir, name: &str, n: usize, link: FdLink) -> Result<PinnedLink, ProgramsError> {
+/// Pin a link just taken from its program (`link-<program>-<n>` in this generation).
+fn pin_link<L>(
+    pin: &PinDir,
+    name: &str,
+    n: usize,
+    taken: Result<L, ProgramError>,
+) -> Result<PinnedLink, ProgramsError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
     let path = pin.current().join(format!("{LINK_PREFIX}{name}-{n}"));
-    link.pin(&path).map_err(|e| ProgramsError::Pin {
-        path,
-        message: e.to_string(),
-    })
+    let error = |message: String| ProgramsError::Pin {
+        path: path.clone(),
+        message,
+    };
+    let link = taken.map_err(|e| error(e.to_string()))?;
+    let link = FdLink::try_from(link).map_err(|e| error(e.to_string()))?;
+    link.pin(&path).map_err(|e| error(e.to_string()))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg accounting.

@@ -254,3 +254,48 @@ fn counters_line(stderr: &str) -> Value {
         .unwrap_or_else(|| panic!("no counters line on stderr:\n{stderr}"));
     serde_json::from_str(line).expect("counters line is JSON")
 }
+
+/// The paths a naive sensor forgets: TCP Fast Open (the connect happens inside sendto), raw
+/// sockets and ping sockets (no connect or UDP sendmsg hook runs for them: the cgroup skb
+/// egress program catches their packets).
+#[test]
+fn fast_open_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_in_audit() {
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let inside = Place::inside(&ns, &cg.path);
+    let id = TestCgroup::id(&cg.path);
+    let sensor = scoped_sensor(&cg, "enforce");
+    let cases = [
+        ("tfo", "169.254.169.254", 80, "connect4", "stream"),
+        ("raw", "169.254.169.254", 0, "egress", "raw"),
+        ("ping", "169.254.169.254", 0, "egress", "dgram"),
+        ("raw", "fd00:ec2::254", 0, "egress", "raw"),
+    ];
+    for (op, addr, port, hook, socket_type) in cases {
+        let r = probe_net(&inside, op, addr, port);
+        assert_eq!(r.errno, EPERM, "{op} to {addr} must fail with EPERM");
+        let ev = &connect_events_of(&sensor, r.pid, 1)[0];
+        assert_event(ev, id, hook, addr, port, "blocked");
+        assert_eq!(ev["connect"]["socket_type"], socket_type, "{ev}");
+    }
+    // Outside the scope (same namespace) the echo goes out and is answered.
+    let outside = Place {
+        netns: Some(&ns),
+        cgroup: None,
+    };
+    let outside = probe_net(&outside, "raw", "169.254.169.254", 0);
+    assert_eq!((outside.errno, outside.received), (0, true));
+    drop(sensor);
+
+    let sensor = scoped_sensor(&cg, "audit");
+    for (op, addr) in [("raw", "169.254.169.254"), ("ping", "fd00:ec2::254")] {
+        let r = probe_net(&inside, op, addr, 0);
+        assert_eq!(
+            (r.errno, r.received),
+            (0, true),
+            "{op} to {addr} is allowed and answered in audit mode"
+        );
+        let ev = &connect_events_of(&sensor, r.pid, 1)[0];
+        assert_event(ev, id, "egress", addr, 0, "audited");
+    }
+}

@@ -3,6 +3,9 @@
 //! ```text
 //! probe [--netns NAME] [--cgroup DIR] tcp ADDR PORT     # connect(); listener set up first
 //! probe [--netns NAME] [--cgroup DIR] udp ADDR PORT     # sendto(); receiver set up first
+//! probe [--netns NAME] [--cgroup DIR] tfo ADDR PORT     # TCP Fast Open: sendto(MSG_FASTOPEN)
+//! probe [--netns NAME] [--cgroup DIR] raw ADDR 0        # ICMP echo on a raw socket
+//! probe [--netns NAME] [--cgroup DIR] ping ADDR 0       # ICMP echo on a ping socket
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
 //! probe [--uid UID] uconnect PATH                       # connect to a unix socket
 //! ```
@@ -95,7 +98,8 @@ fn main() -> ExitCode {
     {
         return fail(&e);
     }
-    let dst = if op == "tcp" || op == "udp" {
+    let network = ["tcp", "udp", "tfo", "raw", "ping"].contains(&op.as_str());
+    let dst = if network {
         if netns.is_none() {
             return fail("network operations run only inside a test network namespace (--netns)");
         }
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
     };
     // Listener / receiver, created before joining the cgroup.
     let tcp_listener = match (op.as_str(), dst) {
-        ("tcp", Some(d)) => match TcpListener::bind(listen_addr(d)) {
+        ("tcp" | "tfo", Some(d)) => match TcpListener::bind(listen_addr(d)) {
             Ok(l) => Some(l),
             Err(e) => return fail(&format!("listen on {}: {e}", listen_addr(d))),
         },
@@ -181,6 +185,21 @@ fn main() -> ExitCode {
             };
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":{received}}}");
         }
+        ("tfo", Some(d)) => {
+            let errno = tcp_fast_open(d);
+            drop(tcp_listener);
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
+        }
+        ("raw" | "ping", Some(d)) => {
+            if op == "ping" {
+                // Ping sockets are off by default; this is the test namespace's own setting.
+                if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0") {
+                    return fail(&format!("enabling ping sockets: {e}"));
+                }
+            }
+            let (errno, received) = icmp_echo(d.ip(), op == "raw");
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":{received}}}");
+        }
         ("exec", _) => {
             let Some(prog) = args.get(1) else {
                 return fail("exec needs PROG");
@@ -192,4 +211,154 @@ fn main() -> ExitCode {
     }
     std::thread::sleep(Duration::from_millis(linger_ms));
     ExitCode::SUCCESS
+}
+
+/// `sendto(MSG_FASTOPEN)` on a fresh TCP socket: the connect happens inside the send.
+fn tcp_fast_open(d: SocketAddr) -> i32 {
+    let (family, sa, len) = sockaddr(d);
+    // SAFETY: plain socket syscalls on our own fd, with a sockaddr of the length given.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return errno(&std::io::Error::last_os_error());
+        }
+        let data = b"GET / HTTP/1.0\r\n\r\n";
+        let rc = libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_FASTOPEN,
+            (&raw const sa).cast(),
+            len,
+        );
+        let e = if rc < 0 {
+            errno(&std::io::Error::last_os_error())
+        } else {
+            0
+        };
+        libc::close(fd);
+        e
+    }
+}
+
+/// One ICMP echo request on a raw (`SOCK_RAW`) or ping (`SOCK_DGRAM`) socket; whether an echo
+/// reply came back within a second.
+fn icmp_echo(ip: IpAddr, raw: bool) -> (i32, bool) {
+    let d = SocketAddr::new(ip, 0);
+    let (family, sa, len) = sockaddr(d);
+    let (proto, request, reply) = if d.is_ipv4() {
+        (libc::IPPROTO_ICMP, 8u8, 0u8)
+    } else {
+        (libc::IPPROTO_ICMPV6, 128u8, 129u8)
+    };
+    let kind = if raw {
+        libc::SOCK_RAW
+    } else {
+        libc::SOCK_DGRAM
+    };
+    // type, code, checksum (0: the kernel fills it for ping and ICMPv6 sockets), id, seq.
+    let mut packet = [
+        request, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'r', b'o', b'b', b'e', 0, 0, 0,
+    ];
+    if d.is_ipv4() && raw {
+        let sum = checksum(&packet);
+        packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    // SAFETY: plain socket syscalls on our own fd and buffers of the sizes given.
+    unsafe {
+        let fd = libc::socket(family, kind, proto);
+        if fd < 0 {
+            return (errno(&std::io::Error::last_os_error()), false);
+        }
+        let rc = libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&raw const sa).cast(),
+            len,
+        );
+        if rc < 0 {
+            let e = errno(&std::io::Error::last_os_error());
+            libc::close(fd);
+            return (e, false);
+        }
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+        let mut received = false;
+        let mut buf = [0u8; 256];
+        for _ in 0..4 {
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n <= 0 {
+                break;
+            }
+            // A v4 raw socket receives the IP header too.
+            let at = if d.is_ipv4() && raw {
+                usize::from(buf[0] & 0x0f) * 4
+            } else {
+                0
+            };
+            if buf.get(at) == Some(&reply) {
+                received = true;
+                break;
+            }
+        }
+        libc::close(fd);
+        (0, received)
+    }
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A `sockaddr_storage` for `d`, its family and length.
+fn sockaddr(d: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match d {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
+            (libc::AF_INET, ss, size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
+            (libc::AF_INET6, ss, size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
 }

@@ -1,0 +1,145 @@
+//! Metadata access by raw packets: a cgroup skb egress program at the scope roots.
+//!
+//! Kernel hook: `BPF_CGROUP_INET_EGRESS`, run from `ip_finish_output`/`ip6_finish_output` with a
+//! `struct __sk_buff` whose data starts at the IP header, for every packet a socket below the
+//! cgroup sends. Returning 0 drops the packet and the sender gets EPERM. TCP and UDP sockets
+//! are left to the sock_addr hooks (connect/sendmsg), which decide once per call; this program
+//! covers the sockets they never see: raw sockets (IP_HDRINCL or not) and ping sockets.
+
+use aya_ebpf::{
+    bindings::bpf_sock,
+    helpers::{bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use sensor_common::{
+    Action, ConnectEvent, ConnectHook, Counter, EventKind, MAX_SCOPE_DEPTH, Verdict,
+};
+
+use crate::{
+    connect::{lookup, port_listed},
+    shared::{EVENTS, EXEMPT, count, fill_header, wakeup_flags},
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+#[cgroup_skb(egress)]
+pub fn sensor_egress(ctx: SkBuffContext) -> i32 {
+    match try_egress(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+#[inline(always)]
+fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context pointer is valid for the program's run; `sk` may be read in cgroup
+    // skb programs (it may be null).
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return Ok(PASS);
+    }
+    // SAFETY: helper call on the context's socket pointer.
+    let full: *mut bpf_sock = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return Ok(PASS);
+    }
+    // SAFETY: a full socket returned by the helper, readable for this run.
+    let (sock_type, protocol, family) =
+        unsafe { ((*full).type_, (*full).protocol, (*full).family) };
+    // TCP and UDP sockets meet the sock_addr hooks.
+    if (sock_type == SOCK_STREAM && protocol == IPPROTO_TCP as u32)
+        || (sock_type == SOCK_DGRAM && protocol == IPPROTO_UDP as u32)
+    {
+        return Ok(PASS);
+    }
+    let version = ctx.load::<u8>(0).map_err(|_| PASS)? >> 4;
+    let mut addr = [0u8; 16];
+    let (dst_family, l4, l4_offset) = if version == 4 {
+        let dst = ctx.load::<[u8; 4]>(16).map_err(|_| PASS)?;
+        addr[..4].copy_from_slice(&dst);
+        let ihl = (ctx.load::<u8>(0).map_err(|_| PASS)? & 0x0f) as usize * 4;
+        (AF_INET, ctx.load::<u8>(9).map_err(|_| PASS)?, ihl)
+    } else if version == 6 {
+        addr = ctx.load::<[u8; 16]>(24).map_err(|_| PASS)?;
+        // The next header right after the fixed header (extension headers: port 0).
+        (AF_INET6, ctx.load::<u8>(6).map_err(|_| PASS)?, 40)
+    } else {
+        return Ok(PASS);
+    };
+    let Some(rule) = lookup(dst_family, &addr) else {
+        return Ok(PASS);
+    };
+    // A crafted TCP/UDP header carries a destination port; other protocols have none (0).
+    let dst_port = if l4 == IPPROTO_TCP || l4 == IPPROTO_UDP {
+        u16::from_be(ctx.load::<u16>(l4_offset + 2).unwrap_or(0))
+    } else {
+        0
+    };
+    if !port_listed(&rule, dst_port) {
+        return Ok(PASS);
+    }
+    if skb_exempt(skb) {
+        count(Counter::Exempted);
+        return Ok(PASS);
+    }
+    let (verdict, ret) = if rule.action == Action::Audit as u32 {
+        count(Counter::Audited);
+        (Verdict::Audited, PASS)
+    } else {
+        count(Counter::Blocked);
+        (Verdict::Blocked, DROP)
+    };
+    match EVENTS.reserve::<ConnectEvent>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+            unsafe {
+                fill_header(
+                    &mut (*ev).header,
+                    EventKind::Connect,
+                    core::mem::size_of::<ConnectEvent>(),
+                    verdict,
+                );
+                (*ev).hook = ConnectHook::Egress as u32;
+                (*ev).sock_family = family;
+                (*ev).sock_type = sock_type;
+                (*ev).protocol = protocol;
+                (*ev).dst_family = dst_family;
+                (*ev).dst_port = dst_port as u32;
+                (*ev).rule = rule.rule;
+                (*ev)._pad = 0;
+                (*ev).dst_addr = addr;
+            }
+            entry.submit(wakeup_flags());
+        }
+        None => count(Counter::RingbufFullConnect),
+    }
+    Ok(ret)
+}
+
+/// Whether the packet's socket sits at or below an exempted (pod-level) cgroup.
+#[inline(always)]
+fn skb_exempt(skb: *mut aya_ebpf::bindings::__sk_buff) -> bool {
+    let mut level = 0;
+    while level < MAX_SCOPE_DEPTH {
+        // SAFETY: helper call on the context's skb.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) };
+        if id == 0 {
+            return false;
+        }
+        // SAFETY: the value is read immediately, not kept across calls.
+        if unsafe { EXEMPT.get(id) }.is_some() {
+            return true;
+        }
+        level += 1;
+    }
+    false
+}
