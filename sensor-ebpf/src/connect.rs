@@ -109,6 +109,19 @@ pub fn port_listed(rule: &DestRule, port: u16) -> bool {
     false
 }
 
+/// What a matching entry does, counted: anything but an explicit audit action enforces (a
+/// corrupt entry fails closed).
+#[inline(always)]
+pub fn verdict_for(rule: &DestRule) -> Verdict {
+    if rule.action == Action::Audit as u32 {
+        count(Counter::Audited);
+        Verdict::Audited
+    } else {
+        count(Counter::Blocked);
+        Verdict::Blocked
+    }
+}
+
 #[inline(always)]
 fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: [u8; 16]) -> i32 {
     let Some(rule) = lookup(dst_family, &dst_addr) else {
@@ -126,15 +139,46 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
         count(Counter::Exempted);
         return ALLOW;
     }
-    // Anything but an explicit audit action enforces: a corrupt entry fails closed.
-    let (verdict, ret) = if rule.action == Action::Audit as u32 {
-        count(Counter::Audited);
-        (Verdict::Audited, ALLOW)
+    let verdict = verdict_for(&rule);
+    let ret = if verdict == Verdict::Blocked {
+        DENY
     } else {
-        count(Counter::Blocked);
-        (Verdict::Blocked, DENY)
+        ALLOW
     };
     // The verdict is decided; reporting it must not change it.
+    // SAFETY: the context pointer is valid for the program's run.
+    let (family, sock_type, protocol) = unsafe { ((*sa).family, (*sa).type_, (*sa).protocol) };
+    report(
+        verdict,
+        &Destination {
+            hook,
+            sock_family: family,
+            sock_type,
+            protocol,
+            dst_family,
+            dst_port,
+            rule: rule.rule,
+            dst_addr,
+        },
+    );
+    ret
+}
+
+/// What a connect event says about the call.
+pub struct Destination {
+    pub hook: ConnectHook,
+    pub sock_family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub dst_family: u32,
+    pub dst_port: u16,
+    pub rule: u32,
+    pub dst_addr: [u8; 16],
+}
+
+/// Submit a connect event (a full ring buffer is counted; the verdict stands either way).
+#[inline(always)]
+pub fn report(verdict: Verdict, d: &Destination) {
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
@@ -146,19 +190,18 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
                     core::mem::size_of::<ConnectEvent>(),
                     verdict,
                 );
-                (*ev).hook = hook as u32;
-                (*ev).sock_family = (*sa).family;
-                (*ev).sock_type = (*sa).type_;
-                (*ev).protocol = (*sa).protocol;
-                (*ev).dst_family = dst_family;
-                (*ev).dst_port = dst_port as u32;
-                (*ev).rule = rule.rule;
+                (*ev).hook = d.hook as u32;
+                (*ev).sock_family = d.sock_family;
+                (*ev).sock_type = d.sock_type;
+                (*ev).protocol = d.protocol;
+                (*ev).dst_family = d.dst_family;
+                (*ev).dst_port = u32::from(d.dst_port);
+                (*ev).rule = d.rule;
                 (*ev)._pad = 0;
-                (*ev).dst_addr = dst_addr;
+                (*ev).dst_addr = d.dst_addr;
             }
             entry.submit(wakeup_flags());
         }
         None => count(Counter::RingbufFullConnect),
     }
-    ret
 }

@@ -12,13 +12,11 @@ use aya_ebpf::{
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use sensor_common::{
-    Action, ConnectEvent, ConnectHook, Counter, EventKind, MAX_SCOPE_DEPTH, Verdict,
-};
+use sensor_common::{ConnectHook, Counter, MAX_SCOPE_DEPTH, Verdict};
 
 use crate::{
-    connect::{lookup, port_listed},
-    shared::{EVENTS, EXEMPT, count, fill_header, wakeup_flags},
+    connect::{Destination, lookup, port_listed, report, verdict_for},
+    shared::{EXEMPT, count},
 };
 
 const PASS: i32 = 1;
@@ -90,38 +88,25 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
         count(Counter::Exempted);
         return Ok(PASS);
     }
-    let (verdict, ret) = if rule.action == Action::Audit as u32 {
-        count(Counter::Audited);
-        (Verdict::Audited, PASS)
+    let verdict = verdict_for(&rule);
+    let ret = if verdict == Verdict::Blocked {
+        DROP
     } else {
-        count(Counter::Blocked);
-        (Verdict::Blocked, DROP)
+        PASS
     };
-    match EVENTS.reserve::<ConnectEvent>(0) {
-        Some(mut entry) => {
-            let ev = entry.as_mut_ptr();
-            // SAFETY: `ev` points to a reserved record of the right size; every field is written.
-            unsafe {
-                fill_header(
-                    &mut (*ev).header,
-                    EventKind::Connect,
-                    core::mem::size_of::<ConnectEvent>(),
-                    verdict,
-                );
-                (*ev).hook = ConnectHook::Egress as u32;
-                (*ev).sock_family = family;
-                (*ev).sock_type = sock_type;
-                (*ev).protocol = protocol;
-                (*ev).dst_family = dst_family;
-                (*ev).dst_port = dst_port as u32;
-                (*ev).rule = rule.rule;
-                (*ev)._pad = 0;
-                (*ev).dst_addr = addr;
-            }
-            entry.submit(wakeup_flags());
-        }
-        None => count(Counter::RingbufFullConnect),
-    }
+    report(
+        verdict,
+        &Destination {
+            hook: ConnectHook::Egress,
+            sock_family: family,
+            sock_type,
+            protocol,
+            dst_family,
+            dst_port,
+            rule: rule.rule,
+            dst_addr: addr,
+        },
+    );
     Ok(ret)
 }
 

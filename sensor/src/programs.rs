@@ -279,8 +279,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         })?;
     }
 
-    let mut attachments = Vec::new();
-    let mut pinned = Vec::new();
+    let mut attached = Attached::default();
     for name in SOCK_ADDR_PROGRAMS {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         prog.load().map_err(|source| ProgramsError::ProgramLoad {
@@ -299,13 +298,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
                     target: target.clone(),
                     source,
                 })?;
-            if let Some(pin) = config.pin {
-                pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
-            }
-            attachments.push(Attachment {
-                program: name,
-                target,
-            });
+            attached.add(config.pin, name, target, || prog.take_link(id))?;
         }
     }
     {
@@ -329,13 +322,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
                     target: target.clone(),
                     source,
                 })?;
-            if let Some(pin) = config.pin {
-                pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
-            }
-            attachments.push(Attachment {
-                program: name,
-                target,
-            });
+            attached.add(config.pin, name, target, || prog.take_link(id))?;
         }
     }
     let lifecycle = [
@@ -361,22 +348,46 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
                 target: target.clone(),
                 source,
             })?;
-        if let Some(pin) = config.pin {
-            pinned.push(pin_link(pin, name, attachments.len(), prog.take_link(id))?);
-        }
-        attachments.push(Attachment {
-            program: name,
-            target,
-        });
+        attached.add(config.pin, name, target, || prog.take_link(id))?;
     }
     let destinations = config.destinations.iter().map(|e| e.prefix).collect();
     Ok(Loaded {
         ebpf,
-        attachments,
+        attachments: attached.attachments,
         destinations,
         exempt: BTreeSet::new(),
-        _pinned: pinned,
+        _pinned: attached.pinned,
     })
+}
+
+/// What [`load`] attached so far.
+#[derive(Default)]
+struct Attached {
+    attachments: Vec<Attachment>,
+    pinned: Vec<PinnedLink>,
+}
+
+impl Attached {
+    /// Record an attachment; in pinned mode, take its link from the program (`take`) and pin
+    /// it. (Without pinning the link stays with its program: taking it and dropping it would
+    /// detach it.)
+    fn add<L>(
+        &mut self,
+        pin: Option<&PinDir>,
+        program: &'static str,
+        target: String,
+        take: impl FnOnce() -> Result<L, ProgramError>,
+    ) -> Result<(), ProgramsError>
+    where
+        FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    {
+        if let Some(pin) = pin {
+            let n = self.attachments.len();
+            self.pinned.push(pin_link(pin, program, n, take())?);
+        }
+        self.attachments.push(Attachment { program, target });
+        Ok(())
+    }
 }
 
 /// Pin a link just taken from its program (`link-<program>-<n>` in this generation).
