@@ -76,13 +76,24 @@ impl pb::sensor_server::Sensor for Service {
             }
         };
         // Validate the start against the journal now, so errors are statuses, not stream ends.
-        let reader = match start {
-            Start::Live => None,
-            Start::Seq(seq) => Some(lock(&self.journal).reader_from_seq(seq)),
-            Start::Time(t) => Some(lock(&self.journal).reader_from_time(t)),
-        }
-        .transpose()
-        .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
+        // `floor`: no record below it belongs to this request (from a sequence number: the
+        // ones before it; since a time: the ones already stored that the time reader skips).
+        let (reader, floor) = {
+            let journal = lock(&self.journal);
+            let reader = match start {
+                Start::Live => None,
+                Start::Seq(seq) => Some(journal.reader_from_seq(seq)),
+                Start::Time(t) => Some(journal.reader_from_time(t)),
+            }
+            .transpose()
+            .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
+            let floor = match start {
+                Start::Seq(seq) => seq,
+                Start::Time(_) => journal.next_seq(),
+                Start::Live => 0,
+            };
+            (reader, floor)
+        };
         let (tx, rx) = mpsc::channel(64);
         let session = Session {
             service: self.clone(),
@@ -93,7 +104,7 @@ impl pb::sensor_server::Sensor for Service {
             tx,
         };
         let follow = req.follow || matches!(start, Start::Live);
-        tokio::spawn(session.run(reader, follow));
+        tokio::spawn(session.run(reader, floor, follow));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -170,16 +181,24 @@ enum Stop {
 }
 
 impl Session {
-    async fn run(mut self, reader: Option<JournalReader>, follow: bool) {
-        let _ = self.run_inner(reader, follow).await;
+    async fn run(mut self, reader: Option<JournalReader>, floor: u64, follow: bool) {
+        let _ = self.run_inner(reader, floor, follow).await;
     }
 
-    async fn run_inner(&mut self, reader: Option<JournalReader>, follow: bool) -> Result<(), Stop> {
+    async fn run_inner(
+        &mut self,
+        reader: Option<JournalReader>,
+        floor: u64,
+        follow: bool,
+    ) -> Result<(), Stop> {
         if let Some(reader) = reader {
             self.replay(reader).await?;
             if !follow {
                 return Ok(());
             }
+            // The first pass may have found nothing (a start at the next sequence number, or a
+            // time after the last record): the second pass must not fall back to the start.
+            self.next_seq = self.next_seq.max(floor);
             // Subscribe first, then read what was journaled in between; live events the
             // second pass already delivered are skipped by sequence number.
             let sub = self

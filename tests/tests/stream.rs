@@ -121,6 +121,35 @@ fn replay_from_seq_and_since_then_follow_without_gap_or_duplicate() {
     assert_eq!(chmods, 35, "15 stored + 20 live chmod events");
 }
 
+/// Following from the next sequence number (nothing stored there yet, as after a reconnect)
+/// delivers what comes next, not the journal from its start.
+#[test]
+fn following_from_the_next_sequence_number_delivers_only_what_comes_next() {
+    require_root();
+    let cg = TestCgroup::new();
+    let dir = TempDir::new();
+    let file = scratch_file(&dir);
+    let sensor = scoped(&cg, &[]);
+    let before = chmod_burst(&cg.path, &file, 5, 0, 0);
+    sensor.wait_for(5, |e| e["pid"] == before && e["kind"] == "chmod");
+    std::thread::sleep(Duration::from_millis(200));
+    let next = sensor.status()["journal"]["next_seq"].as_u64().unwrap();
+    let tail = Tail::start(
+        sensor.socket(),
+        &["-f", "--from-seq", &next.to_string(), "-o", "json"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = chmod_burst(&cg.path, &file, 3, 0, 0);
+    let got = tail.wait_until("the new events", |ev| seqs_of(ev, after).len() >= 3);
+    let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(
+        seqs.iter().all(|&s| s >= next),
+        "only events from seq {next} on: {seqs:?}"
+    );
+    assert!(contiguous(&seqs), "{seqs:?}");
+    assert!(got.iter().all(|e| e["pid"] != before), "{seqs:?}");
+}
+
 #[test]
 fn sigkill_and_restart_continue_the_sequence_and_a_follower_resumes() {
     require_root();
