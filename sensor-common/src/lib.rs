@@ -27,6 +27,11 @@ pub mod maps {
     pub const CHMOD_RULES: &str = "SENSOR_CHMOD_RULES";
     /// One `u32`: which of the two [`CHMOD_RULES`] sets the programs read.
     pub const CHMOD_ACTIVE: &str = "SENSOR_CHMOD_ACTIVE";
+    /// Two [`crate::ChmodRules`] sets of privilege rules (`mode_bits` holds the raise kinds,
+    /// [`crate::raise`]), double-buffered like [`CHMOD_RULES`].
+    pub const PRIV_RULES: &str = "SENSOR_PRIV_RULES";
+    /// One `u32`: which of the two [`PRIV_RULES`] sets the programs read.
+    pub const PRIV_ACTIVE: &str = "SENSOR_PRIV_ACTIVE";
 }
 
 /// Program names (the kernel keeps the first 15 bytes).
@@ -40,6 +45,14 @@ pub mod programs {
     pub const FCHMOD: &str = "sensor_fchmod";
     pub const FCHMODAT: &str = "sensor_fchmodat";
     pub const FCHMODAT2: &str = "sensor_fchmodat2";
+    pub const SETUID: &str = "sensor_setuid";
+    pub const SETFSUID: &str = "sensor_setfsuid";
+    pub const SETREUID: &str = "sensor_setreuid";
+    pub const SETRESUID: &str = "sensor_setresuid";
+    pub const SETGID: &str = "sensor_setgid";
+    pub const SETFSGID: &str = "sensor_setfsgid";
+    pub const SETREGID: &str = "sensor_setregid";
+    pub const SETRESGID: &str = "sensor_setresgid";
     pub const EXEC: &str = "sensor_exec";
     pub const EXIT: &str = "sensor_exit";
     /// Every program name starts with this; leftover checks look for it.
@@ -101,7 +114,28 @@ wire_enum! {
         Chmod = 2 => "chmod",
         Exec = 3 => "exec",
         Exit = 4 => "exit",
+        Privilege = 5 => "privilege",
     }
+}
+
+wire_enum! {
+    /// The set*id syscall of a privilege event.
+    CredSyscall {
+        Setuid = 1 => "setuid",
+        Setfsuid = 2 => "setfsuid",
+        Setreuid = 3 => "setreuid",
+        Setresuid = 4 => "setresuid",
+        Setgid = 5 => "setgid",
+        Setfsgid = 6 => "setfsgid",
+        Setregid = 7 => "setregid",
+        Setresgid = 8 => "setresgid",
+    }
+}
+
+/// Privilege raise kinds as bits (the policy's `raises`, same numbering as the parser's).
+pub mod raise {
+    pub const SETUID_ROOT: u32 = 1 << 0;
+    pub const SETGID_ROOT: u32 = 1 << 1;
 }
 
 wire_enum! {
@@ -174,13 +208,19 @@ wire_enum! {
         /// Kills the kernel refused (`bpf_send_signal` failed): the call went through and is
         /// reported `audited`.
         KillFailed = 10 => "kill_failed",
+        /// Callers killed by an enforcing privilege rule (set*id to root).
+        PrivKilled = 11 => "priv_killed",
+        /// set*id-to-root calls that matched an audit rule.
+        PrivAudited = 12 => "priv_audited",
+        /// Privilege events lost: ring buffer reserve failed (the verdict still applied).
+        RingbufFullPriv = 13 => "ringbuf_full_priv",
     }
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 11;
+pub const COUNTER_SLOTS: u32 = 14;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 11] = [
+pub const ALL_COUNTERS: [Counter; 14] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -192,6 +232,9 @@ pub const ALL_COUNTERS: [Counter; 11] = [
     Counter::ChmodKilled,
     Counter::ChmodAudited,
     Counter::KillFailed,
+    Counter::PrivKilled,
+    Counter::PrivAudited,
+    Counter::RingbufFullPriv,
 ];
 
 /// `S_ISUID | S_ISGID`.
@@ -350,6 +393,24 @@ pub struct ChmodEvent {
 }
 const _: () = assert!(size_of::<ChmodEvent>() == 64 + 32 + PATH_BYTES);
 const _: () = assert!(offset_of!(ChmodEvent, path) == 96);
+
+/// A task in scope asked a set*id syscall for uid/gid 0 while its real uid/gid is not 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrivilegeEvent {
+    pub header: EventHeader,
+    /// [`CredSyscall`] as `u32`.
+    pub syscall: u32,
+    /// A [`raise`] bit.
+    pub raise: u32,
+    /// The requested ids, as many as the syscall takes (`u32::MAX` = unchanged).
+    pub ids: [u32; 3],
+    pub nids: u32,
+    /// Index of the deciding privilege rule ([`NO_RULE`]: none).
+    pub rule: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PrivilegeEvent>() == 64 + 32);
 
 /// A task in scope completed an exec (`sched:sched_process_exec`).
 #[repr(C)]

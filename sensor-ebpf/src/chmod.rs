@@ -17,17 +17,17 @@
 //! - fchmodat2(int dfd, const char __user *filename, umode_t mode, unsigned int flags)
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user_str_bytes, bpf_send_signal},
+    helpers::bpf_probe_read_user_str_bytes,
     macros::{map, tracepoint},
     maps::Array,
     programs::TracePointContext,
 };
 use sensor_common::{
-    Action, ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, MAX_CHMOD_RULES, NO_RULE,
-    PATH_BYTES, Verdict, chmod_flags, path_status,
+    ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, NO_RULE, PATH_BYTES, Verdict,
+    chmod_flags, path_status,
 };
 
-use crate::shared::{EVENTS, count, current_exempt, current_in_scope, fill_header, wakeup_flags};
+use crate::shared::{EVENTS, count, current_in_scope, fill_header, kill_tier_decide, wakeup_flags};
 
 /// Two rule sets; the daemon fills the inactive one, then flips `SENSOR_CHMOD_ACTIVE`.
 #[map(name = "SENSOR_CHMOD_RULES")]
@@ -35,8 +35,6 @@ static CHMOD_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
 
 #[map(name = "SENSOR_CHMOD_ACTIVE")]
 static CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
-
-const SIGKILL: u32 = 9;
 
 const ARG0: usize = 16;
 const ARG1: usize = 24;
@@ -175,54 +173,21 @@ fn report(
     0
 }
 
-/// The rules of the active set, in file order: if any matching rule enforces, the caller is
-/// killed and the first such rule is reported; otherwise the first matching audit rule. Rules
-/// with paths are left to userspace. An exempted task (a pod outside the policy's scope) is
-/// let through on a match.
+/// The active chmod rules (rules with paths are left to userspace): see
+/// [`kill_tier_decide`].
 #[inline(always)]
 fn decide(mode: u32) -> (Verdict, u32) {
     let active = CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
     let Some(set) = CHMOD_RULES.get(active & 1) else {
         return (Verdict::Allowed, NO_RULE);
     };
-    let mut enforce = NO_RULE;
-    let mut audit = NO_RULE;
-    let mut i = 0;
-    while i < MAX_CHMOD_RULES {
-        if i as u32 >= set.count {
-            break;
-        }
-        let r = &set.rules[i];
-        let matches = r.flags & chmod_flags::USERSPACE_PATHS == 0
-            && (r.flags & chmod_flags::MATCH_ALL != 0 || mode & r.mode_bits != 0);
-        if matches {
-            // Anything but an explicit audit action enforces: a corrupt entry fails closed.
-            if r.action != Action::Audit as u32 {
-                if enforce == NO_RULE {
-                    enforce = r.rule;
-                }
-            } else if audit == NO_RULE {
-                audit = r.rule;
-            }
-        }
-        i += 1;
-    }
-    if enforce == NO_RULE && audit == NO_RULE {
-        return (Verdict::Allowed, NO_RULE);
-    }
-    if current_exempt() {
-        count(Counter::Exempted);
-        return (Verdict::Allowed, NO_RULE);
-    }
-    if enforce != NO_RULE {
-        // SAFETY: helper call without pointer arguments; signals the current process.
-        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
-            count(Counter::ChmodKilled);
-            return (Verdict::Killed, enforce);
-        }
-        count(Counter::KillFailed);
-        return (Verdict::Audited, enforce);
-    }
-    count(Counter::ChmodAudited);
-    (Verdict::Audited, audit)
+    kill_tier_decide(
+        set,
+        |r| {
+            r.flags & chmod_flags::USERSPACE_PATHS == 0
+                && (r.flags & chmod_flags::MATCH_ALL != 0 || mode & r.mode_bits != 0)
+        },
+        Counter::ChmodKilled,
+        Counter::ChmodAudited,
+    )
 }

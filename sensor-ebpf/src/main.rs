@@ -4,6 +4,7 @@
 //! - `egress`: a cgroup skb egress program for raw and ping sockets (packets to listed
 //!   destinations that the sock_addr hooks never see);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
+//! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
 //! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
 //!
 //! Everything they report goes through one ring buffer (`shared`).
@@ -12,6 +13,7 @@
 
 mod chmod;
 mod connect;
+mod creds;
 mod egress;
 mod process;
 mod shared;

@@ -5,14 +5,17 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_send_signal,
     },
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    COMM_BYTES, COUNTER_SLOTS, Counter, DestRule, EventHeader, EventKind, MAX_SCOPE_DEPTH, Verdict,
+    Action, COMM_BYTES, COUNTER_SLOTS, ChmodRule, ChmodRules, Counter, DestRule, EventHeader,
+    EventKind, MAX_CHMOD_RULES, MAX_SCOPE_DEPTH, NO_RULE, Verdict,
 };
+
+const SIGKILL: u32 = 9;
 
 /// Ring buffer size: 4 MiB (≈37k connect events) before reserves fail and are counted.
 const EVENTS_BYTES: u32 = 4 << 20;
@@ -110,4 +113,54 @@ pub fn fill_header(header: &mut EventHeader, kind: EventKind, size: usize, verdi
     header.verdict = verdict as u32;
     header._pad = 0;
     header.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_BYTES]);
+}
+
+/// Kill tier: evaluate a rule set (in file order) for the current task. If any matching rule
+/// enforces, the caller is killed (SIGKILL) and the first such rule is reported; otherwise the
+/// first matching audit rule. An exempted task (a pod outside the policy's scope) is let through
+/// on a match. Anything but an explicit audit action enforces: a corrupt entry fails closed.
+#[inline(always)]
+pub fn kill_tier_decide(
+    set: &ChmodRules,
+    matches: impl Fn(&ChmodRule) -> bool,
+    killed: Counter,
+    audited: Counter,
+) -> (Verdict, u32) {
+    let mut enforce = NO_RULE;
+    let mut audit = NO_RULE;
+    let mut i = 0;
+    while i < MAX_CHMOD_RULES {
+        if i as u32 >= set.count {
+            break;
+        }
+        let r = &set.rules[i];
+        if matches(r) {
+            if r.action != Action::Audit as u32 {
+                if enforce == NO_RULE {
+                    enforce = r.rule;
+                }
+            } else if audit == NO_RULE {
+                audit = r.rule;
+            }
+        }
+        i += 1;
+    }
+    if enforce == NO_RULE && audit == NO_RULE {
+        return (Verdict::Allowed, NO_RULE);
+    }
+    if current_exempt() {
+        count(Counter::Exempted);
+        return (Verdict::Allowed, NO_RULE);
+    }
+    if enforce != NO_RULE {
+        // SAFETY: helper call without pointer arguments; signals the current process.
+        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+            count(killed);
+            return (Verdict::Killed, enforce);
+        }
+        count(Counter::KillFailed);
+        return (Verdict::Audited, enforce);
+    }
+    count(audited);
+    (Verdict::Audited, audit)
 }

@@ -25,7 +25,8 @@ const SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const REQUIREMENT_FIELDS: &[&str] = &["key", "operator", "values"];
 const RULE_COMMON_FIELDS: &[&str] = &["name", "type", "action"];
 const RULE_TYPES: &[&str] = &["metadata", "chmod", "privilege"];
-/// Most chmod rules a policy has (the kernel evaluates at most this many).
+/// Most chmod rules, and most privilege rules, a policy has (the kernel evaluates at most this
+/// many of each).
 pub const MAX_CHMOD_RULES: usize = 16;
 /// Most ports a metadata rule lists (each kernel trie entry holds this many).
 pub const MAX_PORTS: usize = 16;
@@ -780,20 +781,27 @@ impl PolicyChecker {
         let items = self.ck.list(node, "spec.rules", false)?;
         let mut rules = Vec::with_capacity(items.len());
         let mut ok = true;
-        let mut chmod_rules = 0;
+        // Each kind's rules fill one kernel rule set.
+        let (mut chmod_rules, mut privilege_rules) = (0, 0);
         for (i, item) in items.iter().enumerate() {
             match self.rule(item, &index("spec.rules", i)) {
                 Some(r) => {
-                    if matches!(r.kind, RuleKind::Chmod(_)) {
-                        chmod_rules += 1;
-                        if chmod_rules == MAX_CHMOD_RULES + 1 {
-                            self.ck.error(
-                                item.pos,
-                                &index("spec.rules", i),
-                                format_args!("at most {MAX_CHMOD_RULES} chmod rules per policy"),
-                            );
-                            ok = false;
+                    let (n, kind) = match r.kind {
+                        RuleKind::Chmod(_) => (&mut chmod_rules, "chmod"),
+                        RuleKind::Privilege(_) => (&mut privilege_rules, "privilege"),
+                        RuleKind::Metadata(_) => {
+                            rules.push(r);
+                            continue;
                         }
+                    };
+                    *n += 1;
+                    if *n == MAX_CHMOD_RULES + 1 {
+                        self.ck.error(
+                            item.pos,
+                            &index("spec.rules", i),
+                            format_args!("at most {MAX_CHMOD_RULES} {kind} rules per policy"),
+                        );
+                        ok = false;
                     }
                     rules.push(r);
                 }

@@ -19,6 +19,8 @@ pub struct Context<'a> {
     pub rules: &'a [String],
     /// Names of the chmod rules, by the index the kernel (or the path matcher) reports.
     pub chmod_rules: &'a [String],
+    /// Names of the privilege rules, by the index the kernel reports.
+    pub privilege_rules: &'a [String],
 }
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
@@ -36,6 +38,7 @@ pub fn kind(k: EventKind) -> pb::EventKind {
         EventKind::Chmod => pb::EventKind::Chmod,
         EventKind::Exec => pb::EventKind::Exec,
         EventKind::Exit => pb::EventKind::Exit,
+        EventKind::Privilege => pb::EventKind::Privilege,
     }
 }
 
@@ -130,6 +133,35 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
             String::new(),
             pb::event::Body::Exit(pb::Exit { code: None }),
         ),
+        Body::Privilege(p) => {
+            let (id, real) = if p.raise == "setgid-root" {
+                ("gid", event.gid)
+            } else {
+                ("uid", event.uid)
+            };
+            let ids: Vec<String> = p
+                .ids
+                .iter()
+                .map(|&i| {
+                    if i == u32::MAX {
+                        "-1".into()
+                    } else {
+                        i.to_string()
+                    }
+                })
+                .collect();
+            (
+                ctx.privilege_rules
+                    .get(p.rule as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                pb::event::Body::Privilege(pb::PrivilegeChange {
+                    what: p.raise.to_owned(),
+                    old_value: format!("{id} {real}"),
+                    new_value: format!("{}({})", p.syscall.as_str(), ids.join(", ")),
+                }),
+            )
+        }
     };
     pb::Event {
         seq: 0,

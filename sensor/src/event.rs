@@ -10,8 +10,8 @@ use std::{
 };
 
 use sensor_common::{
-    AT_FDCWD, ChmodEvent, ChmodSyscall, ConnectEvent, ConnectHook, EventHeader, EventKind,
-    ExecEvent, ExitEvent, PATH_BYTES, Verdict, path_status,
+    AT_FDCWD, ChmodEvent, ChmodSyscall, ConnectEvent, ConnectHook, CredSyscall, EventHeader,
+    EventKind, ExecEvent, ExitEvent, PATH_BYTES, PrivilegeEvent, Verdict, path_status, raise,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +61,19 @@ pub enum Body {
     },
     /// The process exited.
     Exit,
+    Privilege(Privilege),
+}
+
+/// A set*id call asking for uid/gid 0 by a task whose real uid/gid is not 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Privilege {
+    pub syscall: CredSyscall,
+    /// `setuid-root` or `setgid-root`.
+    pub raise: &'static str,
+    /// The requested ids (`u32::MAX`: unchanged), as many as the syscall takes.
+    pub ids: Vec<u32>,
+    /// Index of the deciding privilege rule.
+    pub rule: u32,
 }
 
 impl Event {
@@ -70,6 +83,7 @@ impl Event {
             Body::Chmod(_) => EventKind::Chmod,
             Body::Exec { .. } => EventKind::Exec,
             Body::Exit => EventKind::Exit,
+            Body::Privilege(_) => EventKind::Privilege,
         }
     }
 }
@@ -159,6 +173,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Chmod => size_of::<ChmodEvent>(),
         EventKind::Exec => size_of::<ExecEvent>(),
         EventKind::Exit => size_of::<ExitEvent>(),
+        EventKind::Privilege => size_of::<PrivilegeEvent>(),
     };
     if header.size as usize != expected || bytes.len() < expected {
         return Err(DecodeError::Size {
@@ -221,6 +236,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Exec { filename }
         }
         EventKind::Exit => Body::Exit,
+        EventKind::Privilege => {
+            let ev: PrivilegeEvent = read(bytes);
+            let syscall = CredSyscall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
+            let raise = match ev.raise {
+                raise::SETUID_ROOT => "setuid-root",
+                raise::SETGID_ROOT => "setgid-root",
+                other => return Err(field("raise", other)),
+            };
+            let n = (ev.nids as usize).min(ev.ids.len());
+            Body::Privilege(Privilege {
+                syscall,
+                raise,
+                ids: ev.ids[..n].to_vec(),
+                rule: ev.rule,
+            })
+        }
     };
     Ok(Event {
         ktime_ns: header.ktime_ns,

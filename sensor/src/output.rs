@@ -113,6 +113,18 @@ struct JsonEvent {
     exit: Option<JsonExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy_change: Option<JsonPolicyChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    privilege: Option<JsonPrivilege>,
+}
+
+/// `privilege` events: `what` (`setuid-root`, `setgid-root`), the caller's real id before
+/// (`old_value`: `"uid 1000"`), and the call (`new_value`: `"setresuid(0, -1, -1)"`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPrivilege {
+    what: String,
+    old_value: String,
+    new_value: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -444,7 +456,14 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
-        Some(B::Privilege(_)) | None => {}
+        Some(B::Privilege(p)) => {
+            j.privilege = Some(JsonPrivilege {
+                what: p.what.clone(),
+                old_value: p.old_value.clone(),
+                new_value: p.new_value.clone(),
+            });
+        }
+        None => {}
     }
     j
 }
@@ -554,6 +573,14 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         pb::EventKind::Exit => pb::event::Body::Exit(pb::Exit {
             code: j.exit.ok_or_else(|| missing("exit"))?.code,
         }),
+        pb::EventKind::Privilege => {
+            let p = j.privilege.ok_or_else(|| missing("privilege"))?;
+            pb::event::Body::Privilege(pb::PrivilegeChange {
+                what: p.what,
+                old_value: p.old_value,
+                new_value: p.new_value,
+            })
+        }
         other => {
             return Err(format!(
                 "kind '{}': not supported in files yet",
@@ -721,7 +748,14 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
         Some(B::Exec(x)) => {
             let _ = write!(line, "exec {who}{pod} {}", x.exe);
         }
-        Some(B::Privilege(_) | B::Exit(_)) | None => {
+        Some(B::Privilege(p)) => {
+            let _ = write!(
+                line,
+                "privilege {who}{pod} {} ({}, {})",
+                p.new_value, p.what, p.old_value
+            );
+        }
+        Some(B::Exit(_)) | None => {
             let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
         }
     }
@@ -901,7 +935,22 @@ mod tests {
             })),
             ..Default::default()
         };
+        let privilege = pb::Event {
+            body: Some(pb::event::Body::Privilege(pb::PrivilegeChange {
+                what: "setuid-root".into(),
+                old_value: "uid 1000".into(),
+                new_value: "setresuid(0, -1, -1)".into(),
+            })),
+            verdict: pb::Verdict::Killed as i32,
+            rule: "no-root".into(),
+            ..connect_event()
+        };
+        assert!(
+            to_compact(&privilege, false)
+                .ends_with("privilege curl[3] setresuid(0, -1, -1) (setuid-root, uid 1000)")
+        );
         for e in [
+            privilege,
             connect_event(),
             chmod_event(),
             killed_chmod_event(),

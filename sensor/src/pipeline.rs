@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub rules: Vec<String>,
     /// chmod rules, by kernel rule index (replaced on policy reload).
     pub chmod: ChmodTable,
+    /// Privilege rule names, by kernel rule index (replaced on policy reload).
+    pub privilege_rules: Vec<String>,
     /// The active policy's name (replaced on reload).
     pub policy: String,
     node: String,
@@ -109,6 +111,7 @@ impl Pipeline {
             enricher,
             rules,
             chmod: ChmodTable::default(),
+            privilege_rules: Vec::new(),
             policy: String::new(),
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -220,6 +223,7 @@ impl Pipeline {
                 clock: &clock,
                 rules: &self.rules,
                 chmod_rules: &self.chmod.names,
+                privilege_rules: &self.privilege_rules,
             };
             let proto = convert::to_proto(&event, &ctx);
             if let Some(ready) = self.enricher.enrich(&event, proto, Instant::now()) {

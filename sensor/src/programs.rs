@@ -26,7 +26,7 @@ use crate::{
     destinations::Prefix,
     pins::{self, EVENTS_PIN, LINK_PREFIX, PinDir},
     scope::ScopeRoot,
-    tracefs::ChmodTracepoint,
+    tracefs::SyscallTracepoint,
 };
 
 /// The object built by `build.rs` from `sensor-ebpf` (empty under `AYA_BUILD_SKIP=1`).
@@ -60,6 +60,14 @@ pub fn tier(program: &str) -> &'static str {
         programs::FCHMOD,
         programs::FCHMODAT,
         programs::FCHMODAT2,
+        programs::SETUID,
+        programs::SETFSUID,
+        programs::SETREUID,
+        programs::SETRESUID,
+        programs::SETGID,
+        programs::SETFSGID,
+        programs::SETREGID,
+        programs::SETRESGID,
     ]
     .contains(&program)
     {
@@ -115,8 +123,11 @@ pub struct Config<'a> {
     pub destinations: &'a [DestEntry],
     /// At most [`MAX_CHMOD_RULES`] (the daemon refuses a policy with more).
     pub chmod_rules: &'a [ChmodRule],
+    /// Privilege rules in the same form (`mode_bits` = raise kinds); at most
+    /// [`MAX_CHMOD_RULES`].
+    pub privilege_rules: &'a [ChmodRule],
     pub wakeup_bytes: u64,
-    pub tracepoints: &'a [ChmodTracepoint],
+    pub tracepoints: &'a [SyscallTracepoint],
     /// Offset of `filename` in `sched:sched_process_exec` records.
     pub exec_filename_offset: u64,
     /// Pinned mode: every link and the ring buffer are pinned in this generation.
@@ -210,7 +221,12 @@ impl Loaded {
     /// then becomes the active one with a single 4-byte write (no moment with a half-written
     /// set, none without rules).
     pub fn replace_chmod_rules(&mut self, rules: &[ChmodRule]) -> Result<(), ProgramsError> {
-        write_chmod_rules(&mut self.ebpf, rules)
+        write_rule_set(&mut self.ebpf, CHMOD_MAPS, rules)
+    }
+
+    /// As [`Loaded::replace_chmod_rules`], for the privilege rules.
+    pub fn replace_privilege_rules(&mut self, rules: &[ChmodRule]) -> Result<(), ProgramsError> {
+        write_rule_set(&mut self.ebpf, PRIV_MAPS, rules)
     }
 
     /// Take the event ring buffer (once).
@@ -263,7 +279,8 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         .map_err(ProgramsError::Load)?;
 
     write_destinations(&mut ebpf, config.destinations, &[])?;
-    write_chmod_rules(&mut ebpf, config.chmod_rules)?;
+    write_rule_set(&mut ebpf, CHMOD_MAPS, config.chmod_rules)?;
+    write_rule_set(&mut ebpf, PRIV_MAPS, config.privilege_rules)?;
     fill_scope(&mut ebpf, config.scopes)?;
     if let Some(pin) = config.pin {
         let path = pin.current().join(EVENTS_PIN);
@@ -513,20 +530,28 @@ fn write_destinations(
     Ok(())
 }
 
-fn write_chmod_rules(ebpf: &mut Ebpf, rules: &[ChmodRule]) -> Result<(), ProgramsError> {
+/// (rule sets, active index) maps of the chmod rules and of the privilege rules.
+const CHMOD_MAPS: (&str, &str) = (maps::CHMOD_RULES, maps::CHMOD_ACTIVE);
+const PRIV_MAPS: (&str, &str) = (maps::PRIV_RULES, maps::PRIV_ACTIVE);
+
+/// Write `rules` into the inactive set of a double-buffered rule map, then make it the active
+/// one with a single 4-byte write.
+fn write_rule_set(
+    ebpf: &mut Ebpf,
+    (sets_name, active_name): (&'static str, &'static str),
+    rules: &[ChmodRule],
+) -> Result<(), ProgramsError> {
     let err = |name: &'static str| move |source| ProgramsError::Map { name, source };
     let missing = |name: &'static str| ProgramsError::Map {
         name,
         source: MapError::InvalidName { name: name.into() },
     };
-    let [sets, active] = ebpf.maps_disjoint_mut([maps::CHMOD_RULES, maps::CHMOD_ACTIVE]);
+    let [sets, active] = ebpf.maps_disjoint_mut([sets_name, active_name]);
     let mut sets: Array<_, ChmodRules> =
-        Array::try_from(sets.ok_or_else(|| missing(maps::CHMOD_RULES))?)
-            .map_err(err(maps::CHMOD_RULES))?;
+        Array::try_from(sets.ok_or_else(|| missing(sets_name))?).map_err(err(sets_name))?;
     let mut active: Array<_, u32> =
-        Array::try_from(active.ok_or_else(|| missing(maps::CHMOD_ACTIVE))?)
-            .map_err(err(maps::CHMOD_ACTIVE))?;
-    let now = active.get(&0, 0).map_err(err(maps::CHMOD_ACTIVE))? & 1;
+        Array::try_from(active.ok_or_else(|| missing(active_name))?).map_err(err(active_name))?;
+    let now = active.get(&0, 0).map_err(err(active_name))? & 1;
     let mut set = ChmodRules {
         count: rules.len().min(MAX_CHMOD_RULES) as u32,
         _pad: 0,

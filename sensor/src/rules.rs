@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::{Action, ChmodRule, chmod_flags};
+use sensor_common::{Action, ChmodRule, chmod_flags, raise};
 
 use crate::{
     policy::{self, LabelSelector, NamespaceScope, PolicyError},
@@ -31,6 +31,10 @@ pub struct ActiveRules {
     pub chmod: Vec<policy::ChmodEntry>,
     /// Name of each chmod rule, by that index.
     pub chmod_names: Vec<String>,
+    /// Privilege rules in file order; a rule's position is the index the kernel reports.
+    pub privilege: Vec<policy::PrivilegeEntry>,
+    /// Name of each privilege rule, by that index.
+    pub privilege_names: Vec<String>,
     /// What of the policy this tier does not enforce yet (logged at load).
     pub not_enforced: Vec<String>,
 }
@@ -60,6 +64,30 @@ impl ActiveRules {
     }
 }
 
+impl ActiveRules {
+    /// The privilege rules as the kernel evaluates them (`mode_bits` = the raise kinds the
+    /// tracepoint tier enforces: set*id to uid/gid 0).
+    pub fn kernel_privilege_rules(&self) -> Vec<ChmodRule> {
+        self.privilege
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ChmodRule {
+                rule: i as u32,
+                action: kernel_action(p.action) as u32,
+                mode_bits: p.raises & KILL_TIER_RAISES,
+                flags: 0,
+            })
+            .collect()
+    }
+}
+
+/// The raise kinds the kill tier enforces.
+const KILL_TIER_RAISES: u32 = raise::SETUID_ROOT | raise::SETGID_ROOT;
+const _: () = assert!(
+    raise::SETUID_ROOT == 1 << 0 && raise::SETGID_ROOT == 1 << 1,
+    "the kernel's raise bits are the parser's (policy::Raise::bit)"
+);
+
 fn kernel_action(a: policy::Action) -> Action {
     match a {
         policy::Action::Enforce => Action::Enforce,
@@ -74,11 +102,15 @@ pub fn from_default(mode: Option<Action>) -> ActiveRules {
         for e in &mut rules.entries {
             e.action = action;
         }
+        let action = match action {
+            Action::Audit => policy::Action::Audit,
+            _ => policy::Action::Enforce,
+        };
         for c in &mut rules.chmod {
-            c.action = match action {
-                Action::Audit => policy::Action::Audit,
-                _ => policy::Action::Enforce,
-            };
+            c.action = action;
+        }
+        for p in &mut rules.privilege {
+            p.action = action;
         }
     }
     rules
@@ -115,10 +147,19 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             ));
         }
     }
-    if !compiled.privilege.is_empty() {
-        not_enforced.push(
-            "privilege rules (blocking set-uid/capset/set-id exec comes with the LSM tier)".into(),
-        );
+    for p in &compiled.privilege {
+        let beyond: Vec<&str> = policy::Raise::ALL
+            .iter()
+            .filter(|r| p.raises & r.bit() != 0 && KILL_TIER_RAISES & r.bit() == 0)
+            .map(|r| r.as_str())
+            .collect();
+        if !beyond.is_empty() {
+            not_enforced.push(format!(
+                "{} of privilege rule {} (the tracepoint tier enforces setuid-root and setgid-root; the others need the LSM tier)",
+                beyond.join(", "),
+                compiled.rule_names[p.rule as usize]
+            ));
+        }
     }
     ActiveRules {
         policy: compiled.policy.clone(),
@@ -135,6 +176,12 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             .map(|c| compiled.rule_names[c.rule as usize].clone())
             .collect(),
         chmod: compiled.chmod.clone(),
+        privilege_names: compiled
+            .privilege
+            .iter()
+            .map(|p| compiled.rule_names[p.rule as usize].clone())
+            .collect(),
+        privilege: compiled.privilege.clone(),
         not_enforced,
     }
 }
@@ -197,6 +244,35 @@ mod tests {
                 .entries
                 .iter()
                 .all(|e| e.action == Action::Audit)
+        );
+    }
+
+    #[test]
+    fn privilege_rules_reach_the_kernel_for_what_the_kill_tier_enforces() {
+        let text = POLICY.replace(
+            "    - name: imds\n",
+            "    - name: no-root\n      type: privilege\n      action: enforce\n      raises: [capset, setgid-root, setuid-root]\n    - name: imds\n",
+        );
+        let p = write("priv", &text);
+        let r = from_file(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(r.privilege_names, ["no-root"]);
+        let k = r.kernel_privilege_rules();
+        assert_eq!(k.len(), 1);
+        assert_eq!(
+            (k[0].rule, k[0].action, k[0].mode_bits),
+            (
+                0,
+                Action::Enforce as u32,
+                raise::SETUID_ROOT | raise::SETGID_ROOT
+            )
+        );
+        assert!(
+            r.not_enforced
+                .iter()
+                .any(|w| w.starts_with("capset of privilege rule no-root")),
+            "{:?}",
+            r.not_enforced
         );
     }
 

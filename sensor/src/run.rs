@@ -236,13 +236,14 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     tracing::info!(dir = %args.journal_dir.display(), next_seq = journal.next_seq(), recovery = ?recovery, "journal open");
 
     let tracefs = tracefs::tracefs_root()?;
-    let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
+    let tracepoints = tracefs::syscall_tracepoints(&tracefs)?;
     let exec_filename_offset = tracefs::exec_filename_offset(&tracefs)?;
     let pin = args.pin_dir.as_deref().map(PinDir::open).transpose()?;
     let loaded = programs::load(&programs::Config {
         scopes: &scopes,
         destinations: &rules.entries,
         chmod_rules: &rules.kernel_chmod_rules(),
+        privilege_rules: &rules.kernel_privilege_rules(),
         wakeup_bytes: args.wakeup_bytes,
         tracepoints: &tracepoints,
         exec_filename_offset,
@@ -330,6 +331,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         names: rules.chmod_names.clone(),
         rules: rules.chmod.clone(),
     };
+    pipeline.privilege_rules = rules.privilege_names.clone();
     pipeline.counters.policy_generation = 1;
     let service = Service {
         hub: Arc::clone(&hub),
@@ -585,16 +587,20 @@ impl Reloader {
         if let Some(reason) = rules::reload_refusal(&self.active, &new) {
             return refused(pipeline, reason, Vec::new());
         }
-        if let Err(err) = loaded.replace_chmod_rules(&new.kernel_chmod_rules()) {
-            return refused(pipeline, error_chain(&err), Vec::new());
-        }
-        if let Err(err) = loaded.replace_destinations(&new.entries) {
-            // Back to the active chmod rules, so the kernel runs one policy, not half of two.
-            if let Err(undo) = loaded.replace_chmod_rules(&self.active.kernel_chmod_rules()) {
-                tracing::error!(
-                    "restoring the active chmod rules failed: {}",
-                    error_chain(&undo)
-                );
+        let applied = loaded
+            .replace_chmod_rules(&new.kernel_chmod_rules())
+            .and_then(|()| loaded.replace_privilege_rules(&new.kernel_privilege_rules()))
+            .and_then(|()| loaded.replace_destinations(&new.entries));
+        if let Err(err) = applied {
+            // Back to the active rules, so the kernel runs one policy, not half of two.
+            let undo = loaded
+                .replace_chmod_rules(&self.active.kernel_chmod_rules())
+                .and_then(|()| {
+                    loaded.replace_privilege_rules(&self.active.kernel_privilege_rules())
+                })
+                .and_then(|()| loaded.replace_destinations(&self.active.entries));
+            if let Err(undo) = undo {
+                tracing::error!("restoring the active rules failed: {}", error_chain(&undo));
             }
             return refused(pipeline, error_chain(&err), Vec::new());
         }
@@ -603,6 +609,7 @@ impl Reloader {
             names: new.chmod_names.clone(),
             rules: new.chmod.clone(),
         };
+        pipeline.privilege_rules = new.privilege_names.clone();
         *pipeline
             .status
             .policy

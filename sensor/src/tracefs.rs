@@ -1,5 +1,5 @@
-//! Syscall tracepoints: where tracefs is, which chmod-family tracepoints this kernel has, and a
-//! check that their record layout is the one the kernel programs read.
+//! Syscall tracepoints: where tracefs is, which chmod-family and set*id tracepoints this kernel
+//! has, and a check that their record layout is the one the kernel programs read.
 
 use std::{
     ffi::CString,
@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sensor_common::{ChmodSyscall, programs};
+use sensor_common::programs;
 
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -38,10 +38,9 @@ pub enum TracefsError {
     },
 }
 
-/// One chmod-family tracepoint and the program that handles it.
+/// One syscall tracepoint and the program that handles it.
 #[derive(Clone, Copy, Debug)]
-pub struct ChmodTracepoint {
-    pub syscall: ChmodSyscall,
+pub struct SyscallTracepoint {
     /// Tracepoint name in the `syscalls` category.
     pub name: &'static str,
     pub program: &'static str,
@@ -51,36 +50,73 @@ pub struct ChmodTracepoint {
     pub fields: &'static [(&'static str, usize)],
 }
 
-pub const CHMOD_TRACEPOINTS: [ChmodTracepoint; 4] = [
-    ChmodTracepoint {
-        syscall: ChmodSyscall::Chmod,
+pub const CHMOD_TRACEPOINTS: [SyscallTracepoint; 4] = [
+    SyscallTracepoint {
         name: "sys_enter_chmod",
         program: programs::CHMOD,
         required: true,
         fields: &[("filename", 16), ("mode", 24)],
     },
-    ChmodTracepoint {
-        syscall: ChmodSyscall::Fchmod,
+    SyscallTracepoint {
         name: "sys_enter_fchmod",
         program: programs::FCHMOD,
         required: true,
         fields: &[("fd", 16), ("mode", 24)],
     },
-    ChmodTracepoint {
-        syscall: ChmodSyscall::Fchmodat,
+    SyscallTracepoint {
         name: "sys_enter_fchmodat",
         program: programs::FCHMODAT,
         required: true,
         fields: &[("dfd", 16), ("filename", 24), ("mode", 32)],
     },
-    ChmodTracepoint {
-        syscall: ChmodSyscall::Fchmodat2,
+    SyscallTracepoint {
         name: "sys_enter_fchmodat2",
         program: programs::FCHMODAT2,
         required: false,
         fields: &[("dfd", 16), ("filename", 24), ("mode", 32), ("flags", 40)],
     },
 ];
+
+/// The set*id syscalls (privilege raises to uid/gid 0).
+pub const CREDS_TRACEPOINTS: [SyscallTracepoint; 8] = [
+    creds("sys_enter_setuid", programs::SETUID, &[("uid", 16)]),
+    creds("sys_enter_setfsuid", programs::SETFSUID, &[("uid", 16)]),
+    creds(
+        "sys_enter_setreuid",
+        programs::SETREUID,
+        &[("ruid", 16), ("euid", 24)],
+    ),
+    creds(
+        "sys_enter_setresuid",
+        programs::SETRESUID,
+        &[("ruid", 16), ("euid", 24), ("suid", 32)],
+    ),
+    creds("sys_enter_setgid", programs::SETGID, &[("gid", 16)]),
+    creds("sys_enter_setfsgid", programs::SETFSGID, &[("gid", 16)]),
+    creds(
+        "sys_enter_setregid",
+        programs::SETREGID,
+        &[("rgid", 16), ("egid", 24)],
+    ),
+    creds(
+        "sys_enter_setresgid",
+        programs::SETRESGID,
+        &[("rgid", 16), ("egid", 24), ("sgid", 32)],
+    ),
+];
+
+const fn creds(
+    name: &'static str,
+    program: &'static str,
+    fields: &'static [(&'static str, usize)],
+) -> SyscallTracepoint {
+    SyscallTracepoint {
+        name,
+        program,
+        required: true,
+        fields,
+    }
+}
 
 /// The tracefs mount point, mounting it at `/sys/kernel/tracing` when nothing is mounted.
 pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
@@ -113,10 +149,11 @@ pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
     Ok(PathBuf::from(target))
 }
 
-/// The chmod-family tracepoints to attach on this kernel, each with its layout checked.
-pub fn chmod_tracepoints(root: &Path) -> Result<Vec<ChmodTracepoint>, TracefsError> {
+/// The chmod-family and set*id tracepoints to attach on this kernel, each with its layout
+/// checked.
+pub fn syscall_tracepoints(root: &Path) -> Result<Vec<SyscallTracepoint>, TracefsError> {
     let mut found = Vec::new();
-    for tp in CHMOD_TRACEPOINTS {
+    for tp in CHMOD_TRACEPOINTS.into_iter().chain(CREDS_TRACEPOINTS) {
         let path = root.join("events/syscalls").join(tp.name).join("format");
         match fs::read_to_string(&path) {
             Ok(format) => {
@@ -147,7 +184,7 @@ fn field_offset(format: &str, name: &str) -> Option<usize> {
     })
 }
 
-fn check_layout(tp: ChmodTracepoint, format: &str) -> Result<(), TracefsError> {
+fn check_layout(tp: SyscallTracepoint, format: &str) -> Result<(), TracefsError> {
     for &(field, offset) in tp.fields {
         if field_offset(format, field) != Some(offset) {
             return Err(TracefsError::Layout {

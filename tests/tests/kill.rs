@@ -3,7 +3,11 @@
 //! tracepoint, the event says `killed`, and the daemon removes the set-id bits the call added,
 //! reaching the file through a live process of the same cgroup (a container's other processes).
 
-use std::{os::unix::process::ExitStatusExt as _, path::Path, process::ExitStatus};
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
+    path::Path,
+    process::ExitStatus,
+};
 
 use sensor_tests::{
     ChildGuard, Place, Sensor, TempDir, TestCgroup, file_with_mode, mode_of, probe_exec,
@@ -207,4 +211,91 @@ fn prevent_chmod_kills_every_chmod_and_path_rules_are_reported_not_enforced() {
         "{ev}"
     );
     assert_eq!(mode_of(&plain), 0o4600);
+}
+
+/// A set-uid-root copy of the probe, made outside the scope; run by uid 65534 inside it, it asks
+/// for uid 0 with setresuid(0, 0, 0). Returns how it ended and what it printed.
+fn become_root(cg: &Path, dir: &Path) -> (u32, ExitStatus, String) {
+    let helper = dir.join("suid-probe");
+    std::fs::copy(sensor_tests::probe_bin(), &helper).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut cmd = std::process::Command::new(sensor_tests::probe_bin());
+    cmd.args(["--uid", "65534", "--cgroup"])
+        .arg(cg)
+        .arg("exec")
+        .arg(&helper)
+        .arg("become-root")
+        .stdout(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    (
+        pid,
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_non_root_process_asking_for_uid_0_is_killed_in_enforce_and_reported_in_audit() {
+    require_root();
+    let cg = TestCgroup::new();
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let rules = |action: &str| {
+        format!(
+            "    - name: no-root\n      type: privilege\n      action: {action}\n      raises: [setuid-root, setgid-root]\n"
+        )
+    };
+    let td = TempDir::new();
+    let sensor = Sensor::start(&["--policy", &policy_file(&td, &cg.path, &rules("enforce"))]);
+    let (pid, status, out) = become_root(&cg.path, &dir);
+    assert!(
+        killed(status),
+        "setresuid(0,0,0) by uid 65534 must be killed: {status} {out}"
+    );
+    let ev = sensor
+        .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+        .remove(0);
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str()),
+        (Some("killed"), Some("no-root")),
+        "{ev}"
+    );
+    assert_eq!(
+        ev["privilege"],
+        serde_json::json!({"what": "setuid-root", "old_value": "uid 65534", "new_value": "setresuid(0, 0, 0)"}),
+        "{ev}"
+    );
+    // Root asking for root is no raise; outside the scope nothing is killed.
+    let (_, status) = run_in(
+        &Place::cgroup(&cg.path),
+        &[PYTHON, "-c", "import os; os.setuid(0); os.setgid(0)"],
+    );
+    assert!(status.success(), "{status}");
+    let outside = TestCgroup::new();
+    let (_, status, out) = become_root(&outside.path, &dir);
+    assert!(
+        status.success() && out.contains("\"errno\":0"),
+        "{status} {out}"
+    );
+    sensor.wait_counter("kernel_priv_killed", 1);
+    assert_eq!(
+        sensor.counter("kernel_priv_killed"),
+        1,
+        "only the scoped non-root call"
+    );
+    drop(sensor);
+
+    let sensor = Sensor::start(&["--policy", &policy_file(&td, &cg.path, &rules("audit"))]);
+    let (pid, status, out) = become_root(&cg.path, &dir);
+    assert!(
+        status.success() && out.contains("\"errno\":0"),
+        "audit: the call goes through: {status} {out}"
+    );
+    let ev = sensor
+        .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+        .remove(0);
+    assert_eq!(ev["verdict"], "audited", "{ev}");
 }

@@ -255,11 +255,11 @@ fn counters_line(stderr: &str) -> Value {
     serde_json::from_str(line).expect("counters line is JSON")
 }
 
-/// The paths a naive sensor forgets: TCP Fast Open (the connect happens inside sendto), raw
-/// sockets and ping sockets (no connect or UDP sendmsg hook runs for them: the cgroup skb
+/// The paths a naive sensor forgets: TCP Fast Open (the connect happens inside sendto), io_uring
+/// connect (no connect syscall at all), raw sockets and ping sockets (no connect or UDP sendmsg hook runs for them: the cgroup skb
 /// egress program catches their packets).
 #[test]
-fn fast_open_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_in_audit() {
+fn fast_open_io_uring_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_in_audit() {
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
     let inside = Place::inside(&ns, &cg.path);
@@ -267,6 +267,8 @@ fn fast_open_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_in_audit()
     let sensor = scoped_sensor(&cg, "enforce");
     let cases = [
         ("tfo", "169.254.169.254", 80, "connect4", "stream"),
+        ("uring", "169.254.169.254", 80, "connect4", "stream"),
+        ("uring", "fd00:ec2::254", 443, "connect6", "stream"),
         ("raw", "169.254.169.254", 0, "egress", "raw"),
         ("ping", "169.254.169.254", 0, "egress", "dgram"),
         ("raw", "fd00:ec2::254", 0, "egress", "raw"),
@@ -297,5 +299,11 @@ fn fast_open_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_in_audit()
         );
         let ev = &connect_events_of(&sensor, r.pid, 1)[0];
         assert_event(ev, id, "egress", addr, 0, "audited");
+    }
+    for (op, port) in [("uring", 80), ("tfo", 81)] {
+        let r = probe_net(&inside, op, "169.254.169.254", port);
+        assert_eq!(r.errno, 0, "{op} is allowed in audit mode");
+        let ev = &connect_events_of(&sensor, r.pid, 1)[0];
+        assert_event(ev, id, "connect4", "169.254.169.254", port, "audited");
     }
 }

@@ -4,10 +4,12 @@
 //! probe [--netns NAME] [--cgroup DIR] tcp ADDR PORT     # connect(); listener set up first
 //! probe [--netns NAME] [--cgroup DIR] udp ADDR PORT     # sendto(); receiver set up first
 //! probe [--netns NAME] [--cgroup DIR] tfo ADDR PORT     # TCP Fast Open: sendto(MSG_FASTOPEN)
+//! probe [--netns NAME] [--cgroup DIR] uring ADDR PORT   # connect through io_uring
 //! probe [--netns NAME] [--cgroup DIR] raw ADDR 0        # ICMP echo on a raw socket
 //! probe [--netns NAME] [--cgroup DIR] ping ADDR 0       # ICMP echo on a ping socket
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
 //! probe [--uid UID] uconnect PATH                       # connect to a unix socket
+//! probe become-root                                     # setresuid(0, 0, 0) (run set-uid-root)
 //! ```
 //!
 //! `--linger-ms N` keeps the process alive N ms after the operation (a process that is still
@@ -98,7 +100,7 @@ fn main() -> ExitCode {
     {
         return fail(&e);
     }
-    let network = ["tcp", "udp", "tfo", "raw", "ping"].contains(&op.as_str());
+    let network = ["tcp", "udp", "tfo", "uring", "raw", "ping"].contains(&op.as_str());
     let dst = if network {
         if netns.is_none() {
             return fail("network operations run only inside a test network namespace (--netns)");
@@ -115,7 +117,7 @@ fn main() -> ExitCode {
     };
     // Listener / receiver, created before joining the cgroup.
     let tcp_listener = match (op.as_str(), dst) {
-        ("tcp" | "tfo", Some(d)) => match TcpListener::bind(listen_addr(d)) {
+        ("tcp" | "tfo" | "uring", Some(d)) => match TcpListener::bind(listen_addr(d)) {
             Ok(l) => Some(l),
             Err(e) => return fail(&format!("listen on {}: {e}", listen_addr(d))),
         },
@@ -190,6 +192,14 @@ fn main() -> ExitCode {
             drop(tcp_listener);
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
+        ("uring", Some(d)) => {
+            let errno = match uring_connect(d) {
+                Ok(()) => 0,
+                Err(e) => errno(&e),
+            };
+            drop(tcp_listener);
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
+        }
         ("raw" | "ping", Some(d)) => {
             if op == "ping" {
                 // Ping sockets are off by default; this is the test namespace's own setting.
@@ -199,6 +209,16 @@ fn main() -> ExitCode {
             }
             let (errno, received) = icmp_echo(d.ip(), op == "raw");
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":{received}}}");
+        }
+        ("become-root", _) => {
+            // SAFETY: plain syscall.
+            let rc = unsafe { libc::setresuid(0, 0, 0) };
+            let errno = if rc == 0 {
+                0
+            } else {
+                errno(&std::io::Error::last_os_error())
+            };
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
         ("exec", _) => {
             let Some(prog) = args.get(1) else {
@@ -360,5 +380,33 @@ fn sockaddr(d: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
             unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
             (libc::AF_INET6, ss, size_of::<libc::sockaddr_in6>() as u32)
         }
+    }
+}
+
+/// connect() submitted as an io_uring `IORING_OP_CONNECT`: no connect syscall is made.
+fn uring_connect(d: SocketAddr) -> std::io::Result<()> {
+    use io_uring::{IoUring, opcode, types};
+    let (family, sa, len) = sockaddr(d);
+    // SAFETY: plain socket syscall.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut ring = IoUring::new(2)?;
+    let connect = opcode::Connect::new(types::Fd(fd), (&raw const sa).cast(), len).build();
+    // SAFETY: the socket and the address outlive the operation (we wait for it below).
+    unsafe { ring.submission().push(&connect) }.map_err(std::io::Error::other)?;
+    ring.submit_and_wait(1)?;
+    let res = ring
+        .completion()
+        .next()
+        .map(|c| c.result())
+        .ok_or_else(|| std::io::Error::other("no completion"))?;
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    if res < 0 {
+        Err(std::io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(())
     }
 }
