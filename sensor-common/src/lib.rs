@@ -41,6 +41,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "sensor_sendmsg4";
     pub const SENDMSG6: &str = "sensor_sendmsg6";
     pub const EGRESS: &str = "sensor_egress";
+    pub const CONN_ENTER: &str = "sensor_conn_enter";
+    pub const CONN_EXIT: &str = "sensor_conn_exit";
+    pub const SENDTO_ENTER: &str = "sensor_sendto_enter";
+    pub const SENDTO_EXIT: &str = "sensor_sendto_exit";
     pub const CHMOD: &str = "sensor_chmod";
     pub const FCHMOD: &str = "sensor_fchmod";
     pub const FCHMODAT: &str = "sensor_fchmodat";
@@ -169,6 +173,9 @@ wire_enum! {
         Sendmsg6 = 4 => "sendmsg6",
         /// cgroup skb egress: a raw or ping socket's packet.
         Egress = 5 => "egress",
+        /// connect/sendto syscall tracepoints: a socket the scope's cgroup hooks never saw
+        /// (created outside the scope).
+        Syscall = 6 => "syscall",
     }
 }
 
@@ -214,13 +221,17 @@ wire_enum! {
         PrivAudited = 12 => "priv_audited",
         /// Privilege events lost: ring buffer reserve failed (the verdict still applied).
         RingbufFullPriv = 13 => "ringbuf_full_priv",
+        /// Callers killed for a listed destination through a socket created outside the scope.
+        LateSocketKilled = 14 => "late_socket_killed",
+        /// The same, audit rules.
+        LateSocketAudited = 15 => "late_socket_audited",
     }
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 14;
+pub const COUNTER_SLOTS: u32 = 16;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 14] = [
+pub const ALL_COUNTERS: [Counter; 16] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -235,6 +246,8 @@ pub const ALL_COUNTERS: [Counter; 14] = [
     Counter::PrivKilled,
     Counter::PrivAudited,
     Counter::RingbufFullPriv,
+    Counter::LateSocketKilled,
+    Counter::LateSocketAudited,
 ];
 
 /// `S_ISUID | S_ISGID`.

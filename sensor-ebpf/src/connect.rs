@@ -134,6 +134,8 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
     if !port_listed(&rule, dst_port) {
         return ALLOW;
     }
+    // This hook runs for the call: the late-socket tracepoints have nothing to decide.
+    crate::late_socket::seen_by_hook();
     // Exemptions only remove protection for the pods they name; checked on a match only.
     if current_exempt() {
         count(Counter::Exempted);

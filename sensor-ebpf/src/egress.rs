@@ -84,6 +84,7 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
     if !port_listed(&rule, dst_port) {
         return Ok(PASS);
     }
+    crate::late_socket::seen_by_hook();
     if skb_exempt(skb) {
         count(Counter::Exempted);
         return Ok(PASS);

@@ -3,6 +3,7 @@
 //!   destinations for every task below the cgroup they are attached to;
 //! - `egress`: a cgroup skb egress program for raw and ping sockets (packets to listed
 //!   destinations that the sock_addr hooks never see);
+//! - `late_socket`: connect/sendto tracepoints for sockets created outside the scope (kill tier);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
 //! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
 //! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
@@ -15,6 +16,7 @@ mod chmod;
 mod connect;
 mod creds;
 mod egress;
+mod late_socket;
 mod process;
 mod shared;
 

@@ -49,6 +49,7 @@ fn hook(h: ConnectHook) -> pb::ConnectHook {
         ConnectHook::Sendmsg4 => pb::ConnectHook::Sendmsg4,
         ConnectHook::Sendmsg6 => pb::ConnectHook::Sendmsg6,
         ConnectHook::Egress => pb::ConnectHook::Egress,
+        ConnectHook::Syscall => pb::ConnectHook::Syscall,
     }
 }
 

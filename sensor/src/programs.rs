@@ -68,6 +68,10 @@ pub fn tier(program: &str) -> &'static str {
         programs::SETFSGID,
         programs::SETREGID,
         programs::SETRESGID,
+        programs::CONN_ENTER,
+        programs::CONN_EXIT,
+        programs::SENDTO_ENTER,
+        programs::SENDTO_EXIT,
     ]
     .contains(&program)
     {

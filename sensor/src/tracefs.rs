@@ -77,35 +77,47 @@ pub const CHMOD_TRACEPOINTS: [SyscallTracepoint; 4] = [
     },
 ];
 
+/// connect/sendto entry and exit (sockets created outside the scope).
+pub const LATE_SOCKET_TRACEPOINTS: [SyscallTracepoint; 4] = [
+    required(
+        "sys_enter_connect",
+        programs::CONN_ENTER,
+        &[("uservaddr", 24)],
+    ),
+    required("sys_exit_connect", programs::CONN_EXIT, &[("ret", 16)]),
+    required("sys_enter_sendto", programs::SENDTO_ENTER, &[("addr", 48)]),
+    required("sys_exit_sendto", programs::SENDTO_EXIT, &[("ret", 16)]),
+];
+
 /// The set*id syscalls (privilege raises to uid/gid 0).
 pub const CREDS_TRACEPOINTS: [SyscallTracepoint; 8] = [
-    creds("sys_enter_setuid", programs::SETUID, &[("uid", 16)]),
-    creds("sys_enter_setfsuid", programs::SETFSUID, &[("uid", 16)]),
-    creds(
+    required("sys_enter_setuid", programs::SETUID, &[("uid", 16)]),
+    required("sys_enter_setfsuid", programs::SETFSUID, &[("uid", 16)]),
+    required(
         "sys_enter_setreuid",
         programs::SETREUID,
         &[("ruid", 16), ("euid", 24)],
     ),
-    creds(
+    required(
         "sys_enter_setresuid",
         programs::SETRESUID,
         &[("ruid", 16), ("euid", 24), ("suid", 32)],
     ),
-    creds("sys_enter_setgid", programs::SETGID, &[("gid", 16)]),
-    creds("sys_enter_setfsgid", programs::SETFSGID, &[("gid", 16)]),
-    creds(
+    required("sys_enter_setgid", programs::SETGID, &[("gid", 16)]),
+    required("sys_enter_setfsgid", programs::SETFSGID, &[("gid", 16)]),
+    required(
         "sys_enter_setregid",
         programs::SETREGID,
         &[("rgid", 16), ("egid", 24)],
     ),
-    creds(
+    required(
         "sys_enter_setresgid",
         programs::SETRESGID,
         &[("rgid", 16), ("egid", 24), ("sgid", 32)],
     ),
 ];
 
-const fn creds(
+const fn required(
     name: &'static str,
     program: &'static str,
     fields: &'static [(&'static str, usize)],
@@ -153,7 +165,11 @@ pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
 /// checked.
 pub fn syscall_tracepoints(root: &Path) -> Result<Vec<SyscallTracepoint>, TracefsError> {
     let mut found = Vec::new();
-    for tp in CHMOD_TRACEPOINTS.into_iter().chain(CREDS_TRACEPOINTS) {
+    for tp in CHMOD_TRACEPOINTS
+        .into_iter()
+        .chain(CREDS_TRACEPOINTS)
+        .chain(LATE_SOCKET_TRACEPOINTS)
+    {
         let path = root.join("events/syscalls").join(tp.name).join("format");
         match fs::read_to_string(&path) {
             Ok(format) => {

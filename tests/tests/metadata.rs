@@ -307,3 +307,57 @@ fn fast_open_io_uring_raw_and_ping_sockets_are_blocked_in_enforce_and_reported_i
         assert_event(ev, id, "connect4", "169.254.169.254", port, "audited");
     }
 }
+
+/// A socket created before its process joined the scoped cgroup belongs to the old cgroup: the
+/// scope's connect hook never runs for it. The connect tracepoints catch the call: the caller
+/// is killed in enforce mode (after the handshake, before it can send a byte), reported in
+/// audit mode.
+#[test]
+fn a_socket_made_before_joining_the_scope_is_caught_by_the_kill_tier() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let moved = |port: u16| {
+        let child = std::process::Command::new(sensor_tests::probe_bin())
+            .args(["--netns", &ns.name, "--cgroup"])
+            .arg(&cg.path)
+            .args(["moved", "169.254.169.254", &port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = u64::from(child.id());
+        let out = child.wait_with_output().unwrap();
+        (
+            pid,
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let sensor = scoped_sensor(&cg, "enforce");
+    let (pid, status, out) = moved(80);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status} {out}");
+    let ev = &connect_events_of(&sensor, pid, 1)[0];
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["connect"]["hook"].as_str()),
+        (Some("killed"), Some("syscall")),
+        "{ev}"
+    );
+    assert_eq!(ev["connect"]["dst_addr"], "169.254.169.254", "{ev}");
+    // A socket made inside the scope still meets the connect hook (EPERM), not a kill.
+    let inside = probe_net(&Place::inside(&ns, &cg.path), "tcp", "169.254.169.254", 80);
+    assert_eq!(inside.errno, EPERM);
+    drop(sensor);
+
+    let sensor = scoped_sensor(&cg, "audit");
+    let (pid, status, out) = moved(80);
+    assert!(
+        status.success() && out.contains("\"errno\":0"),
+        "{status} {out}"
+    );
+    let ev = &connect_events_of(&sensor, pid, 1)[0];
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["connect"]["hook"].as_str()),
+        (Some("audited"), Some("syscall")),
+        "{ev}"
+    );
+}

@@ -5,6 +5,7 @@
 //! probe [--netns NAME] [--cgroup DIR] udp ADDR PORT     # sendto(); receiver set up first
 //! probe [--netns NAME] [--cgroup DIR] tfo ADDR PORT     # TCP Fast Open: sendto(MSG_FASTOPEN)
 //! probe [--netns NAME] [--cgroup DIR] uring ADDR PORT   # connect through io_uring
+//! probe [--netns NAME] [--cgroup DIR] moved ADDR PORT   # socket made before joining the cgroup
 //! probe [--netns NAME] [--cgroup DIR] raw ADDR 0        # ICMP echo on a raw socket
 //! probe [--netns NAME] [--cgroup DIR] ping ADDR 0       # ICMP echo on a ping socket
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
     {
         return fail(&e);
     }
-    let network = ["tcp", "udp", "tfo", "uring", "raw", "ping"].contains(&op.as_str());
+    let network = ["tcp", "udp", "tfo", "uring", "moved", "raw", "ping"].contains(&op.as_str());
     let dst = if network {
         if netns.is_none() {
             return fail("network operations run only inside a test network namespace (--netns)");
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
     };
     // Listener / receiver, created before joining the cgroup.
     let tcp_listener = match (op.as_str(), dst) {
-        ("tcp" | "tfo" | "uring", Some(d)) => match TcpListener::bind(listen_addr(d)) {
+        ("tcp" | "tfo" | "uring" | "moved", Some(d)) => match TcpListener::bind(listen_addr(d)) {
             Ok(l) => Some(l),
             Err(e) => return fail(&format!("listen on {}: {e}", listen_addr(d))),
         },
@@ -128,6 +129,15 @@ fn main() -> ExitCode {
             Ok(s) => Some(s),
             Err(e) => return fail(&format!("bind {}: {e}", listen_addr(d))),
         },
+        _ => None,
+    };
+    // "moved": the socket belongs to the cgroup the process was in before it joined.
+    let early_socket = match (op.as_str(), dst) {
+        ("moved", Some(d)) => {
+            let (family, _, _) = sockaddr(d);
+            // SAFETY: plain socket syscall.
+            Some(unsafe { libc::socket(family, libc::SOCK_STREAM, 0) })
+        }
         _ => None,
     };
     if let Some(dir) = &cgroup
@@ -189,6 +199,19 @@ fn main() -> ExitCode {
         }
         ("tfo", Some(d)) => {
             let errno = tcp_fast_open(d);
+            drop(tcp_listener);
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
+        }
+        ("moved", Some(d)) => {
+            let (_, sa, len) = sockaddr(d);
+            let fd = early_socket.unwrap_or(-1);
+            // SAFETY: connect on our own socket with a sockaddr of the length given.
+            let rc = unsafe { libc::connect(fd, (&raw const sa).cast(), len) };
+            let errno = if rc == 0 {
+                0
+            } else {
+                errno(&std::io::Error::last_os_error())
+            };
             drop(tcp_listener);
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
