@@ -113,6 +113,20 @@ pub fn generations(root: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Whether the daemon that made a generation (`gen-<ns>-<pid>`) is still running.
+pub fn generation_owner_running(generation: &Path) -> bool {
+    let pid = generation
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    let Some(pid) = pid.filter(|&p| p != std::process::id()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("sensor"))
+}
+
 /// Remove the link pins of a generation: each link detaches, unless a running process still
 /// holds it (a daemon that has not exited yet lets go when it does). Returns how many.
 pub fn unpin_links(generation: &Path) -> io::Result<usize> {
@@ -203,6 +217,22 @@ fn uninstall(root: &Path) -> io::Result<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_knows_whether_its_daemon_runs() {
+        let gone = Path::new("/sys/fs/bpf/sensor/gen-1-4294967290");
+        assert!(!generation_owner_running(gone));
+        // This test process is not a sensor daemon (comm is the test binary's name)...
+        let parent = std::os::unix::process::parent_id();
+        let other = PathBuf::from(format!("/x/gen-5-{parent}"));
+        let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap();
+        assert_eq!(
+            generation_owner_running(&other),
+            comm.starts_with("sensor"),
+            "{comm}"
+        );
+        assert!(!generation_owner_running(Path::new("/x/not-a-generation")));
+    }
 
     #[test]
     fn a_directory_off_bpffs_is_refused() {

@@ -163,6 +163,8 @@ pub struct Retired {
     pub dir: std::path::PathBuf,
     pub links: usize,
     pub events: Option<RingBuf<MapData>>,
+    /// The daemon that made it is still running (its events are its own to read).
+    pub owner_running: bool,
 }
 
 /// Retire the earlier generations of a pin directory (after this daemon's own programs are
@@ -174,14 +176,22 @@ pub fn retire(
         .iter()
         .map(|dir| {
             let links = pins::unpin_links(dir).map_err(|e| (dir.clone(), e))?;
-            let events = MapData::from_pin(dir.join(EVENTS_PIN))
-                .and_then(aya::maps::Map::from_map_data)
-                .ok()
-                .and_then(|map| RingBuf::try_from(map).ok());
+            // A daemon of that generation still running (an upgrade overlapping it) reads its
+            // own ring buffer until it exits: a second reader would race it for records.
+            let owner_running = pins::generation_owner_running(dir);
+            let events = if owner_running {
+                None
+            } else {
+                MapData::from_pin(dir.join(EVENTS_PIN))
+                    .and_then(aya::maps::Map::from_map_data)
+                    .ok()
+                    .and_then(|map| RingBuf::try_from(map).ok())
+            };
             Ok(Retired {
                 dir: dir.clone(),
                 links,
                 events,
+                owner_running,
             })
         })
         .collect()

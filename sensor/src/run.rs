@@ -422,7 +422,8 @@ fn retire_previous(pin: &PinDir, pipeline: &mut Pipeline) {
                     generation = %r.dir.display(),
                     links = r.links,
                     events = pipeline.counters.total_events() - before,
-                    "retired the previous daemon's pinned programs, read its queued events"
+                    owner_running = r.owner_running,
+                    "retired a previous generation's pinned programs (its daemon, if still running, reads its own events until it exits)"
                 );
                 if let Err(err) = pins::remove_generation(&r.dir) {
                     tracing::warn!(generation = %r.dir.display(), error = %err, "removing a retired generation failed");
