@@ -380,9 +380,11 @@ pub async fn serve(
     listen: Listen,
     unix: tokio::net::UnixListener,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    readiness: Arc<crate::health::Readiness>,
 ) -> Result<(), ApiError> {
+    // Readiness (`sensor.v1.Sensor`) follows the daemon's state; `""` is liveness.
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<SensorServer<Service>>().await;
+    tokio::spawn(crate::health::follow(readiness, health_reporter));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sensor_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

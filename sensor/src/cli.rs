@@ -34,6 +34,24 @@ pub enum Command {
     /// Policy files (format: docs/policy.md).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask the daemon's gRPC health service (exit 0 when SERVING, else 1): for exec probes.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Service to check: `` (empty, the default) is liveness, `sensor.v1.Sensor` is readiness
+    /// (programs attached and, on Kubernetes, the pod cache synced).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub service: String,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +198,19 @@ pub struct RunArgs {
     /// Node name reported in events (on Kubernetes, from the downward API).
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz` over plain HTTP on this
+    /// address. Off by default; the DaemonSet sets it for scraping.
+    #[arg(long, value_name = "ADDR:PORT", env = "SENSOR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The host's /proc (process details and file names of events); in a container, a
+    /// read-only mount of the host's /proc (the DaemonSet uses /host/proc).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        env = "SENSOR_PROC_ROOT"
+    )]
+    pub proc_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

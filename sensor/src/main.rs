@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => sensor::tail::main(args),
         Command::Status(args) => sensor::status::main(args),
         Command::Policy(cmd) => policy(cmd),
+        Command::Health(args) => sensor::health::main(args),
     }
 }
 

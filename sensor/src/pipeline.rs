@@ -4,7 +4,6 @@
 
 use std::{
     io::{self, BufWriter, Write as _},
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -42,6 +41,8 @@ pub struct Pipeline {
     pub rules: Vec<String>,
     /// The active policy's name (replaced on reload).
     pub policy: String,
+    /// The host's /proc (`--proc-root`), where chmod file names are resolved.
+    pub proc_root: std::path::PathBuf,
     node: String,
     stdout: Option<BufWriter<io::Stdout>>,
     /// Kernel ring-buffer losses already reported in-band.
@@ -74,6 +75,7 @@ impl Pipeline {
             enricher,
             rules,
             policy: String::new(),
+            proc_root: "/proc".into(),
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
             kernel_loss_reported: 0,
@@ -138,7 +140,7 @@ impl Pipeline {
                 }
             };
             if let Body::Chmod(chmod) = &mut event.body {
-                chmod.name = event::resolve_name(Path::new("/proc"), event.pid, chmod);
+                chmod.name = event::resolve_name(&self.proc_root, event.pid, chmod);
                 if chmod.name.is_none() {
                     self.counters.name_unresolved += 1;
                 }
