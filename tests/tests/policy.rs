@@ -62,8 +62,7 @@ fn wait_counter(sensor: &Sensor, name: &str, at_least: u64) {
 }
 
 fn hup(sensor: &Sensor) {
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    sensor.signal(libc::SIGHUP);
 }
 
 #[test]
