@@ -24,6 +24,17 @@ fn offline(program: &Path) -> Command {
     cmd
 }
 
+/// The documents of a YAML file, as JSON (PyYAML from the test venv).
+fn yaml_docs(file: &Path) -> Vec<Value> {
+    serde_json::from_str(&sh(Command::new(python_tool("python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+        ])
+        .arg(file)))
+    .expect("YAML as JSON")
+}
+
 /// Render `overlay`, validate it, and return its objects as JSON.
 fn render(overlay: &str) -> Vec<Value> {
     require_root();
@@ -43,13 +54,7 @@ fn render(overlay: &str) -> Vec<Value> {
         out.status.success() && !report.contains("ERROR"),
         "{overlay}: kubernetes-validate --strict failed:\n{report}"
     );
-    let objects: Vec<Value> = serde_json::from_str(&sh(Command::new(python_tool("python"))
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
-        ])
-        .arg(&file)))
-    .expect("rendered YAML as JSON");
+    let objects = yaml_docs(&file);
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     for kind in [
         "Namespace",
@@ -311,5 +316,33 @@ fn the_base_policy_is_a_valid_copy_of_the_built_in_default() {
     assert_eq!(
         std::fs::read_to_string(&policy).unwrap(),
         sh(Command::new(sensor_bin()).args(["policy", "default"]))
+    );
+}
+
+#[test]
+fn the_uninstall_job_validates_and_runs_sensor_uninstall_with_the_bpffs() {
+    require_root();
+    let template = std::fs::read_to_string(deploy_dir().join("uninstall/job.yaml")).unwrap();
+    assert!(template.contains("@NODE@"));
+    let tmp = TempDir::new();
+    let file = tmp.0.join("job.yaml");
+    std::fs::write(&file, template.replace("@NODE@", "node-a")).unwrap();
+    sh(offline(&python_tool("kubernetes-validate"))
+        .arg("--strict")
+        .arg(&file));
+    let job = &yaml_docs(&file)[0];
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeName"], "node-a");
+    let c = &pod["containers"][0];
+    assert_eq!(c["command"], json!(["/usr/bin/sensor", "uninstall"]));
+    assert_ne!(c["securityContext"]["privileged"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/sys/fs/bpf"),
+        "the bpffs is mounted"
     );
 }
