@@ -382,9 +382,8 @@ pub async fn serve(
     shutdown: tokio::sync::watch::Receiver<bool>,
     readiness: Arc<crate::health::Readiness>,
 ) -> Result<(), ApiError> {
-    // Readiness (`sensor.v1.Sensor`) follows the daemon's state; `""` is liveness.
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(crate::health::follow(readiness, health_reporter));
+    // Readiness (`sensor.v1.Sensor`) and liveness (`""`) from the daemon's state.
+    let health = crate::health::HealthService::server(readiness);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sensor_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -17,11 +17,14 @@ use std::{
 };
 
 use sensor_proto::v1::sensor_server::SensorServer;
-use tonic::server::NamedService as _;
-use tonic_health::{
-    ServingStatus,
-    pb::{HealthCheckRequest, health_check_response, health_client::HealthClient},
-    server::HealthReporter,
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, server::NamedService as _};
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse,
+    health_check_response::ServingStatus,
+    health_client::HealthClient,
+    health_server::{Health, HealthServer},
 };
 
 use crate::{api::Service, cli::HealthArgs, pods::WatcherStats};
@@ -29,8 +32,8 @@ use crate::{api::Service, cli::HealthArgs, pods::WatcherStats};
 /// The gRPC service name whose health is the daemon's readiness.
 pub const READY_SERVICE: &str = <SensorServer<Service>>::NAME;
 
-/// How often the gRPC health statuses follow [`Readiness`].
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a health `Watch` stream looks at [`Readiness`].
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the daemon is waiting for before it is ready.
 #[derive(Debug, Default)]
@@ -81,38 +84,85 @@ impl Readiness {
     }
 }
 
-/// Keep the gRPC health statuses in step with `readiness` until it is stopping: the readiness
-/// service follows [`Readiness::check`]; at shutdown both it and the overall status go
-/// `NOT_SERVING`.
-pub async fn follow(readiness: Arc<Readiness>, reporter: HealthReporter) {
-    reporter
-        .set_service_status(READY_SERVICE, ServingStatus::NotServing)
-        .await;
-    let mut ready = false;
-    let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        if readiness.is_stopping() {
-            reporter
-                .set_service_status(READY_SERVICE, ServingStatus::NotServing)
-                .await;
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            return;
-        }
-        let now = readiness.is_ready();
-        if now != ready {
-            ready = now;
-            let status = if now {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            reporter.set_service_status(READY_SERVICE, status).await;
-            tracing::info!(ready, "readiness changed");
-        }
+/// `grpc.health.v1.Health` answered from [`Readiness`] at the time of each call (no cached
+/// status that could lag behind it). `Watch` streams follow it and end at shutdown, so they
+/// never hold up the server's graceful stop.
+#[derive(Clone)]
+pub struct HealthService {
+    readiness: Arc<Readiness>,
+}
+
+impl HealthService {
+    pub fn server(readiness: Arc<Readiness>) -> HealthServer<Self> {
+        HealthServer::new(Self { readiness })
+    }
+}
+
+/// The status of `service`: `""` (liveness) serves until shutdown, [`READY_SERVICE`] while
+/// ready; any other name is unknown.
+fn status_of(readiness: &Readiness, service: &str) -> Result<ServingStatus, Status> {
+    let serving = match service {
+        "" => !readiness.is_stopping(),
+        READY_SERVICE => readiness.is_ready(),
+        other => return Err(Status::not_found(format!("unknown service '{other}'"))),
+    };
+    Ok(if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    })
+}
+
+fn response(status: ServingStatus) -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: status as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let status = status_of(&self.readiness, &request.get_ref().service)?;
+        Ok(Response::new(response(status)))
+    }
+
+    type WatchStream = ReceiverStream<Result<HealthCheckResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let service = request.into_inner().service;
+        let mut last = status_of(&self.readiness, &service)?;
+        let readiness = Arc::clone(&self.readiness);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            if tx.send(Ok(response(last))).await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tx.closed() => return,
+                }
+                let now = status_of(&readiness, &service).unwrap_or(ServingStatus::NotServing);
+                if now != last {
+                    last = now;
+                    if tx.send(Ok(response(now))).await.is_err() {
+                        return;
+                    }
+                }
+                if readiness.is_stopping() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -122,7 +172,7 @@ pub fn main(args: HealthArgs) -> ExitCode {
     match check(&args) {
         Ok(status) => {
             println!("{}", status.as_str_name());
-            if status == health_check_response::ServingStatus::Serving {
+            if status == ServingStatus::Serving {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(crate::cli::EXIT_FAILURE)
@@ -135,7 +185,7 @@ pub fn main(args: HealthArgs) -> ExitCode {
     }
 }
 
-fn check(args: &HealthArgs) -> Result<health_check_response::ServingStatus, String> {
+fn check(args: &HealthArgs) -> Result<ServingStatus, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,7 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn the_ready_service_is_the_sensor_api() {
+    fn liveness_lasts_until_shutdown_and_readiness_follows_the_state() {
         assert_eq!(READY_SERVICE, "sensor.v1.Sensor");
+        let r = Readiness::default();
+        let status = |s| status_of(&r, s).map_err(|e| e.code());
+        assert_eq!(status(""), Ok(ServingStatus::Serving));
+        assert_eq!(status(READY_SERVICE), Ok(ServingStatus::NotServing));
+        r.set_attached();
+        r.set_pods(None);
+        assert_eq!(status(READY_SERVICE), Ok(ServingStatus::Serving));
+        assert_eq!(status("other"), Err(tonic::Code::NotFound));
+        r.set_stopping();
+        assert_eq!(status(""), Ok(ServingStatus::NotServing));
+        assert_eq!(status(READY_SERVICE), Ok(ServingStatus::NotServing));
     }
 }
