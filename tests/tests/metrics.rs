@@ -546,3 +546,28 @@ fn sigterm_ends_subscriptions_and_every_event_is_in_the_journal() {
         .collect();
     assert_eq!(replayed, seqs, "journal after SIGTERM");
 }
+
+#[test]
+fn a_metrics_address_in_use_fails_before_anything_is_attached() {
+    require_root();
+    let cg = TestCgroup::new();
+    let state = StateDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(sensor_tests::sensor_bin())
+        .args(["run", "--scope-cgroup", cg.path.to_str().unwrap()])
+        .args(["--metrics-addr", &addr, "--socket"])
+        .arg(state.socket())
+        .arg("--journal-dir")
+        .arg(state.journal())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sensor: error: metrics listener {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("attached"), "{stderr}");
+    assert!(!state.journal().exists(), "nothing was opened");
+}
