@@ -4,7 +4,8 @@
 //! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
 //! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
 //!   serially), then check that nothing was left behind;
-//! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures.
+//! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
+//! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages.
 
 mod bench;
 mod leftovers;
@@ -41,6 +42,8 @@ enum Cmd {
     /// Release build, then measure overhead, throughput, latency, memory and start-up against
     /// the kernel's own baseline (root; not part of `test`).
     Bench,
+    /// Set up, then build the statically linked (musl) release binary for the image.
+    Dist,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Cmd::Run { args } => run(&args),
         Cmd::Test => test(),
         Cmd::Bench => bench::run(),
+        Cmd::Dist => dist(),
     }
 }
 
@@ -85,6 +89,33 @@ fn run(args: &[String]) -> Result<()> {
     let bin = target_dir().join("debug/sensor");
     let err = Command::new(&bin).arg("run").args(args).exec();
     Err(err).with_context(|| format!("exec {}", bin.display()))
+}
+
+/// The static release binary for deploy/Dockerfile.
+fn dist() -> Result<()> {
+    setup::all()?;
+    setup::musl_toolchain()?;
+    // ring's C and assembly parts are built with musl's compiler wrapper.
+    // SAFETY: single-threaded at this point; read by the cargo child process.
+    unsafe { std::env::set_var("CC_x86_64_unknown_linux_musl", "musl-gcc") };
+    cargo(&[
+        "build",
+        "--release",
+        "--target",
+        setup::MUSL_TARGET,
+        "--package",
+        "sensor",
+        "--bin",
+        "sensor",
+    ])?;
+    let dir = target_dir().join(setup::MUSL_TARGET).join("release");
+    println!("xtask: {}", dir.join("sensor").display());
+    println!(
+        "xtask: image: docker build -f deploy/Dockerfile -t sensor:{} {}",
+        env!("CARGO_PKG_VERSION"),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The sensor binary (with its eBPF object) and the test and bench helpers, built once.

@@ -189,8 +189,27 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .into_iter()
+    install_debian(&DEBIAN_PACKAGES)
+}
+
+/// The static (musl) build of the image (`cargo xtask dist`): the Rust target, and
+/// `musl-gcc` (Debian `musl-tools`) for the C parts of dependencies (ring).
+pub fn musl_toolchain() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|t| t == MUSL_TARGET) {
+        status(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+    }
+    install_debian(&["musl-tools"])
+}
+
+/// The target of the static build.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// `apt-get install` those of `packages` that are not installed.
+fn install_debian(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
         .filter(|p| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
