@@ -102,9 +102,13 @@ fn get(board: &BTreeMap<String, u64>, key: &str) -> u64 {
     board.get(key).copied().unwrap_or(0)
 }
 
-/// Events by kind and verdict, and loss records by stage.
+/// Events by kind and verdict, and loss records by stage. The enforcement series exist from
+/// the start (at 0), so an alert on their increase needs no special case for a new daemon.
 fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
-    let mut events = Vec::new();
+    let mut events: BTreeMap<(&str, &str), u64> = [("connect", "blocked"), ("connect", "audited")]
+        .into_iter()
+        .map(|k| (k, 0))
+        .collect();
     let mut losses = Vec::new();
     for (key, &n) in board {
         let Some((kind, verdict)) = key.strip_prefix("events_").and_then(|k| k.split_once('/'))
@@ -114,7 +118,7 @@ fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         if kind == "lost" {
             losses.push((verdict, n));
         } else {
-            events.push((kind, verdict, n));
+            events.insert((kind, verdict), n);
         }
     }
     out.family(
@@ -122,7 +126,7 @@ fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "counter",
         "Events emitted (journaled and published), by kind and verdict.",
     );
-    for (kind, verdict, n) in events {
+    for ((kind, verdict), n) in events {
         out.sample(
             "sensor_events_total",
             &[("kind", kind), ("verdict", verdict)],
@@ -584,6 +588,7 @@ mod tests {
             "sensor_loss_records_total{stage=\"kernel\"} 1",
             "sensor_kernel_ringbuf_drops_total{source=\"chmod\"} 7",
             "sensor_kernel_ringbuf_drops_total{source=\"connect\"} 0",
+            "sensor_events_total{kind=\"connect\",verdict=\"audited\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
