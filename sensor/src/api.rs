@@ -399,9 +399,10 @@ pub async fn serve(
     listen: Listen,
     unix: tokio::net::UnixListener,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    readiness: Arc<crate::health::Readiness>,
 ) -> Result<(), ApiError> {
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<SensorServer<Service>>().await;
+    // Readiness (`sensor.v1.Sensor`) and liveness (`""`) from the daemon's state.
+    let health = crate::health::HealthService::server(readiness);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sensor_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

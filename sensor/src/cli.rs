@@ -37,6 +37,8 @@ pub enum Command {
     /// Remove everything a `sensor run --pin-dir` left pinned: its links detach and
     /// enforcement ends. Stop the daemon first (a running one still holds its programs).
     Uninstall(UninstallArgs),
+    /// Ask the daemon's gRPC health service (exit 0 when SERVING, else 1): for exec probes.
+    Health(HealthArgs),
 }
 
 /// Where a pinned daemon keeps its links by default (the DaemonSet's `--pin-dir`).
@@ -47,6 +49,22 @@ pub struct UninstallArgs {
     /// The bpffs directory given to `sensor run --pin-dir`.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR, env = "SENSOR_PIN_DIR")]
     pub pin_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Service to check: `` (empty, the default) is liveness, `sensor.v1.Sensor` is readiness
+    /// (programs attached and, on Kubernetes, the pod cache synced).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub service: String,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +218,19 @@ pub struct RunArgs {
     /// removes the pins. Without it, enforcement ends with the process.
     #[arg(long, value_name = "DIR", env = "SENSOR_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz` over plain HTTP on this
+    /// address. Off by default; the DaemonSet sets it for scraping.
+    #[arg(long, value_name = "ADDR:PORT", env = "SENSOR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The host's /proc (process details and file names of events); in a container, a
+    /// read-only mount of the host's /proc (the DaemonSet uses /host/proc).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/proc",
+        env = "SENSOR_PROC_ROOT"
+    )]
+    pub proc_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

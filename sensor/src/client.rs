@@ -11,6 +11,19 @@ use crate::cli::ClientTls;
 /// Connect to `server`: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
 /// The error is one line, for the user.
 pub async fn connect(server: &str, tls_args: &ClientTls) -> Result<SensorClient<Channel>, String> {
+    Ok(SensorClient::new(channel(server, tls_args).await?))
+}
+
+/// As [`channel`], the error naming the server and suggesting the daemon may not run (for
+/// one-shot commands: `sensor status`, `sensor health`).
+pub async fn daemon_channel(server: &str, tls_args: &ClientTls) -> Result<Channel, String> {
+    channel(server, tls_args).await.map_err(|reason| {
+        format!("cannot connect to the sensor at {server}: {reason} (is the daemon running?)")
+    })
+}
+
+/// A channel to `server` (as [`connect`]), for any of the daemon's services (health too).
+pub async fn channel(server: &str, tls_args: &ClientTls) -> Result<Channel, String> {
     let channel = if server.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new();
         if let Some(ca) = &tls_args.tls_ca {
@@ -46,5 +59,5 @@ pub async fn connect(server: &str, tls_args: &ClientTls) -> Result<SensorClient<
             .await
             .map_err(|e| crate::run::error_chain(&e))?
     };
-    Ok(SensorClient::new(channel))
+    Ok(channel)
 }

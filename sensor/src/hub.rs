@@ -128,6 +128,15 @@ impl Hub {
         self.lock().as_ref().map_or(0, Vec::len)
     }
 
+    /// Subscriber lag: events queued for the slowest subscriber, and for all of them together.
+    pub fn lag(&self) -> (u64, u64) {
+        self.lock().as_ref().map_or((0, 0), |subs| {
+            subs.iter()
+                .map(|s| (s.tx.max_capacity() - s.tx.capacity()) as u64)
+                .fold((0, 0), |(max, sum), q| (max.max(q), sum + q))
+        })
+    }
+
     pub fn lost_total(&self) -> u64 {
         self.lost_total.load(Ordering::Relaxed)
     }
@@ -195,7 +204,10 @@ mod tests {
         }
         assert_eq!(next[1].seq, 101);
         assert_eq!(hub.lost_total(), 96);
+        // The slow one has read everything; the fast one has the last event queued.
+        assert_eq!(hub.lag(), (1, 1));
         assert_eq!(drain(&mut fast.rx).len(), 1);
+        assert_eq!(hub.lag(), (0, 0));
     }
 
     #[test]

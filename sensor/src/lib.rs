@@ -18,6 +18,8 @@
 //! - [`pods`]: this node's pods from the Kubernetes API, indexed by container id and pod UID;
 //! - [`policy`]: policy files (`sensor/v1`): strict parsing, the built-in default, compilation;
 //! - [`api`]: the gRPC service and its listeners;
+//! - [`health`]: readiness, the gRPC health statuses and `sensor health`;
+//! - [`metrics`]: Prometheus metrics and `/healthz`, `/readyz` over HTTP;
 //! - [`rules`]: the rules `sensor run` enforces (policy file or flags) and their reload;
 //! - [`run`]: `sensor run`, wiring the above together;
 //! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
@@ -32,9 +34,11 @@ pub mod counters;
 pub mod enrich;
 pub mod event;
 pub mod filter;
+pub mod health;
 pub mod hub;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod pins;
 pub mod pipeline;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Status(args) => sensor::status::main(args),
         Command::Policy(cmd) => policy(cmd),
         Command::Uninstall(args) => sensor::pins::uninstall_main(&args.pin_dir),
+        Command::Health(args) => sensor::health::main(args),
     }
 }
 

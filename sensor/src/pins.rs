@@ -167,7 +167,14 @@ pub fn uninstall_main(root: &Path) -> ExitCode {
     // event teardown): give it a moment before calling one still loaded.
     let deadline = Instant::now() + Duration::from_secs(3);
     let loaded = loop {
-        let loaded = loaded_sensor_programs();
+        let loaded = match loaded_sensor_programs() {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                // Listing programs needs CAP_SYS_ADMIN; the pins are gone either way.
+                eprintln!("sensor uninstall: could not check for loaded programs: {err}");
+                return ExitCode::SUCCESS;
+            }
+        };
         if loaded.is_empty() || Instant::now() >= deadline {
             break loaded;
         }
@@ -186,15 +193,15 @@ pub fn uninstall_main(root: &Path) -> ExitCode {
     }
 }
 
-fn loaded_sensor_programs() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| {
-            p.name_as_str()
-                .filter(|n| n.starts_with(PREFIX))
-                .map(|n| format!("{n} (id {})", p.id()))
-        })
-        .collect()
+fn loaded_sensor_programs() -> Result<Vec<String>, aya::programs::ProgramError> {
+    let mut found = Vec::new();
+    for p in aya::programs::loaded_programs() {
+        let p = p?;
+        if let Some(n) = p.name_as_str().filter(|n| n.starts_with(PREFIX)) {
+            found.push(format!("{n} (id {})", p.id()));
+        }
+    }
+    Ok(found)
 }
 
 fn uninstall(root: &Path) -> io::Result<(usize, usize)> {

@@ -4,7 +4,6 @@
 
 use std::{
     io::{self, BufWriter, Write as _},
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -48,6 +47,8 @@ pub struct Pipeline {
     pub privilege_rules: Vec<String>,
     /// The active policy's name (replaced on reload).
     pub policy: String,
+    /// The host's /proc (`--proc-root`), where chmod file names are resolved.
+    pub proc_root: std::path::PathBuf,
     node: String,
     stdout: Option<BufWriter<io::Stdout>>,
     /// Kernel ring-buffer losses already reported in-band.
@@ -113,6 +114,7 @@ impl Pipeline {
             chmod: ChmodTable::default(),
             privilege_rules: Vec::new(),
             policy: String::new(),
+            proc_root: "/proc".into(),
             node,
             stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
             kernel_loss_reported: 0,
@@ -177,7 +179,7 @@ impl Pipeline {
                 }
             };
             if let Body::Chmod(chmod) = &mut event.body {
-                chmod.name = event::resolve_name(Path::new("/proc"), event.pid, chmod);
+                chmod.name = event::resolve_name(&self.proc_root, event.pid, chmod);
                 if chmod.name.is_none() {
                     self.counters.name_unresolved += 1;
                 }
@@ -190,15 +192,15 @@ impl Pipeline {
                     self.counters.chmod_path_rule_matches += 1;
                 }
                 if event.verdict == Verdict::Killed {
-                    let proc = Path::new("/proc");
+                    let proc = self.proc_root.clone();
                     let done = if revert::wait_for_call_end(
-                        proc,
+                        &proc,
                         event.pid,
                         event.tid,
                         revert::CALL_END_WAIT,
                     ) {
                         let dir = self.enricher.cgroup_dir(event.cgroup_id);
-                        revert::setid_bits(proc, event.pid, dir.as_deref(), chmod)
+                        revert::setid_bits(&proc, event.pid, dir.as_deref(), chmod)
                     } else {
                         // Undoing a call that has not happened yet would be undone by it.
                         Revert::Failed(format!(

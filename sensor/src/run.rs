@@ -22,8 +22,10 @@ use crate::{
     cgroups::{CgroupIndex, cgroup2_root},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
     enrich::Enricher,
+    health::Readiness,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
+    metrics::{Metrics, Sources},
     pins::{self, PinDir},
     pipeline::{ChmodTable, Pipeline},
     pods::{PodIndex, PodsError, WatchConfig, WatcherStats},
@@ -64,6 +66,8 @@ pub enum RunError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Pods(#[from] PodsError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error(transparent)]
@@ -222,6 +226,13 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             hup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
         }
     };
+    // Metrics and /healthz, /readyz from the start: not ready until attached (and synced).
+    let readiness = Arc::new(Readiness::default());
+    let metrics = Arc::new(Metrics::new(Arc::clone(&readiness)));
+    let metrics_server = args
+        .metrics_addr
+        .map(|addr| crate::metrics::start(&runtime, addr, Arc::clone(&metrics)))
+        .transpose()?;
 
     let (journal, recovery) = Journal::open(JournalConfig {
         dir: args.journal_dir.clone(),
@@ -264,6 +275,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         tracing::info!(program = a.program, target = %a.target, "attached");
     }
     let events = loaded.take_events()?;
+    readiness.set_attached();
 
     let status = Arc::new(StatusBoard {
         node: node.clone(),
@@ -287,11 +299,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let journal = Arc::new(Mutex::new(journal));
 
     // Attribution: processes, cgroups, pods (Kubernetes only).
-    let mut procs = ProcessCache::new(
-        std::path::Path::new("/proc"),
-        PROCESS_CACHE_CAP,
-        PROCESS_GRACE,
-    );
+    let mut procs = ProcessCache::new(&args.proc_root, PROCESS_CACHE_CAP, PROCESS_GRACE);
     let scanned = procs.scan();
     let cgroups = match cgroup2_root().and_then(|root| CgroupIndex::scan(&root)) {
         Ok(index) => Some(index),
@@ -332,6 +340,12 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         rules: rules.chmod.clone(),
     };
     pipeline.privilege_rules = rules.privilege_names.clone();
+    pipeline.proc_root = args.proc_root.clone();
+    metrics.set_sources(Sources {
+        status: Arc::clone(&status),
+        hub: Arc::clone(&hub),
+        journal: Arc::clone(&journal),
+    });
     pipeline.counters.policy_generation = 1;
     let service = Service {
         hub: Arc::clone(&hub),
@@ -343,17 +357,27 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let result = runtime.block_on(async {
         let unix = api::bind_unix(&listen.socket)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(api::serve(service, listen.clone(), unix, stop_rx.clone()));
+        let server = tokio::spawn(api::serve(
+            service,
+            listen.clone(),
+            unix,
+            stop_rx.clone(),
+            Arc::clone(&readiness),
+        ));
         let watcher = match (kube, pods) {
             (Some(client), Some(index)) => {
                 let stats = Arc::new(WatcherStats::default());
                 pipeline.watcher = Some(Arc::clone(&stats));
+                readiness.set_pods(Some(Arc::clone(&stats)));
                 let cfg = watch_cfg.clone();
                 Some(tokio::spawn(crate::pods::run_watcher(
                     client, cfg, index, stats, stop_rx,
                 )))
             }
-            _ => None,
+            _ => {
+                readiness.set_pods(None);
+                None
+            }
         };
         if let Some(pin) = &pin {
             retire_previous(pin, &mut pipeline);
@@ -368,7 +392,9 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         );
         let reloader = Reloader::new(args.policy.clone(), rules.clone());
         let streamed = stream(events, signals, args, &mut pipeline, &mut loaded, reloader).await;
-        // Shutdown: stop accepting, end every subscription, then wait for the server.
+        // Shutdown: not ready (health NOT_SERVING, /readyz 503), stop accepting, end every
+        // subscription, then wait for the server.
+        readiness.set_stopping();
         let _ = stop_tx.send(true);
         hub.close();
         if let Some(w) = watcher {
@@ -390,6 +416,10 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     pipeline.release_enriched(true);
     pipeline.flush();
     pipeline.sync();
+    // Scrapes see the final counters until here.
+    if let Some(server) = metrics_server {
+        runtime.block_on(server.stop());
+    }
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped (pinned links stay attached).
     drop(loaded);

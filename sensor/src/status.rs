@@ -47,14 +47,9 @@ fn fetch(args: &StatusArgs) -> Result<pb::GetStatusResponse, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut client = crate::client::connect(&args.server, &args.tls)
-            .await
-            .map_err(|reason| {
-                format!(
-                    "cannot connect to the sensor at {}: {reason} (is the daemon running?)",
-                    args.server
-                )
-            })?;
+        let mut client = pb::sensor_client::SensorClient::new(
+            crate::client::daemon_channel(&args.server, &args.tls).await?,
+        );
         client
             .get_status(pb::GetStatusRequest {})
             .await

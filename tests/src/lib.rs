@@ -433,6 +433,12 @@ impl Sensor {
         self.child.id()
     }
 
+    /// Send `signal` (SIGHUP: reload the policy) without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// SIGKILL (a crash), and wait for it.
     pub fn kill(mut self) {
         let _ = self.child.kill();

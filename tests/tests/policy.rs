@@ -33,8 +33,7 @@ fn install(file: &Path, text: String) {
 }
 
 fn hup(sensor: &Sensor) {
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    sensor.signal(libc::SIGHUP);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
 //! - `cargo xtask fuzz [SECONDS]`: a longer run of the policy-parser fuzz target (the test
 //!   command runs it for [`FUZZ_SECONDS_IN_TEST`]).
+//! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages.
 
 mod bench;
 mod leftovers;
@@ -49,6 +50,8 @@ enum Cmd {
         #[arg(default_value_t = 600)]
         seconds: u32,
     },
+    /// Set up, then build the statically linked (musl) release binary for the image.
+    Dist,
 }
 
 /// How long `cargo xtask test` fuzzes the policy parser.
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
             setup::all()?;
             fuzz(seconds)
         }
+        Cmd::Dist => dist(),
     }
 }
 
@@ -133,6 +137,33 @@ fn run(args: &[String]) -> Result<()> {
     let bin = target_dir().join("debug/sensor");
     let err = Command::new(&bin).arg("run").args(args).exec();
     Err(err).with_context(|| format!("exec {}", bin.display()))
+}
+
+/// The static release binary for deploy/Dockerfile.
+fn dist() -> Result<()> {
+    setup::all()?;
+    setup::musl_toolchain()?;
+    // ring's C and assembly parts are built with musl's compiler wrapper.
+    // SAFETY: single-threaded at this point; read by the cargo child process.
+    unsafe { std::env::set_var("CC_x86_64_unknown_linux_musl", "musl-gcc") };
+    cargo(&[
+        "build",
+        "--release",
+        "--target",
+        setup::MUSL_TARGET,
+        "--package",
+        "sensor",
+        "--bin",
+        "sensor",
+    ])?;
+    let dir = target_dir().join(setup::MUSL_TARGET).join("release");
+    println!("xtask: {}", dir.join("sensor").display());
+    println!(
+        "xtask: image: docker build -f deploy/Dockerfile -t sensor:{} {}",
+        env!("CARGO_PKG_VERSION"),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The sensor binary (with its eBPF object) and the test and bench helpers, built once.

