@@ -18,6 +18,7 @@
 //! - [`pods`]: this node's pods from the Kubernetes API, indexed by container id and pod UID;
 //! - [`policy`]: policy files (`sensor/v1`): strict parsing, the built-in default, compilation;
 //! - [`api`]: the gRPC service and its listeners;
+//! - [`export`]: SIEM export (JSON lines, OCSF) to stdout or rotated files, from the journal;
 //! - [`rules`]: the rules `sensor run` enforces (policy file or flags) and their reload;
 //! - [`run`]: `sensor run`, wiring the above together;
 //! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
@@ -31,6 +32,7 @@ pub mod counters;
 pub mod destinations;
 pub mod enrich;
 pub mod event;
+pub mod export;
 pub mod filter;
 pub mod hub;
 pub mod journal;

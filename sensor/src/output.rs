@@ -113,6 +113,19 @@ struct JsonEvent {
     exit: Option<JsonExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy_change: Option<JsonPolicyChange>,
+    /// Exporter flood control: this line stands for `count` identical events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repeat: Option<JsonRepeat>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRepeat {
+    count: u64,
+    first_time: String,
+    last_time: String,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -351,6 +364,13 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             .then(|| enum_name(e.enrichment().as_str_name(), "ENRICHMENT_")),
         policy: e.policy.clone(),
         rule: e.rule.clone(),
+        repeat: e.repeat.as_ref().map(|r| JsonRepeat {
+            count: r.count,
+            first_time: rfc3339(r.first_time_unix_ns),
+            last_time: rfc3339(r.last_time_unix_ns),
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+        }),
         ..Default::default()
     };
     match &e.body {
@@ -407,6 +427,16 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
     j
 }
 
+/// An RFC 3339 time as nanoseconds since the Unix epoch; the error names `field`.
+fn parse_time(field: &str, text: &str) -> Result<i64, String> {
+    humantime::parse_rfc3339(text)
+        .map_err(|e| format!("{field} '{text}': {e}"))?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .ok_or_else(|| format!("{field} '{text}': before 1970"))
+}
+
 /// One event as a JSON object (no trailing newline).
 pub fn to_json(event: &pb::Event) -> String {
     serde_json::to_string(&to_json_event(event)).expect("event serialization cannot fail")
@@ -415,12 +445,17 @@ pub fn to_json(event: &pb::Event) -> String {
 /// Parse one JSON line written by [`to_json`]; the error says which field is wrong.
 pub fn from_json(line: &str) -> Result<pb::Event, String> {
     let j: JsonEvent = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let time_unix_ns = humantime::parse_rfc3339(&j.time)
-        .map_err(|e| format!("time '{}': {e}", j.time))?
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
-        .ok_or_else(|| format!("time '{}': before 1970", j.time))?;
+    let time_unix_ns = parse_time("time", &j.time)?;
+    let repeat = match &j.repeat {
+        None => None,
+        Some(r) => Some(pb::Repeat {
+            count: r.count,
+            first_time_unix_ns: parse_time("repeat.first_time", &r.first_time)?,
+            last_time_unix_ns: parse_time("repeat.last_time", &r.last_time)?,
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+        }),
+    };
     let verdict = match &j.verdict {
         None => pb::Verdict::Unspecified,
         Some(v) => parse_verdict(v).ok_or_else(|| format!("verdict '{v}': unknown"))?,
@@ -560,6 +595,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         policy: j.policy,
         rule: j.rule,
         verdict: verdict as i32,
+        repeat,
         body: Some(body),
     })
 }
@@ -672,6 +708,16 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
         Some(B::Privilege(_) | B::Exit(_)) | None => {
             let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
         }
+    }
+    if let Some(r) = &e.repeat {
+        let _ = write!(
+            line,
+            " (x{} since {}, seq {}..={})",
+            r.count,
+            rfc3339(r.first_time_unix_ns),
+            r.first_seq,
+            r.last_seq
+        );
     }
     line
 }

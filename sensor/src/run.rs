@@ -22,6 +22,7 @@ use crate::{
     cgroups::{CgroupIndex, cgroup2_root},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
     enrich::Enricher,
+    export::{self, ExportError, Exporters},
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
     pipeline::Pipeline,
@@ -63,6 +64,8 @@ pub enum RunError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Pods(#[from] PodsError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error("{what}: {source}")]
@@ -196,6 +199,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     let listen = listen_config(args)?;
     let node = node_name(args);
+    let exports = export::configs(&args.export, &args.journal_dir, &node, args.stdout_events)
+        .map_err(RunError::Usage)?;
     // Input is valid; from here on, logs.
     for what in &rules.not_enforced {
         tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
@@ -228,6 +233,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         source,
     })?;
     tracing::info!(dir = %args.journal_dir.display(), next_seq = journal.next_seq(), recovery = ?recovery, "journal open");
+    let journal = Arc::new(Mutex::new(journal));
+    let exporters = Exporters::start(exports, &journal)?;
 
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::chmod_tracepoints(&tracefs)?;
@@ -268,7 +275,6 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         )),
     });
     let hub = Arc::new(Hub::new(&node));
-    let journal = Arc::new(Mutex::new(journal));
 
     // Attribution: processes, cgroups, pods (Kubernetes only).
     let mut procs = ProcessCache::new(
@@ -312,6 +318,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     );
     pipeline.policy = rules.policy.clone();
     pipeline.counters.policy_generation = 1;
+    pipeline.exports = Some(exporters.counters());
     let service = Service {
         hub: Arc::clone(&hub),
         journal,
@@ -366,6 +373,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     pipeline.release_enriched(true);
     pipeline.flush();
     pipeline.sync();
+    // Exporters write what the journal holds, then stop.
+    exporters.stop(Duration::from_secs(5));
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped.
     drop(loaded);
