@@ -228,6 +228,11 @@ pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }
 
+/// The load generator `bench-gen` (`BENCH_GEN_BIN`, else next to the test binary).
+pub fn bench_gen_bin() -> PathBuf {
+    built_binary("bench-gen", "BENCH_GEN_BIN")
+}
+
 /// Where a sensor keeps its journal and API socket; shared by restarts of "the same" sensor.
 pub struct StateDir(TempDir);
 

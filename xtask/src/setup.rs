@@ -18,7 +18,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// PyPI tools the tests run (independent validators), installed into a venv under
 /// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was
 /// installed, so a second set-up does nothing.
-const PYTHON_PACKAGES: &[&str] = &[];
+/// `pydantic-ocsf`: OCSF event models and the schema exports of OCSF 1.0-1.7, bundled (offline);
+/// `tests/validators/ocsf_check.py` validates exported OCSF objects with it.
+const PYTHON_PACKAGES: &[&str] = &["pydantic-ocsf==3.0.0"];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;

@@ -187,8 +187,9 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         "device": {
             "hostname": e.node,
             "name": e.node,
-            "type_id": 1,
-            "type": "Server",
+            // Whether the node is a VM or hardware is not known here.
+            "type_id": 0,
+            "type": "Unknown",
         },
     });
     let mut sensor = Map::new();
