@@ -286,6 +286,12 @@ impl Sensor {
         Self::spawn(state, args, true)
     }
 
+    /// As [`Sensor::start_in`], without `--stdout-events`: stdout is left to the args (an
+    /// `--export stdout`, whose JSON lines [`Sensor::events`] then collects).
+    pub fn start_with_stdout(state: &StateDir, args: &[&str]) -> Self {
+        Self::spawn(state, args, false)
+    }
+
     fn spawn(state: &StateDir, args: &[&str], stdout_events: bool) -> Self {
         let mut child = Command::new(sensor_bin())
             .arg("run")

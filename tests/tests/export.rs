@@ -637,3 +637,102 @@ fn bad_export_flags_are_one_line_errors_with_exit_2() {
         );
     }
 }
+
+#[test]
+fn stdout_export_resumes_after_a_restart_without_repeating_a_line() {
+    require_root();
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let state = TempDir::new();
+    let state_dir = state.0.join("export-state");
+    let args = [
+        "--scope-cgroup",
+        cg.path.to_str().unwrap(),
+        "--export",
+        "stdout",
+        "--export-state-dir",
+        state_dir.to_str().unwrap(),
+        "--export-fold-window",
+        "0s",
+    ];
+    let journal = StateDir::new();
+    let place = Place::inside(&ns, &cg.path);
+    // `Sensor` collects stdout lines as JSON: here they are the exporter's.
+    let first = Sensor::start_with_stdout(&journal, &args);
+    let a = probe_net(&place, "tcp", "169.254.169.254", 80);
+    first.wait_for(1, |e| e["pid"] == a.pid && e["verdict"] == "blocked");
+    let before = first.events();
+    let (status, _) = first.stop();
+    assert!(status.success());
+    // While the sensor is down nothing happens; after the restart only new events come.
+    let second = Sensor::start_with_stdout(&journal, &args);
+    let b = probe_net(&place, "tcp", "169.254.169.254", 80);
+    let got = second.wait_for(1, |e| e["pid"] == b.pid && e["verdict"] == "blocked");
+    assert!(
+        second.events().iter().all(|e| e["pid"] != a.pid),
+        "the first run's event was written again: {got:?}"
+    );
+    let last_before = before
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap();
+    let first_after = second
+        .events()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .min()
+        .unwrap();
+    assert_eq!(first_after, last_before + 1);
+    let (status, _) = second.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_failing_destination_never_holds_up_enforcement_or_subscribers() {
+    require_root();
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    // Every write to /dev/full fails (ENOSPC).
+    let sensor = Sensor::start(&[
+        "--scope-cgroup",
+        cg.path.to_str().unwrap(),
+        "--export",
+        "file:/dev/full",
+        "--export-state-dir",
+        &format!(
+            "/tmp/{}-export-state-{}",
+            sensor_tests::TEST_PREFIX,
+            std::process::id()
+        ),
+    ]);
+    let place = Place::inside(&ns, &cg.path);
+    for _ in 0..20 {
+        let r = probe_net(&place, "tcp", "169.254.169.254", 80);
+        assert_eq!(r.errno, libc::EPERM as i64, "enforcement continues");
+        sensor.wait_for(1, |e| e["pid"] == r.pid && e["verdict"] == "blocked");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = counters(&sensor);
+        if c["export_write_errors"].as_u64().unwrap_or(0) > 0
+            && c["export_lag"].as_u64().unwrap_or(0) >= 20
+        {
+            assert_eq!(c["export_records"], 0, "{c}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write errors or lag counted: {c}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("export: write"), "{stderr}");
+    let _ = std::fs::remove_dir_all(format!(
+        "/tmp/{}-export-state-{}",
+        sensor_tests::TEST_PREFIX,
+        std::process::id()
+    ));
+}

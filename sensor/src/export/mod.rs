@@ -202,7 +202,7 @@ pub struct ExportStats {
     pub write_errors: AtomicU64,
     /// Uncommitted bytes cut from the file at start (written before a crash, written again).
     pub rolled_back_bytes: AtomicU64,
-    /// Journal records not exported yet.
+    /// Journal records not written yet (as of the exporter's last look at the journal).
     pub lag: AtomicU64,
 }
 
@@ -309,7 +309,10 @@ struct Exporter {
     journal: Arc<Mutex<Journal>>,
     sink: Sink,
     state_path: PathBuf,
+    /// The next journal record to read.
     cursor: u64,
+    /// The cursor of the last saved state: everything before it is written.
+    committed: u64,
     folder: Folder,
     stats: Arc<ExportStats>,
     /// Events to render.
@@ -381,6 +384,7 @@ impl Exporter {
             sink,
             state_path,
             cursor,
+            committed: cursor,
             folder,
             stats,
             out: Vec::new(),
@@ -424,17 +428,14 @@ impl Exporter {
 
     /// Export what the journal holds now. `true` when everything was read and written.
     fn pass(&mut self) -> bool {
+        let next_seq = lock(&self.journal).next_seq();
+        self.stats
+            .lag
+            .store(next_seq.saturating_sub(self.committed), Ordering::Relaxed);
         if !self.buf.is_empty() && !self.commit() {
             return false;
         }
-        let reader = {
-            let journal = lock(&self.journal);
-            self.stats.lag.store(
-                journal.next_seq().saturating_sub(self.cursor),
-                Ordering::Relaxed,
-            );
-            journal.reader_from_seq(self.cursor)
-        };
+        let reader = lock(&self.journal).reader_from_seq(self.cursor);
         let reader = match reader {
             Ok(r) => r,
             Err(err) => {
@@ -543,6 +544,7 @@ impl Exporter {
         match state.save(&self.state_path) {
             Ok(()) => {
                 self.uncommitted = 0;
+                self.committed = self.cursor;
                 true
             }
             Err(err) => {
