@@ -110,6 +110,8 @@ struct JsonEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exec: Option<JsonExec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    privilege: Option<JsonPrivilege>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     exit: Option<JsonExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy_change: Option<JsonPolicyChange>,
@@ -148,6 +150,17 @@ struct JsonAncestor {
     exe: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     comm: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPrivilege {
+    /// What changed (`setuid`, `setgid`, `capset`, `setid-exec`, ...).
+    what: String,
+    #[serde(default)]
+    old_value: String,
+    #[serde(default)]
+    new_value: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -412,6 +425,13 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exec(x)) => j.exec = Some(JsonExec { exe: x.exe.clone() }),
+        Some(B::Privilege(p)) => {
+            j.privilege = Some(JsonPrivilege {
+                what: p.what.clone(),
+                old_value: p.old_value.clone(),
+                new_value: p.new_value.clone(),
+            })
+        }
         Some(B::PolicyChange(p)) => {
             j.policy_change = Some(JsonPolicyChange {
                 generation: p.generation,
@@ -422,7 +442,7 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
-        Some(B::Privilege(_)) | None => {}
+        None => {}
     }
     j
 }
@@ -524,6 +544,14 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 stage: stage as i32,
                 first_seq: l.first_seq,
                 last_seq: l.last_seq,
+            })
+        }
+        pb::EventKind::Privilege => {
+            let p = j.privilege.ok_or_else(|| missing("privilege"))?;
+            pb::event::Body::Privilege(pb::PrivilegeChange {
+                what: p.what,
+                old_value: p.old_value,
+                new_value: p.new_value,
             })
         }
         pb::EventKind::Exec => {

@@ -278,6 +278,8 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
             r#"{"seq":7,"kind":"policy","time":"2026-11-28T21:00:39.524923047Z","node":"n","policy":"p","enrichment":"complete","policy_change":{"generation":2,"accepted":false,"source":"/etc/p.yaml","errors":["p.yaml:3:1: bad"]}}"#,
             "\n",
             r#"{"kind":"lost","time":"2026-11-28T21:00:40Z","node":"n","lost":{"count":12,"stage":"journal","first_seq":8,"last_seq":19}}"#,
+            "\n",
+            r#"{"seq":20,"kind":"privilege","verdict":"killed","time":"2026-11-28T21:00:41Z","node":"n","pid":5,"tid":5,"uid":1000,"gid":1000,"comm":"exploit","cgroup_id":9,"privilege":{"what":"setuid","old_value":"1000","new_value":"0"}}"#,
             "\n"
         ),
     )
@@ -297,14 +299,20 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(others.len(), 2);
+    let classes: Vec<(Value, Value)> = others
+        .iter()
+        .map(|o| (o["class_uid"].clone(), o["activity_id"].clone()))
+        .collect();
     assert_eq!(
-        (
-            others[0]["class_uid"].clone(),
-            others[1]["class_uid"].clone()
-        ),
-        (6002.into(), 6008.into())
+        classes,
+        [
+            (6002.into(), 8.into()),
+            (6008.into(), 1.into()),
+            (1007.into(), 5.into())
+        ]
     );
+    assert_eq!(others[2]["disposition"], "Killed", "{}", others[2]);
+    assert_eq!(others[2]["process"]["pid"], 5, "{}", others[2]);
     validate_ocsf(&others, &out_dir.0);
     let (status, _) = sensor.stop();
     assert!(status.success());
