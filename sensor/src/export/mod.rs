@@ -368,14 +368,25 @@ impl Exporter {
         };
         let window_ns = i64::try_from(cfg.fold_window.as_nanos()).unwrap_or(i64::MAX);
         let mut folder = Folder::new(window_ns);
+        let next_seq = lock(&journal).next_seq();
         let cursor = match &mut state {
+            // A journal that was removed starts again at 1: a cursor beyond its end would
+            // skip every new event.
+            Some(s) if s.cursor > next_seq => {
+                tracing::warn!(
+                    cursor = s.cursor,
+                    next_seq,
+                    "export: cursor beyond the end of the journal (journal removed?): continuing with new events"
+                );
+                next_seq
+            }
             Some(s) => {
                 let unreadable = s.restore_windows(&mut folder);
                 stats.lost.fetch_add(unreadable, Ordering::Relaxed);
                 s.cursor
             }
             // A new exporter starts with what comes next, not with the whole journal.
-            None => lock(&journal).next_seq(),
+            None => next_seq,
         };
         tracing::info!(destination = ?cfg.destination, format = ?cfg.format, cursor, "exporter ready");
         Ok(Self {

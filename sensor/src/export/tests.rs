@@ -514,3 +514,22 @@ fn bad_export_flags_name_the_flag_and_what_is_wrong() {
         (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES)
     );
 }
+
+#[test]
+fn a_cursor_beyond_a_removed_journal_continues_with_new_events() {
+    let s = setup("removed-journal", u64::MAX);
+    s.append(chmods(0, 10));
+    fs::create_dir_all(&s.state).unwrap();
+    State {
+        version: 1,
+        cursor: 5000,
+        file: None,
+        windows: Vec::new(),
+    }
+    .save(&s.state.join(Destination::File(s.out.clone()).state_name()))
+    .unwrap();
+    let mut exporter = s.exporter(1 << 20, Duration::ZERO);
+    s.append(chmods(10, 5));
+    assert!(exporter.pass());
+    assert_exactly(&seqs(&s.lines()), 11, 15);
+}
