@@ -701,6 +701,7 @@ fn a_failing_destination_never_holds_up_enforcement_or_subscribers() {
     require_root();
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
+    let state = TempDir::new();
     // Every write to /dev/full fails (ENOSPC).
     let sensor = Sensor::start(&[
         "--scope-cgroup",
@@ -708,11 +709,7 @@ fn a_failing_destination_never_holds_up_enforcement_or_subscribers() {
         "--export",
         "file:/dev/full",
         "--export-state-dir",
-        &format!(
-            "/tmp/{}-export-state-{}",
-            sensor_tests::TEST_PREFIX,
-            std::process::id()
-        ),
+        state.0.to_str().unwrap(),
     ]);
     let place = Place::inside(&ns, &cg.path);
     for _ in 0..20 {
@@ -738,9 +735,4 @@ fn a_failing_destination_never_holds_up_enforcement_or_subscribers() {
     let (status, stderr) = sensor.stop();
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("export: write"), "{stderr}");
-    let _ = std::fs::remove_dir_all(format!(
-        "/tmp/{}-export-state-{}",
-        sensor_tests::TEST_PREFIX,
-        std::process::id()
-    ));
 }
