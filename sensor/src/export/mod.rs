@@ -76,6 +76,14 @@ impl Destination {
         }
     }
 
+    /// As given to `--export`.
+    fn spec(&self) -> String {
+        match self {
+            Self::Stdout => "stdout".into(),
+            Self::File(p) => format!("file:{}", p.display()),
+        }
+    }
+
     /// The state file name of this destination in the state directory.
     fn state_name(&self) -> String {
         match self {
@@ -134,7 +142,7 @@ pub fn configs(
     let mut configs: Vec<ExportConfig> = Vec::new();
     for destination in &args.destinations {
         if configs.iter().any(|c| &c.destination == destination) {
-            return Err(format!("--export {destination:?}: given twice"));
+            return Err(format!("--export {}: given twice", destination.spec()));
         }
         match destination {
             Destination::Stdout if stdout_events => {

@@ -504,6 +504,9 @@ fn bad_export_flags_name_the_flag_and_what_is_wrong() {
         err.contains("directory /nonexistent-dir does not exist"),
         "{err}"
     );
+    let args = export_args(&["--export", "stdout", "--export", "stdout"]).unwrap();
+    let err = configs(&args, j, "n", false).unwrap_err();
+    assert_eq!(err, "--export stdout: given twice");
     let args = export_args(&["--export", "stdout", "--export", "file:/tmp/e.jsonl"]).unwrap();
     let c = configs(&args, j, "n", false).unwrap();
     assert_eq!(c.len(), 2);
