@@ -20,7 +20,6 @@ use crate::{
     convert, filter,
     hub::{Hub, Shared},
     journal::{Journal, JournalReader, ReadItem},
-    output::now_unix_ns,
 };
 
 /// Journal records read per blocking batch during replay.
@@ -296,17 +295,7 @@ impl Session {
 }
 
 fn journal_loss(service: &Service, from: u64, to: u64) -> pb::Event {
-    let mut e = convert::lost(
-        pb::LossStage::Journal,
-        to - from + 1,
-        &service.status.node,
-        now_unix_ns(),
-    );
-    if let Some(pb::event::Body::Lost(l)) = &mut e.body {
-        l.first_seq = from;
-        l.last_seq = to;
-    }
-    e
+    crate::export::journal_loss(&service.status.node, from, to)
 }
 
 /// Where the API listens.

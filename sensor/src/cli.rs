@@ -4,6 +4,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::export::{self, Destination, Format};
+
 /// Exit code for bad flags and unusable input (nothing was attached).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure (kernel refused, I/O error).
@@ -231,6 +233,46 @@ pub struct RunArgs {
         env = "SENSOR_PROC_ROOT"
     )]
     pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub export: ExportArgs,
+}
+
+/// SIEM export (docs/export.md).
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Export events from the journal: `stdout` or `file:PATH` (repeatable, or comma-separated
+    /// in the environment). Resumes after a restart where it stopped.
+    #[arg(long = "export", value_name = "DEST", value_parser = Destination::parse, env = "SENSOR_EXPORT", value_delimiter = ',')]
+    pub destinations: Vec<Destination>,
+    /// Format of exported lines: `json` (the event format) or `ocsf` (OCSF 1.5.0 objects).
+    #[arg(long = "export-format", value_enum, default_value_t = Format::Json, env = "SENSOR_EXPORT_FORMAT")]
+    pub format: Format,
+    /// Rotate an export file when it reaches this size (bytes).
+    #[arg(long = "export-max-bytes", value_name = "BYTES", default_value_t = export::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(4096..), env = "SENSOR_EXPORT_MAX_BYTES")]
+    pub max_bytes: u64,
+    /// Export files kept: the active one and N-1 rotated ones (PATH.1 newest); older ones are
+    /// deleted.
+    #[arg(long = "export-max-files", value_name = "N", default_value_t = export::DEFAULT_MAX_FILES, value_parser = clap::value_parser!(u32).range(2..=1000), env = "SENSOR_EXPORT_MAX_FILES")]
+    pub max_files: u32,
+    /// Flood control: identical events within this window are exported as one record with a
+    /// count (the first of each window at once); `0s` turns it off. At most 1h.
+    #[arg(long = "export-fold-window", value_name = "DURATION", default_value = export::DEFAULT_FOLD_WINDOW, value_parser = parse_fold_window, env = "SENSOR_EXPORT_FOLD_WINDOW")]
+    pub fold_window: std::time::Duration,
+    /// Where exporters keep their cursors. Default: `export` beside the journal directory.
+    #[arg(
+        long = "export-state-dir",
+        value_name = "DIR",
+        env = "SENSOR_EXPORT_STATE_DIR"
+    )]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_fold_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (e.g. 10s, 1m, 0s)"))?;
+    if d > std::time::Duration::from_secs(3600) {
+        return Err(format!("'{s}': at most 1h"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +324,8 @@ pub enum TailFormat {
     Json,
     /// One readable line per event, coloured on a terminal.
     Compact,
+    /// One OCSF 1.5.0 object per line (as `sensor run --export-format ocsf`).
+    Ocsf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

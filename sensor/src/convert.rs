@@ -184,6 +184,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         policy: ctx.policy.to_owned(),
         rule,
         verdict: verdict(event.verdict) as i32,
+        repeat: None,
         body: Some(body),
     }
 }

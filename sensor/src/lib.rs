@@ -20,6 +20,7 @@
 //! - [`api`]: the gRPC service and its listeners;
 //! - [`health`]: readiness, the gRPC health statuses and `sensor health`;
 //! - [`metrics`]: Prometheus metrics and `/healthz`, `/readyz` over HTTP;
+//! - [`export`]: SIEM export (JSON lines, OCSF) to stdout or rotated files, from the journal;
 //! - [`rules`]: the rules `sensor run` enforces (policy file or flags) and their reload;
 //! - [`run`]: `sensor run`, wiring the above together;
 //! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
@@ -33,6 +34,7 @@ pub mod counters;
 
 pub mod enrich;
 pub mod event;
+pub mod export;
 pub mod filter;
 pub mod health;
 pub mod hub;

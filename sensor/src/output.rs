@@ -110,21 +110,24 @@ struct JsonEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exec: Option<JsonExec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    privilege: Option<JsonPrivilege>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     exit: Option<JsonExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy_change: Option<JsonPolicyChange>,
+    /// Exporter flood control: this line stands for `count` identical events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    privilege: Option<JsonPrivilege>,
+    repeat: Option<JsonRepeat>,
 }
 
-/// `privilege` events: `what` (`setuid-root`, `setgid-root`), the caller's real id before
-/// (`old_value`: `"uid 1000"`), and the call (`new_value`: `"setresuid(0, -1, -1)"`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonPrivilege {
-    what: String,
-    old_value: String,
-    new_value: String,
+struct JsonRepeat {
+    count: u64,
+    first_time: String,
+    last_time: String,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -147,6 +150,17 @@ struct JsonAncestor {
     exe: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     comm: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPrivilege {
+    /// What changed (`setuid`, `setgid`, `capset`, `setid-exec`, ...).
+    what: String,
+    #[serde(default)]
+    old_value: String,
+    #[serde(default)]
+    new_value: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -396,6 +410,13 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             .then(|| enum_name(e.enrichment().as_str_name(), "ENRICHMENT_")),
         policy: e.policy.clone(),
         rule: e.rule.clone(),
+        repeat: e.repeat.as_ref().map(|r| JsonRepeat {
+            count: r.count,
+            first_time: rfc3339(r.first_time_unix_ns),
+            last_time: rfc3339(r.last_time_unix_ns),
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+        }),
         ..Default::default()
     };
     match &e.body {
@@ -446,6 +467,13 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exec(x)) => j.exec = Some(JsonExec { exe: x.exe.clone() }),
+        Some(B::Privilege(p)) => {
+            j.privilege = Some(JsonPrivilege {
+                what: p.what.clone(),
+                old_value: p.old_value.clone(),
+                new_value: p.new_value.clone(),
+            })
+        }
         Some(B::PolicyChange(p)) => {
             j.policy_change = Some(JsonPolicyChange {
                 generation: p.generation,
@@ -456,16 +484,19 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             })
         }
         Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
-        Some(B::Privilege(p)) => {
-            j.privilege = Some(JsonPrivilege {
-                what: p.what.clone(),
-                old_value: p.old_value.clone(),
-                new_value: p.new_value.clone(),
-            });
-        }
         None => {}
     }
     j
+}
+
+/// An RFC 3339 time as nanoseconds since the Unix epoch; the error names `field`.
+fn parse_time(field: &str, text: &str) -> Result<i64, String> {
+    humantime::parse_rfc3339(text)
+        .map_err(|e| format!("{field} '{text}': {e}"))?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .ok_or_else(|| format!("{field} '{text}': before 1970"))
 }
 
 /// One event as a JSON object (no trailing newline).
@@ -476,12 +507,17 @@ pub fn to_json(event: &pb::Event) -> String {
 /// Parse one JSON line written by [`to_json`]; the error says which field is wrong.
 pub fn from_json(line: &str) -> Result<pb::Event, String> {
     let j: JsonEvent = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let time_unix_ns = humantime::parse_rfc3339(&j.time)
-        .map_err(|e| format!("time '{}': {e}", j.time))?
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
-        .ok_or_else(|| format!("time '{}': before 1970", j.time))?;
+    let time_unix_ns = parse_time("time", &j.time)?;
+    let repeat = match &j.repeat {
+        None => None,
+        Some(r) => Some(pb::Repeat {
+            count: r.count,
+            first_time_unix_ns: parse_time("repeat.first_time", &r.first_time)?,
+            last_time_unix_ns: parse_time("repeat.last_time", &r.last_time)?,
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+        }),
+    };
     let verdict = match &j.verdict {
         None => pb::Verdict::Unspecified,
         Some(v) => parse_verdict(v).ok_or_else(|| format!("verdict '{v}': unknown"))?,
@@ -553,6 +589,14 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 last_seq: l.last_seq,
             })
         }
+        pb::EventKind::Privilege => {
+            let p = j.privilege.ok_or_else(|| missing("privilege"))?;
+            pb::event::Body::Privilege(pb::PrivilegeChange {
+                what: p.what,
+                old_value: p.old_value,
+                new_value: p.new_value,
+            })
+        }
         pb::EventKind::Exec => {
             let x = j.exec.ok_or_else(|| missing("exec"))?;
             pb::event::Body::Exec(pb::Exec {
@@ -573,14 +617,6 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         pb::EventKind::Exit => pb::event::Body::Exit(pb::Exit {
             code: j.exit.ok_or_else(|| missing("exit"))?.code,
         }),
-        pb::EventKind::Privilege => {
-            let p = j.privilege.ok_or_else(|| missing("privilege"))?;
-            pb::event::Body::Privilege(pb::PrivilegeChange {
-                what: p.what,
-                old_value: p.old_value,
-                new_value: p.new_value,
-            })
-        }
         other => {
             return Err(format!(
                 "kind '{}': not supported in files yet",
@@ -630,6 +666,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         policy: j.policy,
         rule: j.rule,
         verdict: verdict as i32,
+        repeat,
         body: Some(body),
     })
 }
@@ -758,6 +795,16 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
         Some(B::Exit(_)) | None => {
             let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
         }
+    }
+    if let Some(r) = &e.repeat {
+        let _ = write!(
+            line,
+            " (x{} since {}, seq {}..={})",
+            r.count,
+            rfc3339(r.first_time_unix_ns),
+            r.first_seq,
+            r.last_seq
+        );
     }
     line
 }

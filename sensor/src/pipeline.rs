@@ -57,6 +57,8 @@ pub struct Pipeline {
     pending: Vec<Arc<pb::Event>>,
     /// The pod watcher's counters (Kubernetes mode).
     pub watcher: Option<Arc<WatcherStats>>,
+    /// The exporters' counters (`--export`).
+    pub exports: Option<crate::export::ExportCounters>,
     /// A background fdatasync is under way.
     sync_running: Arc<AtomicBool>,
     /// Background fdatasyncs that failed.
@@ -120,6 +122,7 @@ impl Pipeline {
             kernel_loss_reported: 0,
             pending: Vec::new(),
             watcher: None,
+            exports: None,
             sync_running: Arc::default(),
             sync_errors: Arc::default(),
         }
@@ -368,6 +371,7 @@ impl Pipeline {
             ("process_cache_full".into(), p.full),
         ];
         counters.extend(watcher);
+        counters.extend(self.exports.as_ref().map(|e| e.flat()).unwrap_or_default());
         counters
     }
 }

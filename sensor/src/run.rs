@@ -22,6 +22,7 @@ use crate::{
     cgroups::{CgroupIndex, cgroup2_root},
     cli::{EXIT_FAILURE, EXIT_USAGE, Mode, RunArgs},
     enrich::Enricher,
+    export::{self, ExportError, Exporters},
     health::Readiness,
     hub::Hub,
     journal::{Journal, JournalConfig, JournalError},
@@ -68,6 +69,8 @@ pub enum RunError {
     Pods(#[from] PodsError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error(transparent)]
@@ -206,6 +209,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         pins::check(dir)?;
     }
     let node = node_name(args);
+    let exports = export::configs(&args.export, &args.journal_dir, &node, args.stdout_events)
+        .map_err(RunError::Usage)?;
     // Input is valid; from here on, logs.
     for what in &rules.not_enforced {
         tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
@@ -245,6 +250,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         source,
     })?;
     tracing::info!(dir = %args.journal_dir.display(), next_seq = journal.next_seq(), recovery = ?recovery, "journal open");
+    let journal = Arc::new(Mutex::new(journal));
+    let exporters = Exporters::start(exports, &journal)?;
 
     let tracefs = tracefs::tracefs_root()?;
     let tracepoints = tracefs::syscall_tracepoints(&tracefs)?;
@@ -296,7 +303,6 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         )),
     });
     let hub = Arc::new(Hub::new(&node));
-    let journal = Arc::new(Mutex::new(journal));
 
     // Attribution: processes, cgroups, pods (Kubernetes only).
     let mut procs = ProcessCache::new(&args.proc_root, PROCESS_CACHE_CAP, PROCESS_GRACE);
@@ -347,6 +353,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
         journal: Arc::clone(&journal),
     });
     pipeline.counters.policy_generation = 1;
+    pipeline.exports = Some(exporters.counters());
     let service = Service {
         hub: Arc::clone(&hub),
         journal,
@@ -420,6 +427,8 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     if let Some(server) = metrics_server {
         runtime.block_on(server.stop());
     }
+    // Exporters write what the journal holds, then stop.
+    exporters.stop(Duration::from_secs(5));
     let kernel = loaded.kernel_counters()?;
     // Detach everything before reporting that we stopped (pinned links stay attached).
     drop(loaded);

@@ -118,6 +118,7 @@ impl Printer {
         let line = match self.format {
             TailFormat::Json => to_json(event),
             TailFormat::Compact => to_compact(event, self.colour),
+            TailFormat::Ocsf => crate::export::ocsf::to_ocsf(event).to_string(),
         };
         writeln!(self.out, "{line}").map_err(|_| TailError::StdoutClosed)?;
         if kind_of(event) != pb::EventKind::Lost {

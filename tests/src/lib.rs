@@ -269,6 +269,11 @@ pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }
 
+/// The load generator `bench-gen` (`BENCH_GEN_BIN`, else next to the test binary).
+pub fn bench_gen_bin() -> PathBuf {
+    built_binary("bench-gen", "BENCH_GEN_BIN")
+}
+
 /// Where a sensor keeps its journal and API socket; shared by restarts of "the same" sensor.
 pub struct StateDir(TempDir);
 
@@ -320,6 +325,12 @@ impl Sensor {
     /// Start with the journal and socket of `state` (for restarts).
     pub fn start_in(state: &StateDir, args: &[&str]) -> Self {
         Self::spawn(state, args, true)
+    }
+
+    /// As [`Sensor::start_in`], without `--stdout-events`: stdout is left to the args (an
+    /// `--export stdout`, whose JSON lines [`Sensor::events`] then collects).
+    pub fn start_with_stdout(state: &StateDir, args: &[&str]) -> Self {
+        Self::spawn(state, args, false)
     }
 
     fn spawn(state: &StateDir, args: &[&str], stdout_events: bool) -> Self {
