@@ -153,6 +153,37 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
             ("connect", get(board, "kernel_ringbuf_full_connect")),
             ("chmod", get(board, "kernel_ringbuf_full_chmod")),
             ("process", get(board, "kernel_ringbuf_full_process")),
+            ("privilege", get(board, "kernel_ringbuf_full_priv")),
+        ],
+    );
+    out.family(
+        "sensor_kernel_kill_tier_total",
+        "counter",
+        "Kill-tier decisions in the kernel (syscall tracepoints), by hook and decision: killed (SIGKILL sent), audited, kill_failed (the kernel refused the signal; reported audited).",
+    );
+    for (hook, decision, counter) in [
+        ("chmod", "killed", "kernel_chmod_killed"),
+        ("chmod", "audited", "kernel_chmod_audited"),
+        ("privilege", "killed", "kernel_priv_killed"),
+        ("privilege", "audited", "kernel_priv_audited"),
+        ("late_socket", "killed", "kernel_late_socket_killed"),
+        ("late_socket", "audited", "kernel_late_socket_audited"),
+        ("any", "kill_failed", "kernel_kill_failed"),
+    ] {
+        out.sample(
+            "sensor_kernel_kill_tier_total",
+            &[("hook", hook), ("decision", decision)],
+            get(board, counter),
+        );
+    }
+    out.labelled(
+        "sensor_chmod_reverts_total",
+        "counter",
+        "Killed chmods whose set-id bits the daemon removed afterwards, or could not.",
+        "result",
+        [
+            ("reverted", get(board, "chmod_reverted")),
+            ("failed", get(board, "chmod_revert_failed")),
         ],
     );
     out.labelled(

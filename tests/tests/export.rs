@@ -13,7 +13,7 @@ use std::{
 
 use sensor_tests::{
     NetNs, Place, Sensor, StateDir, Tail, TempDir, TestCgroup, bench_gen_bin, chmod_burst,
-    probe_exec, probe_exec_wait, probe_net, python_tool, require_root,
+    probe_exec, probe_net, python_tool, require_root,
 };
 use serde_json::Value;
 
@@ -199,10 +199,22 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
     assert_eq!(r.errno, libc::EPERM as i64);
     let file = out_dir.0.join("tool");
     std::fs::write(&file, b"x").unwrap();
-    let chmod_pid = probe_exec_wait(
-        &Place::cgroup(&cg.path),
-        &["chmod", "u+s", file.to_str().unwrap()],
-    );
+    // The default policy kills it (kill tier); the mode change may have happened and the
+    // daemon reverts the set-id bit.
+    let chmod_pid = {
+        let mut c = probe_exec(
+            &Place::cgroup(&cg.path),
+            &["chmod", "u+s", file.to_str().unwrap()],
+        );
+        drop(c.stdin.take());
+        let pid = c.id();
+        let status = c.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        pid
+    };
     drop(probe_exec(&Place::cgroup(&cg.path), &["/bin/true"]).wait());
     wait_export(
         &export,
@@ -243,6 +255,7 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
         .find(|l| l["class_uid"] == 1001 && l["actor"]["process"]["pid"] == chmod_pid)
         .unwrap();
     assert_eq!(fs["activity_name"], "Set Security", "{fs}");
+    assert_eq!(fs["disposition"], "Killed", "{fs}");
     assert_eq!(
         fs["file"]["path"],
         file.canonicalize().unwrap().to_str().unwrap(),
@@ -458,6 +471,9 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
             &format!("file:{}", export.display()),
             "--export-fold-window",
             "5s",
+            // The default policy's set-id rule in audit mode: every chmod below is `audited`.
+            "--mode",
+            "audit",
         ],
         false,
     );
@@ -468,6 +484,7 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
     let mut generator = Command::new(bench_gen_bin())
         .arg("--cgroup")
         .arg(&cg.path)
+        .arg("--setid")
         .args(["paced", "10000", &n.to_string()])
         .arg(&file)
         .spawn()
@@ -493,6 +510,12 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
     assert_eq!(
         c["kernel_ringbuf_full_chmod"], 0,
         "the kernel lost events: the flood was not delivered whole ({c})"
+    );
+    assert!(
+        flood
+            .iter()
+            .all(|l| l["verdict"] == "audited" && l["rule"] == "deny-setid-chmod"),
+        "the flood is audited set-id chmods"
     );
     assert_eq!(count_sum(&flood), n);
     assert!(flood.len() <= 20, "{} records for the flood", flood.len());

@@ -281,8 +281,20 @@ fn metrics_parse_and_count_a_known_scenario() {
         ("sensor_journal_bytes", "gauge"),
         ("sensor_build_info", "gauge"),
         ("sensor_hook_attachments", "gauge"),
+        ("sensor_kernel_kill_tier", "counter"),
+        ("sensor_chmod_reverts", "counter"),
     ] {
         s.assert_type(family, ty);
+    }
+    // No chmod or privilege call in this scenario: the kill tier decided nothing.
+    for hook in ["chmod", "privilege", "late_socket"] {
+        assert_eq!(
+            s.value(
+                "sensor_kernel_kill_tier_total",
+                &[("hook", hook), ("decision", "killed")]
+            ),
+            0.0
+        );
     }
 
     // Events by kind and verdict: every event the stream carried, and no other.
@@ -354,7 +366,10 @@ fn metrics_parse_and_count_a_known_scenario() {
         ("connect6", "cgroup"),
         ("sendmsg4", "cgroup"),
         ("sendmsg6", "cgroup"),
-        ("chmod", "tracepoint"),
+        ("egress", "cgroup"),
+        ("chmod", "kill"),
+        ("setresuid", "kill"),
+        ("conn_enter", "kill"),
         ("exec", "tracepoint"),
     ] {
         assert_eq!(

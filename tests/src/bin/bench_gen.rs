@@ -7,6 +7,9 @@
 //! bench-gen [--cgroup DIR] paced RATE N FILE       # N chmod calls at RATE per second (bursts ~1/ms)
 //! ```
 //!
+//! `--setid` (after `--cgroup`) makes the chmod modes set-uid ones (`4640`/`4600`), which the
+//! default policy's `deny-setid-chmod` rule matches (audited under `--mode audit`).
+//!
 //! Joins the cgroup first (so every measured call is in scope), then prints one JSON line:
 //! `{"ops":N,"elapsed_ns":T,"ns_per_op":T/N}`. Connects go to 127.0.0.1 only.
 
@@ -40,6 +43,12 @@ fn main() -> ExitCode {
             return fail(&format!("{procs}: {e}"));
         }
     }
+    let setid: libc::mode_t = if args.first().is_some_and(|a| a == "--setid") {
+        args.remove(0);
+        0o4000
+    } else {
+        0
+    };
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
     let path = |i: usize| args.get(i).and_then(|s| CString::new(s.as_str()).ok());
     let start = Instant::now();
@@ -49,7 +58,7 @@ fn main() -> ExitCode {
                 return fail("chmod N FILE");
             };
             for i in 0..n {
-                chmod(&p, if i % 2 == 0 { 0o640 } else { 0o600 });
+                chmod(&p, setid | if i % 2 == 0 { 0o640 } else { 0o600 });
             }
             n
         }
@@ -105,7 +114,10 @@ fn main() -> ExitCode {
             let mut bursts = 0u32;
             while done < n {
                 for _ in 0..batch.min(n - done) {
-                    chmod(&p, if done.is_multiple_of(2) { 0o640 } else { 0o600 });
+                    chmod(
+                        &p,
+                        setid | if done.is_multiple_of(2) { 0o640 } else { 0o600 },
+                    );
                     done += 1;
                 }
                 bursts += 1;
