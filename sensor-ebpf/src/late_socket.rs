@@ -7,8 +7,10 @@
 //! scope calling a listed destination is noted as pending; the sock_addr and egress programs
 //! clear the note when they run for the call (the socket is in scope: they decide). A note
 //! still there on exit means no scoped hook saw the call: the kill tier applies (SIGKILL in
-//! enforce, verdict `killed`; `audited` in audit). The call itself has happened (a TCP
-//! handshake, or a datagram sent); the caller dies before it can use the connection.
+//! enforce, verdict `killed`; `audited` in audit) if the call took effect (a failed call did
+//! nothing). The call itself has happened (a TCP handshake, or a datagram sent); the caller
+//! dies before it can use the connection. A `sendto` with an address on a connected TCP
+//! socket (which ignores it) is treated as a call to that address.
 //! Not covered: sendmsg/sendmmsg (the address inside a msghdr) and io_uring on such sockets.
 
 use aya_ebpf::{
@@ -31,6 +33,9 @@ const SIGKILL: u32 = 9;
 const CONNECT_ADDR: usize = 24;
 /// `sys_enter_sendto`: `struct sockaddr *addr`.
 const SENDTO_ADDR: usize = 48;
+/// `sys_exit_*`: `long ret`.
+const RET: usize = 16;
+const EINPROGRESS: i64 = 115;
 
 /// A call on its way, by thread id, waiting to be seen by a scoped cgroup hook.
 #[derive(Clone, Copy)]
@@ -62,13 +67,14 @@ pub fn sensor_sendto_enter(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sensor_conn_exit(_ctx: TracePointContext) -> u32 {
-    exit()
+pub fn sensor_conn_exit(ctx: TracePointContext) -> u32 {
+    // A connect that got somewhere: done, or under way on a non-blocking socket.
+    exit(&ctx, |ret| ret == 0 || ret == -EINPROGRESS)
 }
 
 #[tracepoint]
-pub fn sensor_sendto_exit(_ctx: TracePointContext) -> u32 {
-    exit()
+pub fn sensor_sendto_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx, |ret| ret >= 0)
 }
 
 #[inline(always)]
@@ -83,12 +89,20 @@ fn enter(ctx: &TracePointContext, addr_offset: usize) -> u32 {
     if uaddr == 0 {
         return 0;
     }
+    // The family first, then exactly the bytes of that family's address: a longer read could
+    // fault on a sockaddr_in placed at the end of a mapped page, and let the call through.
     let mut sa = [0u8; 24];
     // SAFETY: a user pointer read with the fault-tolerant helper into a local buffer.
-    if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut sa) }.is_err() {
+    if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut sa[..8]) }.is_err() {
         return 0;
     }
     let family = u32::from(u16::from_ne_bytes([sa[0], sa[1]]));
+    // SAFETY: as above; sockaddr_in6 is at least 24 bytes (the kernel requires them).
+    if family == AF_INET6
+        && unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut sa) }.is_err()
+    {
+        return 0;
+    }
     let port = u16::from_be_bytes([sa[2], sa[3]]);
     let mut addr = [0u8; 16];
     let dst_family = if family == AF_INET {
@@ -126,13 +140,22 @@ fn enter(ctx: &TracePointContext, addr_offset: usize) -> u32 {
 }
 
 #[inline(always)]
-fn exit() -> u32 {
+fn exit(ctx: &TracePointContext, took_effect: impl Fn(i64) -> bool) -> u32 {
     let tid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out at once.
     let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
         return 0;
     };
     let _ = PENDING.remove(&tid);
+    // A call that failed before it reached the network (a bad fd, a family mismatch, ...)
+    // did nothing to stop.
+    // SAFETY: `long ret` of the exit record, checked against the format file at start-up.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
+        return 0;
+    };
+    if !took_effect(ret) {
+        return 0;
+    }
     if current_exempt() {
         count(Counter::Exempted);
         return 0;
