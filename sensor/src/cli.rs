@@ -134,8 +134,9 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub scope_cgroups: Vec<PathBuf>,
-    /// Without --policy: what a match on the built-in metadata list does. `enforce` (the
-    /// default) denies the call (EPERM), `audit` allows it and reports it.
+    /// Without --policy: the action of every rule of the built-in default policy. `enforce`
+    /// (the default) denies a listed destination (EPERM) and kills a set-id chmod's caller,
+    /// `audit` allows and reports both.
     #[arg(long, value_enum, env = "SENSOR_MODE", conflicts_with = "policy")]
     pub mode: Option<Mode>,
     /// Policy file (docs/policy.md): its metadata rules, each enforce or audit, and its
