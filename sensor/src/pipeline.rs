@@ -293,15 +293,17 @@ impl Pipeline {
         }
         let prepared = self.journal().prepare_sync();
         match prepared {
-            Ok(file) => {
+            Ok(files) => {
                 let (running, errors) = (
                     Arc::clone(&self.sync_running),
                     Arc::clone(&self.sync_errors),
                 );
                 tokio::task::spawn_blocking(move || {
-                    if let Err(err) = file.sync_data() {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %err, "journal sync failed");
+                    for file in files {
+                        if let Err(err) = file.sync_data() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %err, "journal sync failed");
+                        }
                     }
                     running.store(false, Ordering::Release);
                 });
@@ -318,7 +320,12 @@ impl Pipeline {
     pub fn kernel_counters(&mut self, kernel: &[(Counter, u64)]) {
         let full: u64 = kernel
             .iter()
-            .filter(|(c, _)| matches!(c, Counter::RingbufFullConnect | Counter::RingbufFullChmod))
+            .filter(|(c, _)| {
+                matches!(
+                    c,
+                    Counter::RingbufFullConnect | Counter::RingbufFullChmod | Counter::RingbufFullPriv
+                )
+            })
             .map(|(_, v)| v)
             .sum();
         if full > self.kernel_loss_reported {

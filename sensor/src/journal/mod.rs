@@ -351,6 +351,10 @@ pub struct Journal {
     active: Active,
     next_seq: u64,
     stats: JournalStats,
+    /// Sealed segments whose fdatasync is still owed: done by the next [`Journal::sync`] or
+    /// by the caller of [`Journal::prepare_sync`], never at the seal itself (an fdatasync of
+    /// a full segment would stall every append behind it for tens of milliseconds).
+    unsynced: Vec<File>,
 }
 
 /// What scanning one segment file found.
@@ -535,6 +539,7 @@ impl Journal {
             active,
             next_seq,
             stats,
+            unsynced: Vec::new(),
         };
         journal.apply_retention();
         Ok((journal, recovery))
@@ -583,30 +588,38 @@ impl Journal {
         Ok(())
     }
 
-    /// Flushes and `fdatasync`s the active segment: the durability point (call on a timer).
-    /// Also applies retention by age.
+    /// Flushes and `fdatasync`s the active segment and the sealed ones not synced yet: the
+    /// durability point (call on a timer). Also applies retention by age.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.flush()?;
-        let path = &self.active_segment().path;
+        let path = self.active_segment().path.clone();
+        for file in self.unsynced.drain(..) {
+            file.sync_data().map_err(io_err("sync segment", &path))?;
+        }
         self.active
             .file
             .sync_data()
-            .map_err(io_err("sync segment", path))?;
+            .map_err(io_err("sync segment", &path))?;
         self.apply_retention();
         Ok(())
     }
 
     /// Everything [`Journal::sync`] does except the fdatasync itself: flush, apply retention,
-    /// and hand out a handle of the active segment for the caller to fdatasync without holding
-    /// the journal (so appends and readers never wait on the disk).
-    pub fn prepare_sync(&mut self) -> Result<File, JournalError> {
+    /// and hand out the files to fdatasync (sealed segments not synced yet, then a handle of
+    /// the active one) for the caller to sync without holding the journal (so appends and
+    /// readers never wait on the disk).
+    pub fn prepare_sync(&mut self) -> Result<Vec<File>, JournalError> {
         self.flush()?;
         self.apply_retention();
         let path = &self.active_segment().path;
-        self.active
+        let active = self
+            .active
             .file
             .try_clone()
-            .map_err(io_err("clone segment handle", path))
+            .map_err(io_err("clone segment handle", path))?;
+        let mut files: Vec<File> = self.unsynced.drain(..).collect();
+        files.push(active);
+        Ok(files)
     }
 
     /// The sequence number the next [`Journal::append`] returns.
@@ -789,16 +802,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Seals the active segment (flushed, synced) and starts a new one at `next_seq`.
+    /// Seals the active segment (flushed; its fdatasync is owed to the next sync) and starts a
+    /// new one at `next_seq`.
     fn rotate(&mut self) -> Result<(), JournalError> {
         self.write_buffer()?;
-        let path = &self.active_segment().path;
-        self.active
-            .file
-            .sync_data()
-            .map_err(io_err("sync segment", path))?;
         let (file, segment) = create_segment(&self.dir, &self.config.dir, self.next_seq)?;
-        self.active.file = file;
+        let sealed = std::mem::replace(&mut self.active.file, file);
+        self.unsynced.push(sealed);
         self.segments.push(segment);
         self.apply_retention();
         Ok(())
