@@ -323,7 +323,9 @@ impl Pipeline {
             .filter(|(c, _)| {
                 matches!(
                     c,
-                    Counter::RingbufFullConnect | Counter::RingbufFullChmod | Counter::RingbufFullPriv
+                    Counter::RingbufFullConnect
+                        | Counter::RingbufFullChmod
+                        | Counter::RingbufFullPriv
                 )
             })
             .map(|(_, v)| v)
