@@ -317,11 +317,11 @@ fn a_socket_made_before_joining_the_scope_is_caught_by_the_kill_tier() {
     use std::os::unix::process::ExitStatusExt as _;
     let cg = TestCgroup::new();
     let ns = NetNs::with_metadata_addresses();
-    let moved = |port: u16| {
+    let moved_op = |op: &str, port: u16| {
         let child = std::process::Command::new(sensor_tests::probe_bin())
             .args(["--netns", &ns.name, "--cgroup"])
             .arg(&cg.path)
-            .args(["moved", "169.254.169.254", &port.to_string()])
+            .args([op, "169.254.169.254", &port.to_string()])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -333,6 +333,7 @@ fn a_socket_made_before_joining_the_scope_is_caught_by_the_kill_tier() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let moved = |port: u16| moved_op("moved", port);
     let sensor = scoped_sensor(&cg, "enforce");
     let (pid, status, out) = moved(80);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status} {out}");
@@ -343,6 +344,21 @@ fn a_socket_made_before_joining_the_scope_is_caught_by_the_kill_tier() {
         "{ev}"
     );
     assert_eq!(ev["connect"]["dst_addr"], "169.254.169.254", "{ev}");
+    // A connect that fails before it reaches the network (an IPv6 socket given an IPv4
+    // address) did nothing: no kill, no event.
+    let (pid, status, out) = moved_op("moved-bad", 80);
+    assert!(
+        status.success() && !out.contains("\"errno\":0"),
+        "{status} {out}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|e| e["pid"] == pid && e["kind"] == "connect"),
+        "a failed call is not reported"
+    );
     // A socket made inside the scope still meets the connect hook (EPERM), not a kill.
     let inside = probe_net(&Place::inside(&ns, &cg.path), "tcp", "169.254.169.254", 80);
     assert_eq!(inside.errno, EPERM);

@@ -6,6 +6,8 @@
 //! probe [--netns NAME] [--cgroup DIR] tfo ADDR PORT     # TCP Fast Open: sendto(MSG_FASTOPEN)
 //! probe [--netns NAME] [--cgroup DIR] uring ADDR PORT   # connect through io_uring
 //! probe [--netns NAME] [--cgroup DIR] moved ADDR PORT   # socket made before joining the cgroup
+//! probe [--netns NAME] [--cgroup DIR] moved-bad ADDR PORT # the same, an IPv6 socket given an
+//!                                                       # IPv4 address: the connect fails
 //! probe [--netns NAME] [--cgroup DIR] raw ADDR 0        # ICMP echo on a raw socket
 //! probe [--netns NAME] [--cgroup DIR] ping ADDR 0       # ICMP echo on a ping socket
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
@@ -101,7 +103,17 @@ fn main() -> ExitCode {
     {
         return fail(&e);
     }
-    let network = ["tcp", "udp", "tfo", "uring", "moved", "raw", "ping"].contains(&op.as_str());
+    let network = [
+        "tcp",
+        "udp",
+        "tfo",
+        "uring",
+        "moved",
+        "moved-bad",
+        "raw",
+        "ping",
+    ]
+    .contains(&op.as_str());
     let dst = if network {
         if netns.is_none() {
             return fail("network operations run only inside a test network namespace (--netns)");
@@ -137,6 +149,10 @@ fn main() -> ExitCode {
             let (family, _, _) = sockaddr(d);
             // SAFETY: plain socket syscall.
             Some(unsafe { libc::socket(family, libc::SOCK_STREAM, 0) })
+        }
+        // SAFETY: plain socket syscall.
+        ("moved-bad", Some(_)) => {
+            Some(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0) })
         }
         _ => None,
     };
@@ -202,7 +218,7 @@ fn main() -> ExitCode {
             drop(tcp_listener);
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
-        ("moved", Some(d)) => {
+        ("moved" | "moved-bad", Some(d)) => {
             let (_, sa, len) = sockaddr(d);
             let fd = early_socket.unwrap_or(-1);
             // SAFETY: connect on our own socket with a sockaddr of the length given.
