@@ -331,18 +331,30 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
     assert!(status.success());
 }
 
+/// A sensor scoped to `cg` that exports to the file `export`, with `extra` flags (events to
+/// gRPC subscribers only: the flood tests do not parse every event twice).
+fn file_exporting_sensor(cg: &TestCgroup, export: &std::path::Path, extra: &[&str]) -> Sensor {
+    let dest = format!("file:{}", export.display());
+    let mut args = vec![
+        "--scope-cgroup",
+        cg.path.to_str().unwrap(),
+        "--export",
+        dest.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    Sensor::start_fresh(&args, false)
+}
+
 #[test]
 fn rotation_under_load_keeps_every_event_once_in_sequence_order() {
     require_root();
     let cg = TestCgroup::new();
     let out_dir = TempDir::new();
     let export = out_dir.0.join("events.jsonl");
-    let sensor = Sensor::start_fresh(
+    let sensor = file_exporting_sensor(
+        &cg,
+        &export,
         &[
-            "--scope-cgroup",
-            cg.path.to_str().unwrap(),
-            "--export",
-            &format!("file:{}", export.display()),
             "--export-max-bytes",
             "65536",
             "--export-max-files",
@@ -350,7 +362,6 @@ fn rotation_under_load_keeps_every_event_once_in_sequence_order() {
             "--export-fold-window",
             "0s",
         ],
-        false,
     );
     let file = out_dir.0.join("target");
     std::fs::write(&file, b"x").unwrap();
@@ -463,19 +474,16 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
     let cg = TestCgroup::new();
     let out_dir = TempDir::new();
     let export = out_dir.0.join("events.jsonl");
-    let sensor = Sensor::start_fresh(
+    let sensor = file_exporting_sensor(
+        &cg,
+        &export,
         &[
-            "--scope-cgroup",
-            cg.path.to_str().unwrap(),
-            "--export",
-            &format!("file:{}", export.display()),
             "--export-fold-window",
             "5s",
             // The default policy's set-id rule in audit mode: every chmod below is `audited`.
             "--mode",
             "audit",
         ],
-        false,
     );
     let file = out_dir.0.join("target");
     std::fs::write(&file, b"x").unwrap();
@@ -543,17 +551,7 @@ fn a_flood_of_blocked_connects_shows_at_least_one_record_per_window_with_the_rig
     let ns = NetNs::with_metadata_addresses();
     let out_dir = TempDir::new();
     let export = out_dir.0.join("events.jsonl");
-    let sensor = Sensor::start_fresh(
-        &[
-            "--scope-cgroup",
-            cg.path.to_str().unwrap(),
-            "--export",
-            &format!("file:{}", export.display()),
-            "--export-fold-window",
-            "1s",
-        ],
-        false,
-    );
+    let sensor = file_exporting_sensor(&cg, &export, &["--export-fold-window", "1s"]);
     // One process, 400 blocked connects over about 4 s (4 windows and more).
     let n = 400;
     let mut child = probe_exec(
