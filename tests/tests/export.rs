@@ -507,14 +507,18 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
         "the whole flood, counted",
         |ls| count_sum(&ls.iter().filter(|l| l["pid"] == pid).collect::<Vec<_>>()) >= n,
     );
-    let c = counters(&sensor);
-    let (status, stderr) = sensor.stop();
-    assert!(status.success(), "{stderr}");
     let lines = export_lines(&export);
     let flood: Vec<&Value> = lines
         .iter()
         .filter(|l| l["pid"] == pid && l["kind"] == "chmod")
         .collect();
+    let unfolded = flood.iter().filter(|l| l["repeat"].is_null()).count() as u64;
+    // The status board is refreshed every 200 ms, not per write: wait until it has caught up
+    // with what the file holds (a wrong count never gets there and fails below).
+    sensor.wait_counter("export_folded", n - unfolded);
+    let c = counters(&sensor);
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
     assert_eq!(
         c["kernel_ringbuf_full_chmod"], 0,
         "the kernel lost events: the flood was not delivered whole ({c})"
@@ -528,11 +532,7 @@ fn a_flood_of_100k_identical_chmods_becomes_a_handful_of_counted_records() {
     assert_eq!(count_sum(&flood), n);
     assert!(flood.len() <= 20, "{} records for the flood", flood.len());
     let folded = c["export_folded"].as_u64().unwrap();
-    assert_eq!(
-        folded,
-        n - flood.iter().filter(|l| l["repeat"].is_null()).count() as u64,
-        "{c}"
-    );
+    assert_eq!(folded, n - unfolded, "{c}");
     assert!(stop_counters(&stderr)["export_folded"].as_u64().unwrap() >= folded);
     eprintln!(
         "flood: {n} chmods in {generated_in:?} -> {} records (folded {folded})",

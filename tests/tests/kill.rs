@@ -157,7 +157,8 @@ fn what_cannot_be_reverted_is_said_in_the_event() {
         _ => panic!("unexpected revert: {ev}"),
     }
     sensor.wait_counter("kernel_chmod_killed", 2);
-    assert!(sensor.counter("chmod_revert_failed") >= 1);
+    // Counted by the daemon after the kill (the board may show the kill first).
+    sensor.wait_counter("chmod_revert_failed", 1);
 }
 
 #[test]
