@@ -32,6 +32,9 @@ pub mod maps {
     pub const PRIV_RULES: &str = "SENSOR_PRIV_RULES";
     /// One `u32`: which of the two [`PRIV_RULES`] sets the programs read.
     pub const PRIV_ACTIVE: &str = "SENSOR_PRIV_ACTIVE";
+    /// One [`crate::KernelOffsets`]: kernel struct offsets for the LSM programs, read from
+    /// the running kernel's BTF by the daemon before it attaches them.
+    pub const OFFSETS: &str = "SENSOR_OFFSETS";
 }
 
 /// Program names (the kernel keeps the first 15 bytes).
@@ -59,6 +62,14 @@ pub mod programs {
     pub const SETRESGID: &str = "sensor_setresgid";
     pub const EXEC: &str = "sensor_exec";
     pub const EXIT: &str = "sensor_exit";
+    /// BPF LSM programs (the LSM tier), each named after its hook.
+    pub const LSM_PATH_CHMOD: &str = "sensor_lsm_path_chmod";
+    pub const LSM_PATH_MKNOD: &str = "sensor_lsm_path_mknod";
+    pub const LSM_FIX_SETUID: &str = "sensor_lsm_fix_setuid";
+    pub const LSM_FIX_SETGID: &str = "sensor_lsm_fix_setgid";
+    pub const LSM_CAPSET: &str = "sensor_lsm_capset";
+    pub const LSM_SETID_EXEC: &str = "sensor_lsm_setid_exec";
+    pub const LSM_SETXATTR: &str = "sensor_lsm_setxattr";
     /// Every program name starts with this; leftover checks look for it.
     pub const PREFIX: &str = "sensor_";
 }
@@ -133,6 +144,12 @@ wire_enum! {
         Setfsgid = 6 => "setfsgid",
         Setregid = 7 => "setregid",
         Setresgid = 8 => "setresgid",
+        /// LSM tier: the hooks see the new credentials, not the syscall that asked.
+        LsmFixSetuid = 9 => "lsm:task_fix_setuid",
+        LsmFixSetgid = 10 => "lsm:task_fix_setgid",
+        LsmCapset = 11 => "lsm:capset",
+        LsmSetidExec = 12 => "lsm:bprm_creds_from_file",
+        LsmSetxattr = 13 => "lsm:inode_setxattr",
     }
 }
 
@@ -140,6 +157,9 @@ wire_enum! {
 pub mod raise {
     pub const SETUID_ROOT: u32 = 1 << 0;
     pub const SETGID_ROOT: u32 = 1 << 1;
+    pub const CAPSET: u32 = 1 << 2;
+    pub const SETID_EXEC: u32 = 1 << 3;
+    pub const FILE_CAPS: u32 = 1 << 4;
 }
 
 wire_enum! {
@@ -186,6 +206,10 @@ wire_enum! {
         Fchmod = 2 => "fchmod",
         Fchmodat = 3 => "fchmodat",
         Fchmodat2 = 4 => "fchmodat2",
+        /// LSM tier: one hook for the whole family (the syscall is not known there).
+        LsmPathChmod = 5 => "lsm:path_chmod",
+        /// LSM tier: a file created with this mode (open with O_CREAT, mknod).
+        LsmPathMknod = 6 => "lsm:path_mknod",
     }
 }
 
@@ -225,13 +249,21 @@ wire_enum! {
         LateSocketKilled = 14 => "late_socket_killed",
         /// The same, audit rules.
         LateSocketAudited = 15 => "late_socket_audited",
+        /// LSM tier: chmod-family calls and set-id file creations denied (EPERM).
+        LsmChmodDenied = 16 => "lsm_chmod_denied",
+        /// LSM tier: the same, audit rules (allowed and reported).
+        LsmChmodAudited = 17 => "lsm_chmod_audited",
+        /// LSM tier: privilege raises denied (EPERM).
+        LsmPrivDenied = 18 => "lsm_priv_denied",
+        /// LSM tier: privilege raises that matched an audit rule.
+        LsmPrivAudited = 19 => "lsm_priv_audited",
     }
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 16;
+pub const COUNTER_SLOTS: u32 = 20;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 16] = [
+pub const ALL_COUNTERS: [Counter; 20] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -248,6 +280,10 @@ pub const ALL_COUNTERS: [Counter; 16] = [
     Counter::RingbufFullPriv,
     Counter::LateSocketKilled,
     Counter::LateSocketAudited,
+    Counter::LsmChmodDenied,
+    Counter::LsmChmodAudited,
+    Counter::LsmPrivDenied,
+    Counter::LsmPrivAudited,
 ];
 
 /// `S_ISUID | S_ISGID`.
@@ -380,6 +416,8 @@ pub mod path_status {
     pub const FAULT: u32 = 2;
     /// The syscall has no path argument (fchmod).
     pub const NONE: u32 = 3;
+    /// LSM tier: `path` holds the file's own name (last component), read from its dentry.
+    pub const NAME: u32 = 4;
 }
 
 /// A chmod-family syscall entered by a task in scope.
@@ -449,8 +487,44 @@ pub struct ExitEvent {
 }
 const _: () = assert!(size_of::<ExitEvent>() == 64);
 
+/// Offsets (bytes) of the kernel struct fields the LSM programs read, from the running
+/// kernel's BTF (the layouts differ between kernels and configs: nothing is compiled in).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct path.dentry`
+    pub path_dentry: u32,
+    /// `struct dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `struct dentry.d_name` + `struct qstr.name`
+    pub dentry_name: u32,
+    /// `struct inode.i_mode`
+    pub inode_mode: u32,
+    /// `struct inode.i_uid`
+    pub inode_uid: u32,
+    /// `struct inode.i_gid`
+    pub inode_gid: u32,
+    /// `struct file.f_inode`
+    pub file_inode: u32,
+    /// `struct cred`: uid, gid, suid, sgid, euid, egid, fsuid, fsgid.
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub cred_suid: u32,
+    pub cred_sgid: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub cred_fsuid: u32,
+    pub cred_fsgid: u32,
+    /// `struct cred`: cap_inheritable, cap_permitted, cap_effective (`kernel_cap_t`, 8 bytes).
+    pub cred_cap_inheritable: u32,
+    pub cred_cap_permitted: u32,
+    pub cred_cap_effective: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, all fields u32.
+    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding bytes left implicit.
     unsafe impl aya::Pod for super::DestRule {}
     // SAFETY: as above.

@@ -23,18 +23,20 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, NO_RULE, PATH_BYTES, Verdict,
-    chmod_flags, path_status,
+    ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, NO_RULE, Verdict, chmod_flags,
+    path_status,
 };
 
-use crate::shared::{EVENTS, count, current_in_scope, fill_header, kill_tier_decide, wakeup_flags};
+use crate::shared::{
+    EVENTS, count, current_in_scope, fill_header, kill_tier_decide, path_read_status, wakeup_flags,
+};
 
 /// Two rule sets; the daemon fills the inactive one, then flips `SENSOR_CHMOD_ACTIVE`.
 #[map(name = "SENSOR_CHMOD_RULES")]
-static CHMOD_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
+pub static CHMOD_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
 
 #[map(name = "SENSOR_CHMOD_ACTIVE")]
-static CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub static CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 const ARG0: usize = 16;
 const ARG1: usize = 24;
@@ -155,16 +157,10 @@ fn report(
         (*ev)._pad = 0;
         let (status, len) = match call.path {
             None => (path_status::NONE, 0),
-            Some(ptr) => match bpf_probe_read_user_str_bytes(ptr, &mut (*ev).path) {
-                Ok(bytes) if bytes.len() >= PATH_BYTES - 1 => {
-                    (path_status::TRUNCATED, bytes.len() as u32)
-                }
-                Ok(bytes) => (path_status::OK, bytes.len() as u32),
-                Err(_) => {
-                    count(Counter::PathReadFailed);
-                    (path_status::FAULT, 0)
-                }
-            },
+            Some(ptr) => path_read_status(
+                bpf_probe_read_user_str_bytes(ptr, &mut (*ev).path),
+                path_status::OK,
+            ),
         };
         (*ev).path_status = status;
         (*ev).path_len = len;
@@ -173,12 +169,18 @@ fn report(
     0
 }
 
+/// The chmod rule set the programs read now.
+#[inline(always)]
+pub fn active_rules() -> Option<&'static ChmodRules> {
+    let active = CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
+    CHMOD_RULES.get(active & 1)
+}
+
 /// The active chmod rules (rules with paths are left to userspace): see
 /// [`kill_tier_decide`].
 #[inline(always)]
 fn decide(mode: u32) -> (Verdict, u32) {
-    let active = CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
-    let Some(set) = CHMOD_RULES.get(active & 1) else {
+    let Some(set) = active_rules() else {
         return (Verdict::Allowed, NO_RULE);
     };
     kill_tier_decide(

@@ -99,12 +99,25 @@ fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) 
         raise::SETUID_ROOT
     };
     let (verdict, rule) = decide(kind);
-    if rule == NO_RULE {
-        return 0;
+    if rule != NO_RULE {
+        report(syscall, kind, requested, nids as u32, rule, verdict);
     }
+    0
+}
+
+/// Report a privilege raise that matched `rule` (both tiers).
+#[inline(always)]
+pub fn report(
+    syscall: CredSyscall,
+    kind: u32,
+    ids: [u32; 3],
+    nids: u32,
+    rule: u32,
+    verdict: Verdict,
+) {
     let Some(mut entry) = EVENTS.reserve::<PrivilegeEvent>(0) else {
         count(Counter::RingbufFullPriv);
-        return 0;
+        return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
@@ -117,20 +130,25 @@ fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) 
         );
         (*ev).syscall = syscall as u32;
         (*ev).raise = kind;
-        (*ev).ids = requested;
-        (*ev).nids = nids as u32;
+        (*ev).ids = ids;
+        (*ev).nids = nids;
         (*ev).rule = rule;
         (*ev)._pad = 0;
     }
     entry.submit(wakeup_flags());
-    0
+}
+
+/// The privilege rule set the programs read now.
+#[inline(always)]
+pub fn active_rules() -> Option<&'static ChmodRules> {
+    let active = PRIV_ACTIVE.get(0).copied().unwrap_or(0);
+    PRIV_RULES.get(active & 1)
 }
 
 /// The active privilege rules covering `kind`: see [`kill_tier_decide`].
 #[inline(always)]
 fn decide(kind: u32) -> (Verdict, u32) {
-    let active = PRIV_ACTIVE.get(0).copied().unwrap_or(0);
-    let Some(set) = PRIV_RULES.get(active & 1) else {
+    let Some(set) = active_rules() else {
         return (Verdict::Allowed, NO_RULE);
     };
     kill_tier_decide(

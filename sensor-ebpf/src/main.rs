@@ -6,7 +6,8 @@
 //! - `late_socket`: connect/sendto tracepoints for sockets created outside the scope (kill tier);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
 //! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
-//! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
+//! - `process`: exec and exit of tasks in scope, for the daemon's process cache;
+//! - `lsm`: BPF LSM programs (the LSM tier: deny with EPERM before the change happens).
 //!
 //! Everything they report goes through one ring buffer (`shared`).
 #![no_std]
@@ -17,6 +18,7 @@ mod connect;
 mod creds;
 mod egress;
 mod late_socket;
+mod lsm;
 mod process;
 mod shared;
 

@@ -115,17 +115,11 @@ pub fn fill_header(header: &mut EventHeader, kind: EventKind, size: usize, verdi
     header.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_BYTES]);
 }
 
-/// Kill tier: evaluate a rule set (in file order) for the current task. If any matching rule
-/// enforces, the caller is killed (SIGKILL) and the first such rule is reported; otherwise the
-/// first matching audit rule. An exempted task (a pod outside the policy's scope) is let through
-/// on a match. Anything but an explicit audit action enforces: a corrupt entry fails closed.
+/// The first enforcing and the first audit rule of `set` (in file order) that match, each
+/// [`NO_RULE`] when none does. Anything but an explicit audit action enforces: a corrupt entry
+/// fails closed.
 #[inline(always)]
-pub fn kill_tier_decide(
-    set: &ChmodRules,
-    matches: impl Fn(&ChmodRule) -> bool,
-    killed: Counter,
-    audited: Counter,
-) -> (Verdict, u32) {
+fn first_matches(set: &ChmodRules, matches: impl Fn(&ChmodRule) -> bool) -> (u32, u32) {
     let mut enforce = NO_RULE;
     let mut audit = NO_RULE;
     let mut i = 0;
@@ -145,6 +139,56 @@ pub fn kill_tier_decide(
         }
         i += 1;
     }
+    (enforce, audit)
+}
+
+/// Kill tier: evaluate a rule set (in file order) for the current task. If any matching rule
+/// enforces, the caller is killed (SIGKILL) and the first such rule is reported; otherwise the
+/// first matching audit rule. An exempted task (a pod outside the policy's scope) is let through
+/// on a match.
+#[inline(always)]
+pub fn kill_tier_decide(
+    set: &ChmodRules,
+    matches: impl Fn(&ChmodRule) -> bool,
+    killed: Counter,
+    audited: Counter,
+) -> (Verdict, u32) {
+    decide_with(set, matches, audited, || {
+        // SAFETY: helper call without pointer arguments; signals the current process.
+        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+            count(killed);
+            Verdict::Killed
+        } else {
+            count(Counter::KillFailed);
+            Verdict::Audited
+        }
+    })
+}
+
+/// LSM tier: as [`kill_tier_decide`], but an enforcing match denies the call (`Blocked`, the
+/// hook returns -EPERM) instead of killing the caller.
+#[inline(always)]
+pub fn lsm_tier_decide(
+    set: &ChmodRules,
+    matches: impl Fn(&ChmodRule) -> bool,
+    denied: Counter,
+    audited: Counter,
+) -> (Verdict, u32) {
+    decide_with(set, matches, audited, || {
+        count(denied);
+        Verdict::Blocked
+    })
+}
+
+/// The common part of both tiers: `enforce` carries out an enforcing match.
+#[inline(always)]
+fn decide_with(
+    set: &ChmodRules,
+    matches: impl Fn(&ChmodRule) -> bool,
+    audited: Counter,
+    enforce_now: impl FnOnce() -> Verdict,
+) -> (Verdict, u32) {
+    let (enforce, audit) = first_matches(set, matches);
     if enforce == NO_RULE && audit == NO_RULE {
         return (Verdict::Allowed, NO_RULE);
     }
@@ -153,14 +197,24 @@ pub fn kill_tier_decide(
         return (Verdict::Allowed, NO_RULE);
     }
     if enforce != NO_RULE {
-        // SAFETY: helper call without pointer arguments; signals the current process.
-        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
-            count(killed);
-            return (Verdict::Killed, enforce);
-        }
-        count(Counter::KillFailed);
-        return (Verdict::Audited, enforce);
+        return (enforce_now(), enforce);
     }
     count(audited);
     (Verdict::Audited, audit)
+}
+
+/// (path_status, length) of a string read into an event's path buffer: `complete` when it fit,
+/// truncated when it filled the buffer, a counted fault when the read failed.
+#[inline(always)]
+pub fn path_read_status<E>(read: Result<&[u8], E>, complete: u32) -> (u32, u32) {
+    match read {
+        Ok(bytes) if bytes.len() >= sensor_common::PATH_BYTES - 1 => {
+            (sensor_common::path_status::TRUNCATED, bytes.len() as u32)
+        }
+        Ok(bytes) => (complete, bytes.len() as u32),
+        Err(_) => {
+            count(Counter::PathReadFailed);
+            (sensor_common::path_status::FAULT, 0)
+        }
+    }
 }

@@ -221,6 +221,13 @@ pub struct RunArgs {
     /// removes the pins. Without it, enforcement ends with the process.
     #[arg(long, value_name = "DIR", env = "SENSOR_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
+    /// Enforcement tier of the privilege hooks (chmod family, set-id file creation, set*id,
+    /// capset, set-id exec, file capabilities). `auto`: BPF LSM for every hook the running
+    /// kernel accepts (the call fails with EPERM, nothing changes), the kill tier (syscall
+    /// tracepoints, SIGKILL) for the others. `lsm`: LSM or fail at start-up. `kill`: the kill
+    /// tier only. `sensor status` names the tier of every hook.
+    #[arg(long, value_enum, default_value_t, env = "SENSOR_TIER")]
+    pub tier: crate::programs::TierChoice,
     /// Serve Prometheus metrics (`/metrics`) and `/healthz`, `/readyz` over plain HTTP on this
     /// address. Off by default; the DaemonSet sets it for scraping.
     #[arg(long, value_name = "ADDR:PORT", env = "SENSOR_METRICS_ADDR")]

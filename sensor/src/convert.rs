@@ -59,6 +59,8 @@ fn syscall(s: ChmodSyscall) -> pb::ChmodSyscall {
         ChmodSyscall::Fchmod => pb::ChmodSyscall::Fchmod,
         ChmodSyscall::Fchmodat => pb::ChmodSyscall::Fchmodat,
         ChmodSyscall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
+        ChmodSyscall::LsmPathChmod => pb::ChmodSyscall::LsmPathChmod,
+        ChmodSyscall::LsmPathMknod => pb::ChmodSyscall::LsmPathMknod,
     }
 }
 
@@ -101,6 +103,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 PathArg::Complete(p) => (p.clone(), pb::PathState::Complete),
                 PathArg::Truncated(p) => (p.clone(), pb::PathState::Truncated),
                 PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
+                PathArg::Name(p) => (p.clone(), pb::PathState::Name),
             };
             (
                 ctx.chmod_rules
@@ -159,7 +162,24 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 pb::event::Body::Privilege(pb::PrivilegeChange {
                     what: p.raise.to_owned(),
                     old_value: format!("{id} {real}"),
-                    new_value: format!("{}({})", p.syscall.as_str(), ids.join(", ")),
+                    new_value: match p.raise {
+                        // The capabilities the call would add, as a mask.
+                        "capset" => format!(
+                            "{}(gains 0x{:x})",
+                            p.syscall.as_str(),
+                            u64::from(p.ids.first().copied().unwrap_or(0))
+                                | u64::from(p.ids.get(1).copied().unwrap_or(0)) << 32
+                        ),
+                        "setid-exec" => format!(
+                            "{}(owner {}, group {}, mode {:o})",
+                            p.syscall.as_str(),
+                            ids.first().map_or("?", String::as_str),
+                            ids.get(1).map_or("?", String::as_str),
+                            p.ids.get(2).copied().unwrap_or(0)
+                        ),
+                        "file-caps" => format!("{}(security.capability)", p.syscall.as_str()),
+                        _ => format!("{}({})", p.syscall.as_str(), ids.join(", ")),
+                    },
                 }),
             )
         }

@@ -127,12 +127,14 @@ pub enum PathArg {
     Truncated(String),
     /// User memory could not be read.
     Unreadable,
+    /// LSM tier: the file's own name (last component), not the argument.
+    Name(String),
 }
 
 impl PathArg {
     pub fn text(&self) -> Option<&str> {
         match self {
-            Self::Complete(s) | Self::Truncated(s) => Some(s),
+            Self::Complete(s) | Self::Truncated(s) | Self::Name(s) => Some(s),
             Self::None | Self::Unreadable => None,
         }
     }
@@ -157,6 +159,7 @@ fn path_arg(status: u32, len: u32, buf: &[u8; PATH_BYTES]) -> Result<PathArg, u3
         path_status::TRUNCATED => PathArg::Truncated(text()),
         path_status::FAULT => PathArg::Unreadable,
         path_status::NONE => PathArg::None,
+        path_status::NAME => PathArg::Name(text()),
         other => return Err(other),
     })
 }
@@ -221,7 +224,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Chmod(Chmod {
                 syscall,
                 mode: ev.mode & 0o7777,
-                fd: (syscall != ChmodSyscall::Chmod).then_some(ev.fd),
+                fd: matches!(
+                    syscall,
+                    ChmodSyscall::Fchmod | ChmodSyscall::Fchmodat | ChmodSyscall::Fchmodat2
+                )
+                .then_some(ev.fd),
                 flags: ev.flags,
                 path,
                 name: None,
@@ -242,6 +249,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let raise = match ev.raise {
                 raise::SETUID_ROOT => "setuid-root",
                 raise::SETGID_ROOT => "setgid-root",
+                raise::CAPSET => "capset",
+                raise::SETID_EXEC => "setid-exec",
+                raise::FILE_CAPS => "file-caps",
                 other => return Err(field("raise", other)),
             };
             let n = (ev.nids as usize).min(ev.ids.len());

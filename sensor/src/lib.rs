@@ -26,6 +26,7 @@
 //! - [`tail`]: `sensor tail`; [`status`]: `sensor status`; [`client`]: their gRPC client.
 
 pub mod api;
+pub mod btf;
 pub mod cgroups;
 pub mod cli;
 pub mod client;

@@ -186,6 +186,23 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
             ("failed", get(board, "chmod_revert_failed")),
         ],
     );
+    out.family(
+        "sensor_kernel_lsm_total",
+        "counter",
+        "LSM-tier decisions in the kernel (BPF LSM hooks), by hook and decision: denied (EPERM, nothing changed), audited (allowed and reported).",
+    );
+    for (hook, decision, counter) in [
+        ("chmod", "denied", "kernel_lsm_chmod_denied"),
+        ("chmod", "audited", "kernel_lsm_chmod_audited"),
+        ("privilege", "denied", "kernel_lsm_priv_denied"),
+        ("privilege", "audited", "kernel_lsm_priv_audited"),
+    ] {
+        out.sample(
+            "sensor_kernel_lsm_total",
+            &[("hook", hook), ("decision", decision)],
+            get(board, counter),
+        );
+    }
     out.labelled(
         "sensor_kernel_connect_decisions_total",
         "counter",
@@ -437,6 +454,20 @@ fn policy_families(out: &mut Exposition, board: &BTreeMap<String, u64>, status: 
             "sensor_hook_attachments",
             &[("hook", hook), ("tier", tier)],
             n,
+        );
+    }
+    out.family(
+        "sensor_protection_tier",
+        "gauge",
+        "1 for the tier that serves each protection now (lsm, kill, cgroup, or none).",
+    );
+    for (what, tier) in
+        crate::programs::protection_tiers(status.attachments.iter().map(|a| a.program.as_str()))
+    {
+        out.sample(
+            "sensor_protection_tier",
+            &[("protection", what), ("tier", tier)],
+            1,
         );
     }
 }

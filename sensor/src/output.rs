@@ -232,6 +232,12 @@ struct JsonChmod {
     path_truncated: bool,
     #[serde(default)]
     path_unreadable: bool,
+    /// LSM tier: the file's own name (last component), instead of a path argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_name: Option<String>,
+    /// LSM tier (path_chmod): the mode the file had, four octal digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode_before: Option<String>,
     #[serde(default)]
     name: Option<String>,
     /// Kill tier: what the daemon did about the file afterwards.
@@ -446,6 +452,9 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
                 .then(|| c.path.clone()),
                 path_truncated: c.path_state() == pb::PathState::Truncated,
                 path_unreadable: c.path_state() == pb::PathState::Unreadable,
+                file_name: (c.path_state() == pb::PathState::Name).then(|| c.path.clone()),
+                mode_before: (c.syscall() == pb::ChmodSyscall::LsmPathChmod)
+                    .then(|| format!("{:04o}", c.flags)),
                 name: (!c.name.is_empty()).then(|| c.name.clone()),
                 revert: c.revert.as_ref().map(|r| {
                     let reverted = r.state() == pb::RevertState::Reverted;
@@ -558,7 +567,19 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .ok_or_else(|| format!("chmod.mode '{}': not an octal mode", c.mode))?;
-            let path_state = if c.path_unreadable {
+            let mode_before = c
+                .mode_before
+                .as_deref()
+                .map(|m| {
+                    u32::from_str_radix(m, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| format!("chmod.mode_before '{m}': not an octal mode"))
+                })
+                .transpose()?;
+            let path_state = if c.file_name.is_some() {
+                pb::PathState::Name
+            } else if c.path_unreadable {
                 pb::PathState::Unreadable
             } else if c.path_truncated {
                 pb::PathState::Truncated
@@ -571,8 +592,8 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 syscall: syscall as i32,
                 mode,
                 fd: c.fd,
-                flags: c.flags.unwrap_or(0),
-                path: c.path.unwrap_or_default(),
+                flags: mode_before.or(c.flags).unwrap_or(0),
+                path: c.file_name.or(c.path).unwrap_or_default(),
                 path_state: path_state as i32,
                 name: c.name.unwrap_or_default(),
                 revert: c.revert.map(revert_from_json).transpose()?,

@@ -13,12 +13,13 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+        TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
 use sensor_common::{
-    ALL_COUNTERS, Action, ChmodRule, ChmodRules, Counter, DestRule, MAX_CHMOD_RULES,
+    ALL_COUNTERS, Action, ChmodRule, ChmodRules, Counter, DestRule, KernelOffsets, MAX_CHMOD_RULES,
     MAX_RULE_PORTS, globals, maps, programs,
 };
 
@@ -49,12 +50,133 @@ pub const CGROUP_PROGRAMS: [&str; 5] = [
     programs::EGRESS,
 ];
 
+/// One BPF LSM program of the LSM tier: its hook, and the kill-tier tracepoint programs it
+/// makes unnecessary (they are not attached when it is: a tracepoint would kill the caller
+/// before the hook could deny the call).
+pub struct LsmHook {
+    pub program: &'static str,
+    pub hook: &'static str,
+    pub replaces: &'static [&'static str],
+}
+
+/// The LSM tier, hook by hook.
+pub const LSM_HOOKS: [LsmHook; 7] = [
+    LsmHook {
+        program: programs::LSM_PATH_CHMOD,
+        hook: "path_chmod",
+        replaces: &[
+            programs::CHMOD,
+            programs::FCHMOD,
+            programs::FCHMODAT,
+            programs::FCHMODAT2,
+        ],
+    },
+    LsmHook {
+        program: programs::LSM_PATH_MKNOD,
+        hook: "path_mknod",
+        replaces: &[],
+    },
+    LsmHook {
+        program: programs::LSM_FIX_SETUID,
+        hook: "task_fix_setuid",
+        replaces: &[
+            programs::SETUID,
+            programs::SETFSUID,
+            programs::SETREUID,
+            programs::SETRESUID,
+        ],
+    },
+    LsmHook {
+        program: programs::LSM_FIX_SETGID,
+        hook: "task_fix_setgid",
+        replaces: &[
+            programs::SETGID,
+            programs::SETFSGID,
+            programs::SETREGID,
+            programs::SETRESGID,
+        ],
+    },
+    LsmHook {
+        program: programs::LSM_CAPSET,
+        hook: "capset",
+        replaces: &[],
+    },
+    LsmHook {
+        program: programs::LSM_SETID_EXEC,
+        hook: "bprm_creds_from_file",
+        replaces: &[],
+    },
+    LsmHook {
+        program: programs::LSM_SETXATTR,
+        hook: "inode_setxattr",
+        replaces: &[],
+    },
+];
+
+/// What the sensor protects, each with the programs that can serve it, best tier first.
+const PROTECTIONS: [(&str, &[&str]); 10] = [
+    (
+        "metadata-connect",
+        &[
+            programs::CONNECT4,
+            programs::CONNECT6,
+            programs::SENDMSG4,
+            programs::SENDMSG6,
+        ],
+    ),
+    ("metadata-raw-packet", &[programs::EGRESS]),
+    (
+        "metadata-late-socket",
+        &[programs::CONN_ENTER, programs::SENDTO_ENTER],
+    ),
+    ("chmod", &[programs::LSM_PATH_CHMOD, programs::CHMOD]),
+    ("setid-create", &[programs::LSM_PATH_MKNOD]),
+    ("setuid-root", &[programs::LSM_FIX_SETUID, programs::SETUID]),
+    ("setgid-root", &[programs::LSM_FIX_SETGID, programs::SETGID]),
+    ("capset", &[programs::LSM_CAPSET]),
+    ("setid-exec", &[programs::LSM_SETID_EXEC]),
+    ("file-caps", &[programs::LSM_SETXATTR]),
+];
+
+/// The tier serving each protection, given the attached programs: the tier of the first
+/// attached program that serves it, `none` when nothing does (this kernel and tier offer no
+/// program for it).
+pub fn protection_tiers<'a>(
+    attached: impl Iterator<Item = &'a str> + Clone,
+) -> Vec<(&'static str, &'static str)> {
+    PROTECTIONS
+        .iter()
+        .map(|(what, candidates)| {
+            let tier = candidates
+                .iter()
+                .find(|p| attached.clone().any(|a| a == **p))
+                .map_or("none", |p| tier(p));
+            (*what, tier)
+        })
+        .collect()
+}
+
+/// Which tier serves the privilege hooks (`--tier`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TierChoice {
+    /// BPF LSM for every hook the running kernel accepts, the kill tier for the others.
+    #[default]
+    Auto,
+    /// BPF LSM or fail at start-up (naming the hook and the kernel's answer).
+    Lsm,
+    /// The kill tier only (syscall tracepoints), even where BPF LSM would load.
+    Kill,
+}
+
 /// The enforcement tier of a program, as `sensor status` names it: `cgroup` (sock_addr hooks:
-/// the call fails with EPERM), `kill` (chmod-family syscall tracepoints: the caller is killed
-/// with SIGKILL, the set-id bits removed afterwards), `tracepoint` (detection only).
+/// the call fails with EPERM), `lsm` (BPF LSM: the call fails with EPERM before it changes
+/// anything), `kill` (syscall tracepoints: the caller is killed with SIGKILL, set-id bits
+/// removed afterwards), `tracepoint` (detection only).
 pub fn tier(program: &str) -> &'static str {
     if CGROUP_PROGRAMS.contains(&program) {
         "cgroup"
+    } else if LSM_HOOKS.iter().any(|h| h.program == program) {
+        "lsm"
     } else if [
         programs::CHMOD,
         programs::FCHMOD,
@@ -112,6 +234,11 @@ pub enum ProgramsError {
         path: std::path::PathBuf,
         message: String,
     },
+    #[error(
+        "--tier lsm: BPF LSM hook {hook} is not available on this kernel ({why}); BPF LSM needs \
+         CONFIG_BPF_LSM=y, `bpf` in the active LSM list (the lsm= boot parameter) and BTF"
+    )]
+    LsmUnavailable { hook: &'static str, why: String },
     #[error("attaching {name} to {target}: {source}")]
     Attach {
         name: &'static str,
@@ -136,6 +263,7 @@ pub struct Config<'a> {
     pub exec_filename_offset: u64,
     /// Pinned mode: every link and the ring buffer are pinned in this generation.
     pub pin: Option<&'a PinDir>,
+    pub tier: TierChoice,
 }
 
 /// One attachment, for logs and status.
@@ -360,9 +488,11 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         (programs::EXEC, "sched", "sched_process_exec"),
         (programs::EXIT, "sched", "sched_process_exit"),
     ];
+    let replaced = attach_lsm(&mut ebpf, config, &mut attached)?;
     let chmod = config
         .tracepoints
         .iter()
+        .filter(|tp| !replaced.contains(&tp.program))
         .map(|tp| (tp.program, "syscalls", tp.name));
     for (name, category, tracepoint) in lifecycle.into_iter().chain(chmod) {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
@@ -391,6 +521,111 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
     })
 }
 
+/// The LSM tier: load and attach every hook the kernel accepts (all of them or fail with
+/// `--tier lsm`, none with `--tier kill`). Returns the kill-tier programs no longer needed.
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    config: &Config<'_>,
+    attached: &mut Attached,
+) -> Result<Vec<&'static str>, ProgramsError> {
+    let mut replaced = Vec::new();
+    if config.tier == TierChoice::Kill {
+        tracing::info!("--tier kill: privilege hooks use syscall tracepoints (kill tier)");
+        return Ok(replaced);
+    }
+    let mut fell_back: Vec<(&'static str, String)> = Vec::new();
+    let mut unavailable = |hook: &'static str, why: String| {
+        if config.tier == TierChoice::Lsm {
+            Err(ProgramsError::LsmUnavailable { hook, why })
+        } else {
+            fell_back.push((hook, why));
+            Ok(())
+        }
+    };
+    // Kernel struct offsets, from this kernel's BTF (a hook without them cannot run).
+    let offsets = match crate::btf::Btf::from_file(std::path::Path::new(crate::btf::VMLINUX))
+        .and_then(|b| crate::btf::kernel_offsets(&b))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            unavailable("all", e.to_string())?;
+            warn_fell_back(&fell_back);
+            return Ok(replaced);
+        }
+    };
+    write_offsets(ebpf, offsets)?;
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            unavailable("all", format!("kernel BTF: {e}"))?;
+            warn_fell_back(&fell_back);
+            return Ok(replaced);
+        }
+    };
+    for hook in &LSM_HOOKS {
+        let name = hook.program;
+        let prog: &mut Lsm = program(ebpf, name)?;
+        let id = match prog.load(hook.hook, &btf).and_then(|()| prog.attach()) {
+            Ok(id) => id,
+            Err(e) => {
+                // A failed load leaves nothing attached; the kill tier takes over the hook.
+                unavailable(hook.hook, error_chain(&e))?;
+                continue;
+            }
+        };
+        attached.add(config.pin, name, format!("lsm/{}", hook.hook), || {
+            prog.take_link(id)
+        })?;
+        replaced.extend_from_slice(hook.replaces);
+    }
+    warn_fell_back(&fell_back);
+    Ok(replaced)
+}
+
+/// One warning per distinct reason, naming the hooks that fell back to the kill tier (or to
+/// nothing: `sensor status` lists them as `none`).
+fn warn_fell_back(fell_back: &[(&'static str, String)]) {
+    let mut reasons: Vec<&str> = fell_back.iter().map(|(_, why)| why.as_str()).collect();
+    reasons.dedup();
+    for why in reasons {
+        let hooks: Vec<&str> = fell_back
+            .iter()
+            .filter(|(_, w)| w == why)
+            .map(|(h, _)| *h)
+            .collect();
+        tracing::warn!(
+            hooks = %hooks.join(","),
+            "BPF LSM not available ({why}): these hooks use the kill tier where it has one (`sensor status` names the tier of each)"
+        );
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn write_offsets(ebpf: &mut Ebpf, offsets: KernelOffsets) -> Result<(), ProgramsError> {
+    let err = |source| ProgramsError::Map {
+        name: maps::OFFSETS,
+        source,
+    };
+    let map = ebpf.map_mut(maps::OFFSETS).ok_or_else(|| {
+        err(MapError::InvalidName {
+            name: maps::OFFSETS.into(),
+        })
+    })?;
+    let mut array: Array<_, KernelOffsets> = Array::try_from(map).map_err(err)?;
+    array.set(0, offsets, 0).map_err(err)
+}
+
 /// What [`load`] attached so far.
 #[derive(Default)]
 struct Attached {
@@ -410,7 +645,8 @@ impl Attached {
         take: impl FnOnce() -> Result<L, ProgramError>,
     ) -> Result<(), ProgramsError>
     where
-        FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+        FdLink: TryFrom<L>,
+        <FdLink as TryFrom<L>>::Error: std::fmt::Display,
     {
         if let Some(pin) = pin {
             let n = self.attachments.len();
@@ -429,7 +665,8 @@ fn pin_link<L>(
     taken: Result<L, ProgramError>,
 ) -> Result<PinnedLink, ProgramsError>
 where
-    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
 {
     let path = pin.current().join(format!("{LINK_PREFIX}{name}-{n}"));
     let error = |message: String| ProgramsError::Pin {

@@ -88,6 +88,8 @@ pub fn setid_bits(proc_root: &Path, pid: u32, cgroup_dir: Option<&Path>, chmod: 
                     PathArg::Complete(_) => {
                         "a relative path, and the caller (its working directory) is gone".into()
                     }
+                    // Never killed: the LSM tier denies instead.
+                    PathArg::Name(_) => "the event carries the file's name only".into(),
                 });
             }
         },

@@ -35,8 +35,10 @@ pub struct ActiveRules {
     pub privilege: Vec<policy::PrivilegeEntry>,
     /// Name of each privilege rule, by that index.
     pub privilege_names: Vec<String>,
-    /// What of the policy this tier does not enforce yet (logged at load).
+    /// What of the policy no tier enforces in the kernel (logged at load).
     pub not_enforced: Vec<String>,
+    /// What only the LSM tier enforces (logged at load when a hook runs at the kill tier).
+    pub lsm_only: Vec<String>,
 }
 
 impl ActiveRules {
@@ -65,8 +67,8 @@ impl ActiveRules {
 }
 
 impl ActiveRules {
-    /// The privilege rules as the kernel evaluates them (`mode_bits` = the raise kinds the
-    /// tracepoint tier enforces: set*id to uid/gid 0).
+    /// The privilege rules as the kernel evaluates them (`mode_bits` = the raise kinds; each
+    /// program matches the kinds it sees: the kill tier only set*id to uid/gid 0).
     pub fn kernel_privilege_rules(&self) -> Vec<ChmodRule> {
         self.privilege
             .iter()
@@ -74,7 +76,7 @@ impl ActiveRules {
             .map(|(i, p)| ChmodRule {
                 rule: i as u32,
                 action: kernel_action(p.action) as u32,
-                mode_bits: p.raises & KILL_TIER_RAISES,
+                mode_bits: p.raises,
                 flags: 0,
             })
             .collect()
@@ -147,6 +149,7 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             ));
         }
     }
+    let mut lsm_only = Vec::new();
     for p in &compiled.privilege {
         let beyond: Vec<&str> = policy::Raise::ALL
             .iter()
@@ -154,8 +157,8 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             .map(|r| r.as_str())
             .collect();
         if !beyond.is_empty() {
-            not_enforced.push(format!(
-                "{} of privilege rule {} (the tracepoint tier enforces setuid-root and setgid-root; the others need the LSM tier)",
+            lsm_only.push(format!(
+                "{} of privilege rule {} (the kill tier enforces setuid-root and setgid-root; the others need the LSM tier)",
                 beyond.join(", "),
                 compiled.rule_names[p.rule as usize]
             ));
@@ -183,6 +186,7 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             .collect(),
         privilege: compiled.privilege.clone(),
         not_enforced,
+        lsm_only,
     }
 }
 
@@ -248,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn privilege_rules_reach_the_kernel_for_what_the_kill_tier_enforces() {
+    fn privilege_rules_reach_the_kernel_and_what_needs_the_lsm_tier_is_said() {
         let text = POLICY.replace(
             "    - name: imds\n",
             "    - name: no-root\n      type: privilege\n      action: enforce\n      raises: [capset, setgid-root, setuid-root]\n    - name: imds\n",
@@ -264,15 +268,15 @@ mod tests {
             (
                 0,
                 Action::Enforce as u32,
-                raise::SETUID_ROOT | raise::SETGID_ROOT
+                raise::SETUID_ROOT | raise::SETGID_ROOT | raise::CAPSET
             )
         );
         assert!(
-            r.not_enforced
+            r.lsm_only
                 .iter()
                 .any(|w| w.starts_with("capset of privilege rule no-root")),
             "{:?}",
-            r.not_enforced
+            r.lsm_only
         );
     }
 

@@ -75,6 +75,9 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
         "node": s.node,
         "subscribers": s.subscribers,
         "attachments": s.attachments.iter().map(|a| serde_json::json!({"program": a.program, "target": a.target, "tier": a.tier})).collect::<Vec<_>>(),
+        "protections": crate::programs::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
     })
@@ -88,6 +91,12 @@ fn to_text(s: &pb::GetStatusResponse) -> String {
         "sensor {} on {} ({} subscriber(s))",
         s.version, s.node, s.subscribers
     );
+    let _ = writeln!(out, "\nprotections (tier):");
+    for (what, tier) in
+        crate::programs::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+    {
+        let _ = writeln!(out, "  {what:<22} {tier}");
+    }
     let _ = writeln!(out, "\nprograms:");
     for a in &s.attachments {
         let _ = writeln!(out, "  {:<18} {:<11} {}", a.program, a.tier, a.target);

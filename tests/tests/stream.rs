@@ -648,6 +648,23 @@ fn sensor_status_names_every_program_and_its_tier() {
     let out = sensor.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["attachments"].as_array().unwrap().len() >= 10, "{v}");
+    // This kernel refuses BPF LSM: every privilege hook falls back to the kill tier where it
+    // has one, and the others say `none` (the VM lane checks `lsm`).
+    assert_eq!(
+        v["protections"],
+        serde_json::json!({
+            "metadata-connect": "cgroup", "metadata-raw-packet": "cgroup",
+            "metadata-late-socket": "kill", "chmod": "kill", "setid-create": "none",
+            "setuid-root": "kill", "setgid-root": "kill", "capset": "none",
+            "setid-exec": "none", "file-caps": "none",
+        }),
+        "{v}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("chmod") && l.trim_end().ends_with("kill")),
+        "{text}"
+    );
     assert!(v["counters"]["kernel_blocked"].is_u64(), "{v}");
     drop(sensor);
     let missing = TempDir::new();
