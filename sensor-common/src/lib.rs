@@ -62,6 +62,20 @@ pub mod programs {
     pub const SETRESGID: &str = "sensor_setresgid";
     pub const EXEC: &str = "sensor_exec";
     pub const EXIT: &str = "sensor_exit";
+    /// Kill tier for what the LSM tier's path_mknod, inode_setxattr, capset and
+    /// bprm_creds_from_file hooks cover: syscall tracepoints (and sched_process_exec).
+    pub const OPEN: &str = "sensor_open";
+    pub const OPENAT: &str = "sensor_openat";
+    pub const OPENAT2: &str = "sensor_openat2";
+    pub const CREAT: &str = "sensor_creat";
+    pub const MKNOD: &str = "sensor_mknod";
+    pub const MKNODAT: &str = "sensor_mknodat";
+    pub const SETXATTR: &str = "sensor_setxattr";
+    pub const LSETXATTR: &str = "sensor_lsetxattr";
+    pub const FSETXATTR: &str = "sensor_fsetxattr";
+    pub const SETXATTRAT: &str = "sensor_setxattrat";
+    pub const CAPSET: &str = "sensor_capset";
+    pub const SETID_EXEC: &str = "sensor_setid_exec";
     /// BPF LSM programs (the LSM tier), each named after its hook.
     pub const LSM_PATH_CHMOD: &str = "sensor_lsm_path_chmod";
     pub const LSM_PATH_MKNOD: &str = "sensor_lsm_path_mknod";
@@ -150,6 +164,14 @@ wire_enum! {
         LsmCapset = 11 => "lsm:capset",
         LsmSetidExec = 12 => "lsm:bprm_creds_from_file",
         LsmSetxattr = 13 => "lsm:inode_setxattr",
+        Setxattr = 14 => "setxattr",
+        Lsetxattr = 15 => "lsetxattr",
+        Fsetxattr = 16 => "fsetxattr",
+        Capset = 17 => "capset",
+        /// Kill tier: a completed exec that left the effective ids different from the real
+        /// ones (checked at `sched_process_exec`, before the new program runs).
+        Execve = 18 => "execve",
+        Setxattrat = 19 => "setxattrat",
     }
 }
 
@@ -210,6 +232,13 @@ wire_enum! {
         LsmPathChmod = 5 => "lsm:path_chmod",
         /// LSM tier: a file created with this mode (open with O_CREAT, mknod).
         LsmPathMknod = 6 => "lsm:path_mknod",
+        /// Kill tier: files created with a set-id mode.
+        Open = 7 => "open",
+        Openat = 8 => "openat",
+        Openat2 = 9 => "openat2",
+        Creat = 10 => "creat",
+        Mknod = 11 => "mknod",
+        Mknodat = 12 => "mknodat",
     }
 }
 
@@ -519,6 +548,10 @@ pub struct KernelOffsets {
     pub cred_cap_inheritable: u32,
     pub cred_cap_permitted: u32,
     pub cred_cap_effective: u32,
+    /// `struct task_struct.cred`
+    pub task_cred: u32,
+    /// 1 once the daemon wrote the offsets (programs act on nothing before).
+    pub valid: u32,
 }
 
 #[cfg(feature = "user")]

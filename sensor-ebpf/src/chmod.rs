@@ -43,13 +43,13 @@ const ARG1: usize = 24;
 const ARG2: usize = 32;
 const ARG3: usize = 40;
 
-/// Arguments of one chmod-family call, normalised.
-struct Call {
-    syscall: ChmodSyscall,
-    fd: i32,
-    path: Option<*const u8>,
-    mode: u64,
-    flags: u64,
+/// Arguments of one chmod-family (or file-creating) call, normalised.
+pub struct Call {
+    pub syscall: ChmodSyscall,
+    pub fd: i32,
+    pub path: Option<*const u8>,
+    pub mode: u64,
+    pub flags: u64,
 }
 
 #[tracepoint]
@@ -135,10 +135,39 @@ fn report(
     let mode = (call.mode as u32) & 0o7777;
     // The verdict is carried out before the event is reserved: a full ring buffer loses the
     // report, never the kill.
-    let (verdict, rule) = decide(mode);
+    let (verdict, rule) = decide(mode, false);
+    write_event(&call, mode, verdict, rule);
+    0
+}
+
+/// Kill tier for a file created with a set-id mode (open/openat/openat2/creat with O_CREAT,
+/// mknod/mknodat): the chmod rules' mode bits (not "every chmod" rules). Only matches are
+/// reported. `read` gives the call and whether it creates.
+#[inline(always)]
+pub fn report_create(
+    ctx: &TracePointContext,
+    read: impl FnOnce(&TracePointContext) -> Result<(Call, bool), i32>,
+) -> u32 {
+    let Ok((call, creates)) = read(ctx) else {
+        return 0;
+    };
+    let mode = (call.mode as u32) & 0o7777;
+    // Cheap checks first: this runs for every open on the machine.
+    if !creates || mode & sensor_common::SETID_BITS == 0 || !current_in_scope() {
+        return 0;
+    }
+    let (verdict, rule) = decide(mode, true);
+    if rule != NO_RULE {
+        write_event(&call, mode, verdict, rule);
+    }
+    0
+}
+
+#[inline(always)]
+fn write_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
     let Some(mut entry) = EVENTS.reserve::<ChmodEvent>(0) else {
         count(Counter::RingbufFullChmod);
-        return 0;
+        return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to a reserved record of the right size; every field is written.
@@ -166,7 +195,6 @@ fn report(
         (*ev).path_len = len;
     }
     entry.submit(wakeup_flags());
-    0
 }
 
 /// The chmod rule set the programs read now.
@@ -176,10 +204,10 @@ pub fn active_rules() -> Option<&'static ChmodRules> {
     CHMOD_RULES.get(active & 1)
 }
 
-/// The active chmod rules (rules with paths are left to userspace): see
-/// [`kill_tier_decide`].
+/// The active chmod rules (rules with paths are left to userspace; "every chmod" rules do not
+/// cover file creation): see [`kill_tier_decide`].
 #[inline(always)]
-fn decide(mode: u32) -> (Verdict, u32) {
+fn decide(mode: u32, create: bool) -> (Verdict, u32) {
     let Some(set) = active_rules() else {
         return (Verdict::Allowed, NO_RULE);
     };
@@ -187,7 +215,7 @@ fn decide(mode: u32) -> (Verdict, u32) {
         set,
         |r| {
             r.flags & chmod_flags::USERSPACE_PATHS == 0
-                && (r.flags & chmod_flags::MATCH_ALL != 0 || mode & r.mode_bits != 0)
+                && ((!create && r.flags & chmod_flags::MATCH_ALL != 0) || mode & r.mode_bits != 0)
         },
         Counter::ChmodKilled,
         Counter::ChmodAudited,

@@ -38,6 +38,12 @@ use crate::shared::{
 #[map(name = "SENSOR_OFFSETS")]
 static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
+/// The kernel struct offsets, once the daemon has written them.
+#[inline(always)]
+pub fn offsets() -> Option<&'static KernelOffsets> {
+    OFFSETS.get(0).filter(|o| o.valid == 1)
+}
+
 const EPERM: i32 = 1;
 const S_ISUID: u32 = 0o4000;
 const S_ISGID: u32 = 0o2000;
@@ -76,7 +82,7 @@ pub fn sensor_lsm_path_chmod(ctx: LsmContext) -> i32 {
         return previous;
     }
     count(Counter::ChmodSeen);
-    let Some(off) = OFFSETS.get(0) else {
+    let Some(off) = offsets() else {
         return previous;
     };
     let dentry: *const u8 = read(path, off.path_dentry).unwrap_or(core::ptr::null());
@@ -113,7 +119,7 @@ pub fn sensor_lsm_path_mknod(ctx: LsmContext) -> i32 {
     if mode & (S_ISUID | S_ISGID) == 0 || !current_in_scope() {
         return previous;
     }
-    let Some(off) = OFFSETS.get(0) else {
+    let Some(off) = offsets() else {
         return previous;
     };
     // "Every chmod" rules are about chmod, not about creating files.
@@ -214,7 +220,7 @@ fn fix_setid(ctx: &LsmContext, gid: bool) -> i32 {
     let new: *const u8 = ctx.arg(0);
     let old: *const u8 = ctx.arg(1);
     let previous: i32 = ctx.arg(3);
-    let Some(off) = OFFSETS.get(0) else {
+    let Some(off) = offsets() else {
         return previous;
     };
     // Real, effective, saved, fs ids.
@@ -261,7 +267,7 @@ pub fn sensor_lsm_capset(ctx: LsmContext) -> i32 {
     if !current_in_scope() {
         return previous;
     }
-    let Some(off) = OFFSETS.get(0) else {
+    let Some(off) = offsets() else {
         return previous;
     };
     // `kernel_cap_t` is 8 bytes on every kernel this runs on (u32[2] before 6.3, u64 after).
@@ -289,7 +295,7 @@ pub fn sensor_lsm_capset(ctx: LsmContext) -> i32 {
 pub fn sensor_lsm_setid_exec(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(1);
     let previous: i32 = ctx.arg(2);
-    let Some(off) = OFFSETS.get(0) else {
+    let Some(off) = offsets() else {
         return previous;
     };
     let inode: *const u8 = read(file, off.file_inode).unwrap_or(core::ptr::null());

@@ -6,6 +6,7 @@
 //! - `late_socket`: connect/sendto tracepoints for sockets created outside the scope (kill tier);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
 //! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
+//! - `setid`: kill tier for set-id file creation, file capabilities, capset and set-id exec;
 //! - `process`: exec and exit of tasks in scope, for the daemon's process cache;
 //! - `lsm`: BPF LSM programs (the LSM tier: deny with EPERM before the change happens).
 //!
@@ -20,6 +21,7 @@ mod egress;
 mod late_socket;
 mod lsm;
 mod process;
+mod setid;
 mod shared;
 
 #[cfg(not(test))]

@@ -195,6 +195,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         cred_cap_inheritable: btf.offset("cred", "cap_inheritable")?,
         cred_cap_permitted: btf.offset("cred", "cap_permitted")?,
         cred_cap_effective: btf.offset("cred", "cap_effective")?,
+        task_cred: btf.offset("task_struct", "cred")?,
+        valid: 1,
     })
 }
 

@@ -61,6 +61,12 @@ fn syscall(s: ChmodSyscall) -> pb::ChmodSyscall {
         ChmodSyscall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
         ChmodSyscall::LsmPathChmod => pb::ChmodSyscall::LsmPathChmod,
         ChmodSyscall::LsmPathMknod => pb::ChmodSyscall::LsmPathMknod,
+        ChmodSyscall::Open => pb::ChmodSyscall::Open,
+        ChmodSyscall::Openat => pb::ChmodSyscall::Openat,
+        ChmodSyscall::Openat2 => pb::ChmodSyscall::Openat2,
+        ChmodSyscall::Creat => pb::ChmodSyscall::Creat,
+        ChmodSyscall::Mknod => pb::ChmodSyscall::Mknod,
+        ChmodSyscall::Mknodat => pb::ChmodSyscall::Mknodat,
     }
 }
 
@@ -170,6 +176,15 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                             u64::from(p.ids.first().copied().unwrap_or(0))
                                 | u64::from(p.ids.get(1).copied().unwrap_or(0)) << 32
                         ),
+                        // Kill tier: the ids the exec left (real uid, effective uid and gid).
+                        "setid-exec" if p.syscall == sensor_common::CredSyscall::Execve => {
+                            format!(
+                                "execve(uid {}, euid {}, egid {})",
+                                ids.first().map_or("?", String::as_str),
+                                ids.get(1).map_or("?", String::as_str),
+                                ids.get(2).map_or("?", String::as_str)
+                            )
+                        }
                         "setid-exec" => format!(
                             "{}(owner {}, group {}, mode {:o})",
                             p.syscall.as_str(),

@@ -226,7 +226,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 mode: ev.mode & 0o7777,
                 fd: matches!(
                     syscall,
-                    ChmodSyscall::Fchmod | ChmodSyscall::Fchmodat | ChmodSyscall::Fchmodat2
+                    ChmodSyscall::Fchmod
+                        | ChmodSyscall::Fchmodat
+                        | ChmodSyscall::Fchmodat2
+                        | ChmodSyscall::Openat
+                        | ChmodSyscall::Openat2
+                        | ChmodSyscall::Mknodat
                 )
                 .then_some(ev.fd),
                 flags: ev.flags,

@@ -74,7 +74,14 @@ pub const LSM_HOOKS: [LsmHook; 7] = [
     LsmHook {
         program: programs::LSM_PATH_MKNOD,
         hook: "path_mknod",
-        replaces: &[],
+        replaces: &[
+            programs::OPEN,
+            programs::OPENAT,
+            programs::OPENAT2,
+            programs::CREAT,
+            programs::MKNOD,
+            programs::MKNODAT,
+        ],
     },
     LsmHook {
         program: programs::LSM_FIX_SETUID,
@@ -99,17 +106,22 @@ pub const LSM_HOOKS: [LsmHook; 7] = [
     LsmHook {
         program: programs::LSM_CAPSET,
         hook: "capset",
-        replaces: &[],
+        replaces: &[programs::CAPSET],
     },
     LsmHook {
         program: programs::LSM_SETID_EXEC,
         hook: "bprm_creds_from_file",
-        replaces: &[],
+        replaces: &[programs::SETID_EXEC],
     },
     LsmHook {
         program: programs::LSM_SETXATTR,
         hook: "inode_setxattr",
-        replaces: &[],
+        replaces: &[
+            programs::SETXATTR,
+            programs::LSETXATTR,
+            programs::FSETXATTR,
+            programs::SETXATTRAT,
+        ],
     },
 ];
 
@@ -130,12 +142,18 @@ const PROTECTIONS: [(&str, &[&str]); 10] = [
         &[programs::CONN_ENTER, programs::SENDTO_ENTER],
     ),
     ("chmod", &[programs::LSM_PATH_CHMOD, programs::CHMOD]),
-    ("setid-create", &[programs::LSM_PATH_MKNOD]),
+    (
+        "setid-create",
+        &[programs::LSM_PATH_MKNOD, programs::OPENAT],
+    ),
     ("setuid-root", &[programs::LSM_FIX_SETUID, programs::SETUID]),
     ("setgid-root", &[programs::LSM_FIX_SETGID, programs::SETGID]),
-    ("capset", &[programs::LSM_CAPSET]),
-    ("setid-exec", &[programs::LSM_SETID_EXEC]),
-    ("file-caps", &[programs::LSM_SETXATTR]),
+    ("capset", &[programs::LSM_CAPSET, programs::CAPSET]),
+    (
+        "setid-exec",
+        &[programs::LSM_SETID_EXEC, programs::SETID_EXEC],
+    ),
+    ("file-caps", &[programs::LSM_SETXATTR, programs::SETXATTR]),
 ];
 
 /// The tier serving each protection, given the attached programs: the tier of the first
@@ -177,29 +195,11 @@ pub fn tier(program: &str) -> &'static str {
         "cgroup"
     } else if LSM_HOOKS.iter().any(|h| h.program == program) {
         "lsm"
-    } else if [
-        programs::CHMOD,
-        programs::FCHMOD,
-        programs::FCHMODAT,
-        programs::FCHMODAT2,
-        programs::SETUID,
-        programs::SETFSUID,
-        programs::SETREUID,
-        programs::SETRESUID,
-        programs::SETGID,
-        programs::SETFSGID,
-        programs::SETREGID,
-        programs::SETRESGID,
-        programs::CONN_ENTER,
-        programs::CONN_EXIT,
-        programs::SENDTO_ENTER,
-        programs::SENDTO_EXIT,
-    ]
-    .contains(&program)
-    {
-        "kill"
-    } else {
+    } else if [programs::EXEC, programs::EXIT].contains(&program) {
         "tracepoint"
+    } else {
+        // Syscall tracepoints and the set-id exec check: they kill.
+        "kill"
     }
 }
 
@@ -489,12 +489,17 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         (programs::EXIT, "sched", "sched_process_exit"),
     ];
     let replaced = attach_lsm(&mut ebpf, config, &mut attached)?;
-    let chmod = config
+    let setid_exec = [(programs::SETID_EXEC, "sched", "sched_process_exec")];
+    let syscalls = config
         .tracepoints
         .iter()
-        .filter(|tp| !replaced.contains(&tp.program))
         .map(|tp| (tp.program, "syscalls", tp.name));
-    for (name, category, tracepoint) in lifecycle.into_iter().chain(chmod) {
+    for (name, category, tracepoint) in lifecycle
+        .into_iter()
+        .chain(setid_exec)
+        .chain(syscalls)
+        .filter(|(name, ..)| !replaced.contains(name))
+    {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|source| ProgramsError::ProgramLoad {
             name,
@@ -522,13 +527,34 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
 }
 
 /// The LSM tier: load and attach every hook the kernel accepts (all of them or fail with
-/// `--tier lsm`, none with `--tier kill`). Returns the kill-tier programs no longer needed.
+/// `--tier lsm`, none with `--tier kill`). Returns the kill-tier programs not to attach (the
+/// LSM tier serves their hook, or they could not work).
 fn attach_lsm(
     ebpf: &mut Ebpf,
     config: &Config<'_>,
     attached: &mut Attached,
 ) -> Result<Vec<&'static str>, ProgramsError> {
     let mut replaced = Vec::new();
+    // Kernel struct offsets, from this kernel's BTF: the LSM programs and the kill tier's
+    // capset and set-id exec checks read credentials with them.
+    let offsets = crate::btf::Btf::from_file(std::path::Path::new(crate::btf::VMLINUX))
+        .and_then(|b| crate::btf::kernel_offsets(&b));
+    let offsets = match offsets {
+        Ok(o) => o,
+        Err(e) => {
+            if config.tier == TierChoice::Lsm {
+                return Err(ProgramsError::LsmUnavailable {
+                    hook: "all",
+                    why: e.to_string(),
+                });
+            }
+            tracing::warn!(
+                "kernel struct offsets unavailable ({e}): no LSM tier, and capset and set-id exec are not enforced"
+            );
+            return Ok(vec![programs::CAPSET, programs::SETID_EXEC]);
+        }
+    };
+    write_offsets(ebpf, offsets)?;
     if config.tier == TierChoice::Kill {
         tracing::info!("--tier kill: privilege hooks use syscall tracepoints (kill tier)");
         return Ok(replaced);
@@ -542,18 +568,6 @@ fn attach_lsm(
             Ok(())
         }
     };
-    // Kernel struct offsets, from this kernel's BTF (a hook without them cannot run).
-    let offsets = match crate::btf::Btf::from_file(std::path::Path::new(crate::btf::VMLINUX))
-        .and_then(|b| crate::btf::kernel_offsets(&b))
-    {
-        Ok(o) => o,
-        Err(e) => {
-            unavailable("all", e.to_string())?;
-            warn_fell_back(&fell_back);
-            return Ok(replaced);
-        }
-    };
-    write_offsets(ebpf, offsets)?;
     let btf = match aya::Btf::from_sys_fs() {
         Ok(b) => b,
         Err(e) => {

@@ -37,8 +37,6 @@ pub struct ActiveRules {
     pub privilege_names: Vec<String>,
     /// What of the policy no tier enforces in the kernel (logged at load).
     pub not_enforced: Vec<String>,
-    /// What only the LSM tier enforces (logged at load when a hook runs at the kill tier).
-    pub lsm_only: Vec<String>,
 }
 
 impl ActiveRules {
@@ -83,10 +81,12 @@ impl ActiveRules {
     }
 }
 
-/// The raise kinds the kill tier enforces.
-const KILL_TIER_RAISES: u32 = raise::SETUID_ROOT | raise::SETGID_ROOT;
 const _: () = assert!(
-    raise::SETUID_ROOT == 1 << 0 && raise::SETGID_ROOT == 1 << 1,
+    raise::SETUID_ROOT == 1 << 0
+        && raise::SETGID_ROOT == 1 << 1
+        && raise::CAPSET == 1 << 2
+        && raise::SETID_EXEC == 1 << 3
+        && raise::FILE_CAPS == 1 << 4,
     "the kernel's raise bits are the parser's (policy::Raise::bit)"
 );
 
@@ -149,21 +149,6 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             ));
         }
     }
-    let mut lsm_only = Vec::new();
-    for p in &compiled.privilege {
-        let beyond: Vec<&str> = policy::Raise::ALL
-            .iter()
-            .filter(|r| p.raises & r.bit() != 0 && KILL_TIER_RAISES & r.bit() == 0)
-            .map(|r| r.as_str())
-            .collect();
-        if !beyond.is_empty() {
-            lsm_only.push(format!(
-                "{} of privilege rule {} (the kill tier enforces setuid-root and setgid-root; the others need the LSM tier)",
-                beyond.join(", "),
-                compiled.rule_names[p.rule as usize]
-            ));
-        }
-    }
     ActiveRules {
         policy: compiled.policy.clone(),
         source: source.to_owned(),
@@ -186,7 +171,6 @@ fn from_policy(policy: &policy::Policy, source: &str) -> ActiveRules {
             .collect(),
         privilege: compiled.privilege.clone(),
         not_enforced,
-        lsm_only,
     }
 }
 
@@ -252,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn privilege_rules_reach_the_kernel_and_what_needs_the_lsm_tier_is_said() {
+    fn privilege_rules_reach_the_kernel_with_every_raise_kind() {
         let text = POLICY.replace(
             "    - name: imds\n",
             "    - name: no-root\n      type: privilege\n      action: enforce\n      raises: [capset, setgid-root, setuid-root]\n    - name: imds\n",
@@ -270,13 +254,6 @@ mod tests {
                 Action::Enforce as u32,
                 raise::SETUID_ROOT | raise::SETGID_ROOT | raise::CAPSET
             )
-        );
-        assert!(
-            r.lsm_only
-                .iter()
-                .any(|w| w.starts_with("capset of privilege rule no-root")),
-            "{:?}",
-            r.lsm_only
         );
     }
 

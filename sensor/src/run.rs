@@ -282,7 +282,6 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     for a in &loaded.attachments {
         tracing::info!(program = a.program, target = %a.target, "attached");
     }
-    warn_lsm_only(&rules, &loaded);
     let events = loaded.take_events()?;
     readiness.set_attached();
 
@@ -674,7 +673,6 @@ impl Reloader {
         for what in &new.not_enforced {
             tracing::warn!(policy = %new.policy, "not enforced at this tier: {what}");
         }
-        warn_lsm_only(&new, loaded);
         tracing::info!(policy = %new.policy, generation = pipeline.counters.policy_generation, destinations = new.entries.len(), "{why}: policy reloaded");
         self.active = new;
     }
@@ -727,17 +725,4 @@ async fn stream(
     pipeline.drain(ring.get_mut());
     pipeline.kernel_counters(&loaded.kernel_counters()?);
     Ok(())
-}
-
-/// Log what of the policy only the LSM tier enforces, unless every privilege hook runs there.
-fn warn_lsm_only(rules: &ActiveRules, loaded: &programs::Loaded) {
-    let all_lsm = programs::LSM_HOOKS
-        .iter()
-        .all(|h| loaded.attachments.iter().any(|a| a.program == h.program));
-    if all_lsm {
-        return;
-    }
-    for what in &rules.lsm_only {
-        tracing::warn!(policy = %rules.policy, "not enforced at this tier: {what}");
-    }
 }

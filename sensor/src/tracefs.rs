@@ -89,6 +89,51 @@ pub const LATE_SOCKET_TRACEPOINTS: [SyscallTracepoint; 4] = [
     required("sys_exit_sendto", programs::SENDTO_EXIT, &[("ret", 16)]),
 ];
 
+/// Kill tier for set-id file creation, file capabilities and capset (the LSM tier's
+/// path_mknod, inode_setxattr and capset). open, creat and mknod exist on x86_64 only;
+/// openat2 from Linux 5.6, setxattrat from 6.13.
+pub const SETID_TRACEPOINTS: [SyscallTracepoint; 11] = [
+    optional(
+        "sys_enter_open",
+        programs::OPEN,
+        &[("filename", 16), ("flags", 24), ("mode", 32)],
+    ),
+    required(
+        "sys_enter_openat",
+        programs::OPENAT,
+        &[("dfd", 16), ("filename", 24), ("flags", 32), ("mode", 40)],
+    ),
+    optional(
+        "sys_enter_openat2",
+        programs::OPENAT2,
+        &[("dfd", 16), ("filename", 24), ("how", 32)],
+    ),
+    optional(
+        "sys_enter_creat",
+        programs::CREAT,
+        &[("pathname", 16), ("mode", 24)],
+    ),
+    optional(
+        "sys_enter_mknod",
+        programs::MKNOD,
+        &[("filename", 16), ("mode", 24)],
+    ),
+    required(
+        "sys_enter_mknodat",
+        programs::MKNODAT,
+        &[("dfd", 16), ("filename", 24), ("mode", 32)],
+    ),
+    required("sys_enter_setxattr", programs::SETXATTR, &[("name", 24)]),
+    required("sys_enter_lsetxattr", programs::LSETXATTR, &[("name", 24)]),
+    required("sys_enter_fsetxattr", programs::FSETXATTR, &[("name", 24)]),
+    optional(
+        "sys_enter_setxattrat",
+        programs::SETXATTRAT,
+        &[("name", 40)],
+    ),
+    required("sys_enter_capset", programs::CAPSET, &[("data", 24)]),
+];
+
 /// The set*id syscalls (privilege raises to uid/gid 0).
 pub const CREDS_TRACEPOINTS: [SyscallTracepoint; 8] = [
     required("sys_enter_setuid", programs::SETUID, &[("uid", 16)]),
@@ -126,6 +171,19 @@ const fn required(
         name,
         program,
         required: true,
+        fields,
+    }
+}
+
+const fn optional(
+    name: &'static str,
+    program: &'static str,
+    fields: &'static [(&'static str, usize)],
+) -> SyscallTracepoint {
+    SyscallTracepoint {
+        name,
+        program,
+        required: false,
         fields,
     }
 }
@@ -169,6 +227,7 @@ pub fn syscall_tracepoints(root: &Path) -> Result<Vec<SyscallTracepoint>, Tracef
         .into_iter()
         .chain(CREDS_TRACEPOINTS)
         .chain(LATE_SOCKET_TRACEPOINTS)
+        .chain(SETID_TRACEPOINTS)
     {
         let path = root.join("events/syscalls").join(tp.name).join("format");
         match fs::read_to_string(&path) {

@@ -300,3 +300,125 @@ fn a_non_root_process_asking_for_uid_0_is_killed_in_enforce_and_reported_in_audi
         .remove(0);
     assert_eq!(ev["verdict"], "audited", "{ev}");
 }
+
+/// Python snippets for the other privilege paths, each run in the scoped cgroup.
+const CREATE_SETUID: &str =
+    "import os, sys; os.umask(0); os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o4755))";
+const FILE_CAPS: &str = "import os, struct, sys; os.setxattr(sys.argv[1], 'security.capability', struct.pack('<5I', 0x02000001, 1 << 13, 0, 0, 0))";
+const CAPSET_GAIN: &str = "import ctypes, sys\n\
+libc = ctypes.CDLL(None, use_errno=True)\n\
+hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)\n\
+data = (ctypes.c_uint32 * 6)()\n\
+assert libc.capget(hdr, data) == 0\n\
+data[0] &= ~(1 << 13)\n\
+assert libc.capset(hdr, data) == 0, 'dropping CAP_NET_RAW'\n\
+data[0] |= 1 << 13\n\
+sys.exit(0 if libc.capset(hdr, data) == 0 else 3)\n";
+
+#[test]
+fn the_kill_tier_covers_setid_create_file_caps_capset_and_setid_exec() {
+    require_root();
+    let cg = TestCgroup::new();
+    let _main = main_process(&cg.path);
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let rules = |action: &str| {
+        format!(
+            "    - name: no-setid\n      type: chmod\n      action: {action}\n      setid: true\n    - name: no-raises\n      type: privilege\n      action: {action}\n      raises: [capset, setid-exec, file-caps]\n"
+        )
+    };
+    let td = TempDir::new();
+    let place = Place::cgroup(&cg.path);
+    for action in ["enforce", "audit"] {
+        let sensor = Sensor::start(&["--policy", &policy_file(&td, &cg.path, &rules(action))]);
+        let status = sensor.status();
+        for what in ["setid-create", "capset", "setid-exec", "file-caps"] {
+            assert_eq!(status["protections"][what], "kill", "{what}: {status}");
+        }
+        let verdict = if action == "enforce" {
+            "killed"
+        } else {
+            "audited"
+        };
+        let ended_right = |s: ExitStatus| {
+            if action == "enforce" {
+                killed(s)
+            } else {
+                s.success()
+            }
+        };
+
+        // open(O_CREAT, 04755): killed, and the set-id bit is gone from the created file.
+        let created = dir.join(format!("created-{action}"));
+        let (pid, s) = run_in(
+            &place,
+            &[PYTHON, "-c", CREATE_SETUID, created.to_str().unwrap()],
+        );
+        assert!(ended_right(s), "{action}: create 4755: {s}");
+        let ev = chmod_event(&sensor, pid);
+        assert_eq!(
+            (
+                ev["verdict"].as_str(),
+                ev["chmod"]["syscall"].as_str(),
+                ev["chmod"]["mode"].as_str()
+            ),
+            (Some(verdict), Some("openat"), Some("4755")),
+            "{ev}"
+        );
+        let want = if action == "enforce" { 0o755 } else { 0o4755 };
+        assert_eq!(
+            mode_of(created.to_str().unwrap()),
+            want,
+            "{action}: mode of the created file ({ev})"
+        );
+        if action == "enforce" {
+            assert_eq!(ev["chmod"]["revert"]["state"], "reverted", "{ev}");
+        }
+
+        // security.capability: killed.
+        let target = file_with_mode(&dir, &format!("caps-{action}"), 0o755);
+        let (pid, s) = run_in(&place, &[PYTHON, "-c", FILE_CAPS, &target]);
+        assert!(ended_right(s), "{action}: setxattr: {s}");
+        let ev = sensor
+            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+            .remove(0);
+        assert_eq!(
+            (ev["verdict"].as_str(), ev["privilege"]["what"].as_str()),
+            (Some(verdict), Some("file-caps")),
+            "{ev}"
+        );
+
+        // capset gaining CAP_NET_RAW back: killed at the second capset.
+        let (pid, s) = run_in(&place, &[PYTHON, "-c", CAPSET_GAIN]);
+        assert!(ended_right(s), "{action}: capset: {s}");
+        let ev = sensor
+            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+            .remove(0);
+        assert_eq!(
+            (
+                ev["verdict"].as_str(),
+                ev["privilege"]["new_value"].as_str()
+            ),
+            (Some(verdict), Some("capset(gains 0x2000)")),
+            "{ev}"
+        );
+
+        // exec of a set-uid-root file by uid 65534: killed before the new program runs.
+        let (pid, s, out) = become_root(&cg.path, &dir);
+        assert!(ended_right(s), "{action}: set-uid exec: {s} {out}");
+        if action == "enforce" {
+            assert!(out.is_empty(), "the set-uid program must not run: {out}");
+        }
+        let ev = sensor
+            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+            .remove(0);
+        assert_eq!(
+            (
+                ev["verdict"].as_str(),
+                ev["privilege"]["new_value"].as_str()
+            ),
+            (Some(verdict), Some("execve(uid 65534, euid 0, egid 65534)")),
+            "{ev}"
+        );
+    }
+}

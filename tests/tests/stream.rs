@@ -648,15 +648,15 @@ fn sensor_status_names_every_program_and_its_tier() {
     let out = sensor.cli(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["attachments"].as_array().unwrap().len() >= 10, "{v}");
-    // This kernel refuses BPF LSM: every privilege hook falls back to the kill tier where it
-    // has one, and the others say `none` (the VM lane checks `lsm`).
+    // This kernel refuses BPF LSM: every privilege hook falls back to the kill tier (the VM
+    // lane checks `lsm`).
     assert_eq!(
         v["protections"],
         serde_json::json!({
             "metadata-connect": "cgroup", "metadata-raw-packet": "cgroup",
-            "metadata-late-socket": "kill", "chmod": "kill", "setid-create": "none",
-            "setuid-root": "kill", "setgid-root": "kill", "capset": "none",
-            "setid-exec": "none", "file-caps": "none",
+            "metadata-late-socket": "kill", "chmod": "kill", "setid-create": "kill",
+            "setuid-root": "kill", "setgid-root": "kill", "capset": "kill",
+            "setid-exec": "kill", "file-caps": "kill",
         }),
         "{v}"
     );
