@@ -44,6 +44,8 @@ pub mod programs {
     pub const SENDMSG4: &str = "sensor_sendmsg4";
     pub const SENDMSG6: &str = "sensor_sendmsg6";
     pub const EGRESS: &str = "sensor_egress";
+    /// The egress program for kernels without current-task helpers in cgroup skb programs.
+    pub const EGRESS_COMPAT: &str = "sensor_egress_compat";
     pub const CONN_ENTER: &str = "sensor_conn_enter";
     pub const CONN_EXIT: &str = "sensor_conn_exit";
     pub const SENDTO_ENTER: &str = "sensor_sendto_enter";

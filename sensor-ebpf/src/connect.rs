@@ -181,17 +181,25 @@ pub struct Destination {
 /// Submit a connect event (a full ring buffer is counted; the verdict stands either way).
 #[inline(always)]
 pub fn report(verdict: Verdict, d: &Destination) {
+    report_with(d, |header| {
+        fill_header(
+            header,
+            EventKind::Connect,
+            core::mem::size_of::<ConnectEvent>(),
+            verdict,
+        );
+    });
+}
+
+/// As [`report`], with the header written by `header`.
+#[inline(always)]
+pub fn report_with(d: &Destination, header: impl FnOnce(&mut sensor_common::EventHeader)) {
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` points to a reserved record of the right size; every field is written.
             unsafe {
-                fill_header(
-                    &mut (*ev).header,
-                    EventKind::Connect,
-                    core::mem::size_of::<ConnectEvent>(),
-                    verdict,
-                );
+                header(&mut (*ev).header);
                 (*ev).hook = d.hook as u32;
                 (*ev).sock_family = d.sock_family;
                 (*ev).sock_type = d.sock_type;

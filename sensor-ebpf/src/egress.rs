@@ -8,14 +8,14 @@
 
 use aya_ebpf::{
     bindings::bpf_sock,
-    helpers::{bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id},
+    helpers::{bpf_ktime_get_ns, bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use sensor_common::{ConnectHook, Counter, MAX_SCOPE_DEPTH, Verdict};
+use sensor_common::{ConnectHook, Counter, EventKind, MAX_SCOPE_DEPTH, Verdict};
 
 use crate::{
-    connect::{Destination, lookup, port_listed, report, verdict_for},
+    connect::{Destination, lookup, port_listed, report, report_with, verdict_for},
     shared::{EXEMPT, count},
 };
 
@@ -30,13 +30,24 @@ const IPPROTO_UDP: u8 = 17;
 
 #[cgroup_skb(egress)]
 pub fn sensor_egress(ctx: SkBuffContext) -> i32 {
-    match try_egress(&ctx) {
+    match try_egress::<true>(&ctx) {
         Ok(v) | Err(v) => v,
     }
 }
 
+/// The same for kernels that refuse current-task helpers in cgroup skb programs (before
+/// 6.x; Debian's 6.1 and 6.12 among them): the event names the packet's cgroup, not the
+/// process (pid 0, uid/gid unknown). The loader uses it when [`sensor_egress`] fails to load.
+#[cgroup_skb(egress)]
+pub fn sensor_egress_compat(ctx: SkBuffContext) -> i32 {
+    match try_egress::<false>(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+/// `TASK`: current-task helpers are allowed (the event names the sending process).
 #[inline(always)]
-fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
+fn try_egress<const TASK: bool>(ctx: &SkBuffContext) -> Result<i32, i32> {
     let skb = ctx.skb.skb;
     // SAFETY: the context pointer is valid for the program's run; `sk` may be read in cgroup
     // skb programs (it may be null).
@@ -84,7 +95,9 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
     if !port_listed(&rule, dst_port) {
         return Ok(PASS);
     }
-    crate::late_socket::seen_by_hook();
+    if TASK {
+        crate::late_socket::seen_by_hook();
+    }
     if skb_exempt(skb) {
         count(Counter::Exempted);
         return Ok(PASS);
@@ -95,19 +108,34 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
     } else {
         PASS
     };
-    report(
-        verdict,
-        &Destination {
-            hook: ConnectHook::Egress,
-            sock_family: family,
-            sock_type,
-            protocol,
-            dst_family,
-            dst_port,
-            rule: rule.rule,
-            dst_addr: addr,
-        },
-    );
+    let d = Destination {
+        hook: ConnectHook::Egress,
+        sock_family: family,
+        sock_type,
+        protocol,
+        dst_family,
+        dst_port,
+        rule: rule.rule,
+        dst_addr: addr,
+    };
+    if TASK {
+        report(verdict, &d);
+    } else {
+        report_with(&d, |h| {
+            h.kind = EventKind::Connect as u32;
+            h.size = core::mem::size_of::<sensor_common::ConnectEvent>() as u32;
+            // SAFETY: helper calls without pointer arguments / on the context's skb.
+            h.ktime_ns = unsafe { bpf_ktime_get_ns() };
+            h.cgroup_id = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+            h.tid = 0;
+            h.pid = 0;
+            h.uid = u32::MAX;
+            h.gid = u32::MAX;
+            h.verdict = verdict as u32;
+            h._pad = 0;
+            h.comm = [0; sensor_common::COMM_BYTES];
+        });
+    }
     Ok(ret)
 }
 

@@ -42,12 +42,13 @@ pub const SOCK_ADDR_PROGRAMS: [&str; 4] = [
 ];
 
 /// Every program attached at the scope roots (cgroup tier).
-pub const CGROUP_PROGRAMS: [&str; 5] = [
+pub const CGROUP_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
     programs::SENDMSG6,
     programs::EGRESS,
+    programs::EGRESS_COMPAT,
 ];
 
 /// One BPF LSM program of the LSM tier: its hook, and the kill-tier tracepoint programs it
@@ -136,7 +137,10 @@ const PROTECTIONS: [(&str, &[&str]); 10] = [
             programs::SENDMSG6,
         ],
     ),
-    ("metadata-raw-packet", &[programs::EGRESS]),
+    (
+        "metadata-raw-packet",
+        &[programs::EGRESS, programs::EGRESS_COMPAT],
+    ),
     (
         "metadata-late-socket",
         &[programs::CONN_ENTER, programs::SENDTO_ENTER],
@@ -222,7 +226,7 @@ pub enum ProgramsError {
     },
     #[error("eBPF program {name} is missing from the object")]
     MissingProgram { name: &'static str },
-    #[error("kernel feature missing: {feature} (loading program {name}): {source}")]
+    #[error("loading program {name} failed (it needs {feature}); the kernel said: {source}")]
     ProgramLoad {
         name: &'static str,
         feature: &'static str,
@@ -461,13 +465,28 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         }
     }
     {
-        let name = programs::EGRESS;
+        // Kernels before 6.x refuse current-task helpers (pid, uid, comm) in cgroup skb
+        // programs: the compat variant reports the packet's cgroup instead of its process.
+        let full = program::<CgroupSkb>(&mut ebpf, programs::EGRESS)?.load();
+        let name = match full {
+            Ok(()) => programs::EGRESS,
+            Err(e) => {
+                tracing::info!(
+                    error = %error_chain(&e),
+                    "{} refused; raw and ping socket events will name the cgroup, not the process",
+                    programs::EGRESS
+                );
+                programs::EGRESS_COMPAT
+            }
+        };
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| ProgramsError::ProgramLoad {
-            name,
-            feature: "cgroup skb programs (CONFIG_CGROUP_BPF)",
-            source,
-        })?;
+        if name == programs::EGRESS_COMPAT {
+            prog.load().map_err(|source| ProgramsError::ProgramLoad {
+                name,
+                feature: "cgroup skb programs (CONFIG_CGROUP_BPF)",
+                source,
+            })?;
+        }
         for scope in config.scopes {
             let target = scope.path.display().to_string();
             let id = prog
