@@ -3,15 +3,17 @@
 //! - `cargo xtask setup`: what a fresh machine needs (idempotent, fast when done);
 //! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
 //! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
-//!   serially), then check that nothing was left behind;
+//!   serially, then the VM lane), then check that nothing was left behind;
 //! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
 //! - `cargo xtask fuzz [SECONDS]`: a longer run of the policy-parser fuzz target (the test
 //!   command runs it for [`FUZZ_SECONDS_IN_TEST`]).
 //! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages.
+//! - `cargo xtask vm [--kernel 6.1|6.12]`: the VM lane alone (QEMU, Debian kernels; see `vm`).
 
 mod bench;
 mod leftovers;
 mod setup;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -52,6 +54,13 @@ enum Cmd {
     },
     /// Set up, then build the statically linked (musl) release binary for the image.
     Dist,
+    /// The VM lane alone: boot Debian's cloud kernels in QEMU (TCG) and run the guest tests
+    /// (`tests/vm`); downloads and caches the kernels under `~/.cache/sensor/vm`.
+    Vm {
+        /// One kernel series instead of all.
+        #[arg(long, value_parser = vm::KERNELS.map(|(label, _)| label))]
+        kernel: Option<String>,
+    },
 }
 
 /// How long `cargo xtask test` fuzzes the policy parser.
@@ -68,6 +77,7 @@ fn main() -> Result<()> {
             fuzz(seconds)
         }
         Cmd::Dist => dist(),
+        Cmd::Vm { kernel } => vm::run(kernel.as_deref()),
     }
 }
 
@@ -139,23 +149,22 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }
 
+/// `cargo build --target x86_64-unknown-linux-musl ARGS` (static binaries; needs
+/// [`setup::musl_toolchain`]).
+fn cargo_musl(args: &[&str]) -> Result<()> {
+    // ring's C and assembly parts are built with musl's compiler wrapper.
+    // SAFETY: single-threaded at this point; read by the cargo child process.
+    unsafe { std::env::set_var("CC_x86_64_unknown_linux_musl", "musl-gcc") };
+    let mut all = vec!["build", "--target", setup::MUSL_TARGET];
+    all.extend_from_slice(args);
+    cargo(&all)
+}
+
 /// The static release binary for deploy/Dockerfile.
 fn dist() -> Result<()> {
     setup::all()?;
     setup::musl_toolchain()?;
-    // ring's C and assembly parts are built with musl's compiler wrapper.
-    // SAFETY: single-threaded at this point; read by the cargo child process.
-    unsafe { std::env::set_var("CC_x86_64_unknown_linux_musl", "musl-gcc") };
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        setup::MUSL_TARGET,
-        "--package",
-        "sensor",
-        "--bin",
-        "sensor",
-    ])?;
+    cargo_musl(&["--release", "--package", "sensor", "--bin", "sensor"])?;
     let dir = target_dir().join(setup::MUSL_TARGET).join("release");
     println!("xtask: {}", dir.join("sensor").display());
     println!(
@@ -271,6 +280,8 @@ fn test() -> Result<()> {
     if let Err(err) = cargo_test(&privileged, &mut totals) {
         failures.push(err.to_string());
     }
+    // Lane 3: the LSM tier and what the host kernel refuses, in QEMU on Debian's kernels.
+    vm::lane(None, &mut totals, &mut failures);
     match leftovers::find() {
         Ok(found) if found.is_empty() => {
             eprintln!("xtask: no leftovers (netns, cgroups, pins, programs)")

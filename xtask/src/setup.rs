@@ -37,8 +37,7 @@ const PYTHON_PACKAGES: &[&str] = &[
 ];
 
 pub fn all() -> Result<()> {
-    nightly_rust_src()?;
-    bpf_linker()?;
+    ebpf_toolchain()?;
     cargo_fuzz()?;
     debian_packages()?;
     python_tools()?;
@@ -46,10 +45,21 @@ pub fn all() -> Result<()> {
     Ok(())
 }
 
+/// What the eBPF build (`sensor/build.rs`) needs: the nightly's `rust-src` and `bpf-linker`.
+pub fn ebpf_toolchain() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()
+}
+
+/// `~/.cache/sensor`: downloads and tools kept between runs.
+pub fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/sensor")
+}
+
 /// The venv that holds [`PYTHON_PACKAGES`]; tests find it through `SENSOR_PYTHON_VENV`.
 pub fn python_venv() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/sensor/venv")
+    cache_dir().join("venv")
 }
 
 fn python_tools() -> Result<()> {
@@ -72,7 +82,7 @@ fn python_tools() -> Result<()> {
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -90,7 +100,7 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn status(cmd: &mut Command) -> Result<()> {
+pub fn status(cmd: &mut Command) -> Result<()> {
     eprintln!("setup: {cmd:?}");
     let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !st.success() {
@@ -162,8 +172,7 @@ fn bpf_linker() -> Result<()> {
         .with_context(|| format!("cannot read the LLVM version from {llvm}"))?
         .to_owned();
     // bpf-linker keeps an rpath to this prefix: it must outlive the build.
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let prefix = home.join(".cache/sensor/llvm-prefix");
+    let prefix = cache_dir().join("llvm-prefix");
     let prefix_lib = prefix.join("lib");
     fs::create_dir_all(&prefix_lib)?;
     for name in ["libLLVM.so".to_owned(), llvm.clone()] {
@@ -229,7 +238,7 @@ pub fn musl_toolchain() -> Result<()> {
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// `apt-get install` those of `packages` that are not installed.
-fn install_debian(packages: &[&str]) -> Result<()> {
+pub fn install_debian(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
