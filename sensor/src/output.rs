@@ -899,6 +899,27 @@ mod tests {
     }
 
     #[test]
+    fn an_lsm_chmod_names_the_file_and_its_mode_before_and_round_trips() {
+        let mut e = chmod_event();
+        e.verdict = pb::Verdict::Blocked as i32;
+        if let Some(pb::event::Body::Chmod(c)) = &mut e.body {
+            c.syscall = pb::ChmodSyscall::LsmPathChmod as i32;
+            c.path = "tool".into();
+            c.path_state = pb::PathState::Name as i32;
+            c.fd = None;
+            c.flags = 0o755;
+            c.name = String::new();
+        }
+        let line = to_json(&e);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["chmod"]["syscall"], "lsm_path_chmod", "{v}");
+        assert_eq!(v["chmod"]["file_name"], "tool", "{v}");
+        assert_eq!(v["chmod"]["mode_before"], "0755", "{v}");
+        assert!(v["chmod"].get("path").is_none(), "{v}");
+        assert_eq!(from_json(&line).unwrap(), e);
+    }
+
+    #[test]
     fn a_killed_chmod_says_what_was_reverted() {
         let v: Value = serde_json::from_str(&to_json(&killed_chmod_event())).unwrap();
         assert_eq!(

@@ -117,6 +117,42 @@ impl Drop for Scratch {
     }
 }
 
+/// A process that stays in a cgroup until dropped (killed by pid: it is our child).
+struct Lingering(Child);
+
+impl Lingering {
+    fn start(cgroup: &Path) -> Result<Self, String> {
+        let child = Command::new(self_bin())
+            .arg("op")
+            .arg(cgroup)
+            .arg("linger")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("linger: {e}"))?;
+        // Give it time to join the cgroup.
+        let procs = cgroup.join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == child.id().to_string())
+        {
+            if Instant::now() > deadline {
+                return Err("the lingering process never joined its cgroup".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `sensor run`, its stdout events collected; stopped (SIGTERM, by pid) on drop.
 struct Sensor {
     child: Child,
@@ -502,6 +538,10 @@ pub fn op(args: &[String]) -> i32 {
             let err = Command::new(path).arg0("true").exec();
             (err.raw_os_error().unwrap_or(-1), Value::Null)
         }
+        ("linger", []) => {
+            thread::sleep(Duration::from_secs(600));
+            (0, Value::Null)
+        }
         ("setxattr", [path]) => {
             let value = file_caps_value();
             let name = cstr("security.capability");
@@ -866,7 +906,21 @@ fn enforce_denies_every_path() -> Result<(), String> {
         format!("chmod 4755 of a 4755 file: errno {}", o.errno),
         &mut failures,
     );
-    println!("  counters: {}", sensor.status()?["counters"]["kernel"]);
+    let status = sensor.status()?;
+    let lsm: Vec<String> = status["counters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("kernel_lsm"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("  counters: {}", lsm.join(" "));
+    expect(
+        status["counters"]["kernel_lsm_chmod_denied"].as_u64() >= Some(4)
+            && status["counters"]["kernel_lsm_priv_denied"].as_u64() >= Some(5),
+        format!("LSM denial counters: {lsm:?}"),
+        &mut failures,
+    );
     finish(failures)
 }
 
@@ -928,6 +982,9 @@ fn forced_kill_tier() -> Result<(), String> {
     }
     let dir = Scratch::new()?;
     let f = dir.file("kill-target", 0o755)?;
+    // A container's other process: the daemon reaches the file through it once the killed
+    // caller is gone.
+    let _main = Lingering::start(&scope.0)?;
     let out = Command::new(self_bin())
         .arg("op")
         .arg(&scope.0)
