@@ -136,7 +136,7 @@ fn report(
     // The verdict is carried out before the event is reserved: a full ring buffer loses the
     // report, never the kill.
     let (verdict, rule) = decide(mode, false);
-    write_event(&call, mode, verdict, rule);
+    write_call_event(&call, mode, verdict, rule);
     0
 }
 
@@ -158,13 +158,40 @@ pub fn report_create(
     }
     let (verdict, rule) = decide(mode, true);
     if rule != NO_RULE {
-        write_event(&call, mode, verdict, rule);
+        write_call_event(&call, mode, verdict, rule);
     }
     0
 }
 
+/// A chmod event for a syscall's arguments (the path read from user memory).
 #[inline(always)]
-fn write_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+    write_event(
+        (call.syscall, call.fd, call.flags as u32),
+        mode,
+        verdict,
+        rule,
+        |buf| match call.path {
+            None => (path_status::NONE, 0),
+            // SAFETY: a user pointer from the syscall's arguments, read with the helper.
+            Some(ptr) => path_read_status(
+                unsafe { bpf_probe_read_user_str_bytes(ptr, buf) },
+                path_status::OK,
+            ),
+        },
+    );
+}
+
+/// Reserve, fill and submit a chmod event: `(syscall, fd, flags)`, the mode, the verdict and
+/// rule, and `path` filling the path buffer (returning its status and length).
+#[inline(always)]
+pub fn write_event(
+    (syscall, fd, flags): (ChmodSyscall, i32, u32),
+    mode: u32,
+    verdict: Verdict,
+    rule: u32,
+    path: impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32),
+) {
     let Some(mut entry) = EVENTS.reserve::<ChmodEvent>(0) else {
         count(Counter::RingbufFullChmod);
         return;
@@ -178,19 +205,13 @@ fn write_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
             core::mem::size_of::<ChmodEvent>(),
             verdict,
         );
-        (*ev).syscall = call.syscall as u32;
+        (*ev).syscall = syscall as u32;
         (*ev).mode = mode;
-        (*ev).fd = call.fd;
-        (*ev).flags = call.flags as u32;
+        (*ev).fd = fd;
+        (*ev).flags = flags;
         (*ev).rule = rule;
         (*ev)._pad = 0;
-        let (status, len) = match call.path {
-            None => (path_status::NONE, 0),
-            Some(ptr) => path_read_status(
-                bpf_probe_read_user_str_bytes(ptr, &mut (*ev).path),
-                path_status::OK,
-            ),
-        };
+        let (status, len) = path(&mut (*ev).path);
         (*ev).path_status = status;
         (*ev).path_len = len;
     }

@@ -138,6 +138,23 @@ pub fn report(
     entry.submit(wakeup_flags());
 }
 
+/// Decide a raise `(syscall, kind, ids, nids)` with the active privilege rules (`decide`: the
+/// tier's decision over the rules covering `kind`), and report a match.
+#[inline(always)]
+pub fn decide_and_report(
+    decide: impl FnOnce(&ChmodRules, u32) -> (Verdict, u32),
+    (syscall, kind, ids, nids): (CredSyscall, u32, [u32; 3], u32),
+) -> Verdict {
+    let Some(set) = active_rules() else {
+        return Verdict::Allowed;
+    };
+    let (verdict, rule) = decide(set, kind);
+    if rule != NO_RULE {
+        report(syscall, kind, ids, nids, rule, verdict);
+    }
+    verdict
+}
+
 /// The privilege rule set the programs read now.
 #[inline(always)]
 pub fn active_rules() -> Option<&'static ChmodRules> {

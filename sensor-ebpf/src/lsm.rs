@@ -27,13 +27,11 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use sensor_common::{
-    ChmodEvent, ChmodRules, ChmodSyscall, Counter, CredSyscall, EventKind, KernelOffsets, NO_RULE,
-    Verdict, chmod_flags, path_status, raise,
+    ChmodRules, ChmodSyscall, Counter, CredSyscall, KernelOffsets, NO_RULE, Verdict, chmod_flags,
+    path_status, raise,
 };
 
-use crate::shared::{
-    EVENTS, count, current_in_scope, fill_header, lsm_tier_decide, path_read_status, wakeup_flags,
-};
+use crate::shared::{count, current_in_scope, lsm_tier_decide, path_read_status};
 
 #[map(name = "SENSOR_OFFSETS")]
 static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
@@ -167,40 +165,20 @@ fn report_chmod(
     dentry: *const u8,
     off: &KernelOffsets,
 ) {
-    let Some(mut entry) = EVENTS.reserve::<ChmodEvent>(0) else {
-        count(Counter::RingbufFullChmod);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points to a reserved record of the right size; every field is written.
-    unsafe {
-        fill_header(
-            &mut (*ev).header,
-            EventKind::Chmod,
-            core::mem::size_of::<ChmodEvent>(),
-            verdict,
-        );
-        (*ev).syscall = syscall as u32;
-        (*ev).mode = mode;
-        (*ev).fd = -1;
-        // The mode the file had (path_chmod); 0 for a file being created.
-        (*ev).flags = old_mode;
-        (*ev).rule = rule;
-        (*ev)._pad = 0;
+    // `flags` carries the mode the file had (path_chmod); 0 for a file being created.
+    crate::chmod::write_event((syscall, -1, old_mode), mode, verdict, rule, |buf| {
         let name: *const u8 = read(dentry, off.dentry_name).unwrap_or(core::ptr::null());
-        let (status, len) = if name.is_null() {
+        if name.is_null() {
             count(Counter::PathReadFailed);
             (path_status::FAULT, 0)
         } else {
+            // SAFETY: a kernel string (the dentry's name), read with the checking helper.
             path_read_status(
-                bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path),
+                unsafe { bpf_probe_read_kernel_str_bytes(name, buf) },
                 path_status::NAME,
             )
-        };
-        (*ev).path_status = status;
-        (*ev).path_len = len;
-    }
-    entry.submit(wakeup_flags());
+        }
+    });
 }
 
 // ---- privilege raises ----------------------------------------------------------------
@@ -353,21 +331,18 @@ pub fn sensor_lsm_setxattr(ctx: LsmContext) -> i32 {
     ret(verdict, previous)
 }
 
-/// Decide a privilege raise of `kind` for the current task with the active privilege rules,
-/// and report a match.
+/// Decide a privilege raise of `kind` at the LSM tier and report a match.
 #[inline(always)]
 fn privilege(syscall: CredSyscall, kind: u32, ids: [u32; 3], nids: u32) -> Verdict {
-    let Some(set) = crate::creds::active_rules() else {
-        return Verdict::Allowed;
-    };
-    let (verdict, rule) = lsm_tier_decide(
-        set,
-        |r| r.mode_bits & kind != 0,
-        Counter::LsmPrivDenied,
-        Counter::LsmPrivAudited,
-    );
-    if rule != NO_RULE {
-        crate::creds::report(syscall, kind, ids, nids, rule, verdict);
-    }
-    verdict
+    crate::creds::decide_and_report(
+        |set, kind| {
+            lsm_tier_decide(
+                set,
+                |r| r.mode_bits & kind != 0,
+                Counter::LsmPrivDenied,
+                Counter::LsmPrivAudited,
+            )
+        },
+        (syscall, kind, ids, nids),
+    )
 }

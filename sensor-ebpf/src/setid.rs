@@ -21,7 +21,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{ChmodSyscall, Counter, CredSyscall, NO_RULE, raise};
+use sensor_common::{ChmodSyscall, Counter, CredSyscall, raise};
 
 use crate::{
     chmod::{Call, report_create},
@@ -312,18 +312,18 @@ pub fn sensor_setid_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Decide a privilege raise of `kind` at the kill tier and report a match.
 #[inline(always)]
 fn decide_and_report(syscall: CredSyscall, kind: u32, ids: [u32; 3], nids: u32) {
-    let Some(set) = crate::creds::active_rules() else {
-        return;
-    };
-    let (verdict, rule) = kill_tier_decide(
-        set,
-        |r| r.mode_bits & kind != 0,
-        Counter::PrivKilled,
-        Counter::PrivAudited,
+    crate::creds::decide_and_report(
+        |set, kind| {
+            kill_tier_decide(
+                set,
+                |r| r.mode_bits & kind != 0,
+                Counter::PrivKilled,
+                Counter::PrivAudited,
+            )
+        },
+        (syscall, kind, ids, nids),
     );
-    if rule != NO_RULE {
-        crate::creds::report(syscall, kind, ids, nids, rule, verdict);
-    }
 }

@@ -175,16 +175,15 @@ const fn required(
     }
 }
 
+/// As [`required`], for tracepoints some kernels lack (start-up goes on without them).
 const fn optional(
     name: &'static str,
     program: &'static str,
     fields: &'static [(&'static str, usize)],
 ) -> SyscallTracepoint {
     SyscallTracepoint {
-        name,
-        program,
         required: false,
-        fields,
+        ..required(name, program, fields)
     }
 }
 

@@ -301,6 +301,20 @@ fn a_non_root_process_asking_for_uid_0_is_killed_in_enforce_and_reported_in_audi
     assert_eq!(ev["verdict"], "audited", "{ev}");
 }
 
+fn privilege_event(sensor: &Sensor, pid: u32) -> Value {
+    sensor
+        .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
+        .remove(0)
+}
+
+/// (verdict, privilege.new_value) of an event.
+fn privilege_call(ev: &Value) -> (&str, &str) {
+    (
+        ev["verdict"].as_str().unwrap_or_default(),
+        ev["privilege"]["new_value"].as_str().unwrap_or_default(),
+    )
+}
+
 /// Python snippets for the other privilege paths, each run in the scoped cgroup.
 const CREATE_SETUID: &str =
     "import os, sys; os.umask(0); os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o4755))";
@@ -379,9 +393,7 @@ fn the_kill_tier_covers_setid_create_file_caps_capset_and_setid_exec() {
         let target = file_with_mode(&dir, &format!("caps-{action}"), 0o755);
         let (pid, s) = run_in(&place, &[PYTHON, "-c", FILE_CAPS, &target]);
         assert!(ended_right(s), "{action}: setxattr: {s}");
-        let ev = sensor
-            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
-            .remove(0);
+        let ev = privilege_event(&sensor, pid);
         assert_eq!(
             (ev["verdict"].as_str(), ev["privilege"]["what"].as_str()),
             (Some(verdict), Some("file-caps")),
@@ -391,15 +403,10 @@ fn the_kill_tier_covers_setid_create_file_caps_capset_and_setid_exec() {
         // capset gaining CAP_NET_RAW back: killed at the second capset.
         let (pid, s) = run_in(&place, &[PYTHON, "-c", CAPSET_GAIN]);
         assert!(ended_right(s), "{action}: capset: {s}");
-        let ev = sensor
-            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
-            .remove(0);
+        let ev = privilege_event(&sensor, pid);
         assert_eq!(
-            (
-                ev["verdict"].as_str(),
-                ev["privilege"]["new_value"].as_str()
-            ),
-            (Some(verdict), Some("capset(gains 0x2000)")),
+            privilege_call(&ev),
+            (verdict, "capset(gains 0x2000)"),
             "{ev}"
         );
 
@@ -409,15 +416,10 @@ fn the_kill_tier_covers_setid_create_file_caps_capset_and_setid_exec() {
         if action == "enforce" {
             assert!(out.is_empty(), "the set-uid program must not run: {out}");
         }
-        let ev = sensor
-            .wait_for(1, |e| e["kind"] == "privilege" && e["pid"] == pid)
-            .remove(0);
+        let ev = privilege_event(&sensor, pid);
         assert_eq!(
-            (
-                ev["verdict"].as_str(),
-                ev["privilege"]["new_value"].as_str()
-            ),
-            (Some(verdict), Some("execve(uid 65534, euid 0, egid 65534)")),
+            privilege_call(&ev),
+            (verdict, "execve(uid 65534, euid 0, egid 65534)"),
             "{ev}"
         );
     }
