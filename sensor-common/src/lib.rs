@@ -35,6 +35,9 @@ pub mod maps {
     /// One [`crate::KernelOffsets`]: kernel struct offsets for the LSM programs, read from
     /// the running kernel's BTF by the daemon before it attaches them.
     pub const OFFSETS: &str = "SENSOR_OFFSETS";
+    /// One [`crate::DestRule`]: the metadata rule that decides about packet sockets (`rule` =
+    /// [`crate::NO_RULE`]: none applies).
+    pub const PACKET_RULE: &str = "SENSOR_PACKET_RULE";
 }
 
 /// Program names (the kernel keeps the first 15 bytes).
@@ -78,6 +81,9 @@ pub mod programs {
     pub const SETXATTRAT: &str = "sensor_setxattrat";
     pub const CAPSET: &str = "sensor_capset";
     pub const SETID_EXEC: &str = "sensor_setid_exec";
+    /// Packet sockets: kill tier (`sys_enter_socket`) and LSM tier (`socket_create`).
+    pub const SOCKET: &str = "sensor_socket";
+    pub const LSM_SOCKET_CREATE: &str = "sensor_lsm_socket_create";
     /// BPF LSM programs (the LSM tier), each named after its hook.
     pub const LSM_PATH_CHMOD: &str = "sensor_lsm_path_chmod";
     pub const LSM_PATH_MKNOD: &str = "sensor_lsm_path_mknod";
@@ -220,6 +226,8 @@ wire_enum! {
         /// connect/sendto syscall tracepoints: a socket the scope's cgroup hooks never saw
         /// (created outside the scope).
         Syscall = 6 => "syscall",
+        /// A packet socket (AF_PACKET) refused at creation: no destination (0.0.0.0:0).
+        Packet = 7 => "packet",
     }
 }
 
@@ -288,13 +296,19 @@ wire_enum! {
         LsmPrivDenied = 18 => "lsm_priv_denied",
         /// LSM tier: privilege raises that matched an audit rule.
         LsmPrivAudited = 19 => "lsm_priv_audited",
+        /// Packet sockets refused (LSM tier, EPERM) while a metadata rule enforces.
+        PacketDenied = 20 => "packet_denied",
+        /// Packet socket creators killed (kill tier).
+        PacketKilled = 21 => "packet_killed",
+        /// Packet sockets created under an audit metadata rule (allowed, reported).
+        PacketAudited = 22 => "packet_audited",
     }
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 20;
+pub const COUNTER_SLOTS: u32 = 23;
 /// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 20] = [
+pub const ALL_COUNTERS: [Counter; 23] = [
     Counter::Blocked,
     Counter::Audited,
     Counter::ChmodSeen,
@@ -315,6 +329,9 @@ pub const ALL_COUNTERS: [Counter; 20] = [
     Counter::LsmChmodAudited,
     Counter::LsmPrivDenied,
     Counter::LsmPrivAudited,
+    Counter::PacketDenied,
+    Counter::PacketKilled,
+    Counter::PacketAudited,
 ];
 
 /// `S_ISUID | S_ISGID`.

@@ -14,7 +14,7 @@
 //! Not covered: sendmsg/sendmmsg (the address inside a msghdr) and io_uring on such sockets.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_buf, bpf_send_signal},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_buf},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -23,12 +23,11 @@ use sensor_common::{Action, ConnectHook, Counter, Verdict};
 
 use crate::{
     connect::{Destination, lookup, port_listed, report},
-    shared::{count, current_exempt, current_in_scope},
+    shared::{count, current_exempt, current_in_scope, kill_current},
 };
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
-const SIGKILL: u32 = 9;
 /// `sys_enter_connect`: `struct sockaddr *uservaddr`.
 const CONNECT_ADDR: usize = 24;
 /// `sys_enter_sendto`: `struct sockaddr *addr`.
@@ -164,15 +163,7 @@ fn exit(ctx: &TracePointContext, took_effect: impl Fn(i64) -> bool) -> u32 {
         count(Counter::LateSocketAudited);
         Verdict::Audited
     } else {
-        // SAFETY: helper call without pointer arguments; signals the current process.
-        let sent = unsafe { bpf_send_signal(SIGKILL) } == 0;
-        if sent {
-            count(Counter::LateSocketKilled);
-            Verdict::Killed
-        } else {
-            count(Counter::KillFailed);
-            Verdict::Audited
-        }
+        kill_current(Counter::LateSocketKilled)
     };
     report(
         verdict,

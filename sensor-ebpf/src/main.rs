@@ -3,6 +3,8 @@
 //!   destinations for every task below the cgroup they are attached to;
 //! - `egress`: a cgroup skb egress program for raw and ping sockets (packets to listed
 //!   destinations that the sock_addr hooks never see);
+//! - `packet`: packet sockets refused (LSM tier) or their creators killed while a metadata
+//!   rule applies;
 //! - `late_socket`: connect/sendto tracepoints for sockets created outside the scope (kill tier);
 //! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
 //! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
@@ -20,6 +22,7 @@ mod creds;
 mod egress;
 mod late_socket;
 mod lsm;
+mod packet;
 mod process;
 mod setid;
 mod shared;

@@ -153,16 +153,21 @@ pub fn kill_tier_decide(
     killed: Counter,
     audited: Counter,
 ) -> (Verdict, u32) {
-    decide_with(set, matches, audited, || {
-        // SAFETY: helper call without pointer arguments; signals the current process.
-        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
-            count(killed);
-            Verdict::Killed
-        } else {
-            count(Counter::KillFailed);
-            Verdict::Audited
-        }
-    })
+    decide_with(set, matches, audited, || kill_current(killed))
+}
+
+/// SIGKILL the current process: `Killed` (counted as `killed`), or `Audited` when the kernel
+/// refused the signal (counted as `KillFailed`).
+#[inline(always)]
+pub fn kill_current(killed: Counter) -> Verdict {
+    // SAFETY: helper call without pointer arguments; signals the current process.
+    if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+        count(killed);
+        Verdict::Killed
+    } else {
+        count(Counter::KillFailed);
+        Verdict::Audited
+    }
 }
 
 /// LSM tier: as [`kill_tier_decide`], but an enforcing match denies the call (`Blocked`, the

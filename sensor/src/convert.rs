@@ -50,6 +50,7 @@ fn hook(h: ConnectHook) -> pb::ConnectHook {
         ConnectHook::Sendmsg6 => pb::ConnectHook::Sendmsg6,
         ConnectHook::Egress => pb::ConnectHook::Egress,
         ConnectHook::Syscall => pb::ConnectHook::Syscall,
+        ConnectHook::Packet => pb::ConnectHook::Packet,
     }
 }
 

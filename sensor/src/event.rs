@@ -202,6 +202,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
                 }
                 libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(ev.dst_addr)),
+                // A packet socket refused at creation has no destination.
+                0 if hook == ConnectHook::Packet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 _ => return Err(field("dst_family", ev.dst_family)),
             };
             let dst_port =

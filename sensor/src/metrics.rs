@@ -204,6 +204,17 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         );
     }
     out.labelled(
+        "sensor_kernel_packet_socket_decisions_total",
+        "counter",
+        "Packet sockets (AF_PACKET) created in scope while a metadata rule applies, by decision: denied (LSM tier, EPERM), killed (kill tier), audited.",
+        "decision",
+        [
+            ("denied", get(board, "kernel_packet_denied")),
+            ("killed", get(board, "kernel_packet_killed")),
+            ("audited", get(board, "kernel_packet_audited")),
+        ],
+    );
+    out.labelled(
         "sensor_kernel_connect_decisions_total",
         "counter",
         "Connect-family calls to a listed destination, by the kernel's decision (counted whether or not the event was delivered).",

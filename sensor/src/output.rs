@@ -276,7 +276,11 @@ struct Names {
 
 const FAMILIES: Names = Names {
     prefix: "family-",
-    table: &[(libc::AF_INET, "inet"), (libc::AF_INET6, "inet6")],
+    table: &[
+        (libc::AF_INET, "inet"),
+        (libc::AF_INET6, "inet6"),
+        (libc::AF_PACKET, "packet"),
+    ],
 };
 const SOCK_TYPES: Names = Names {
     prefix: "type-",

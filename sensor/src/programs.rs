@@ -61,7 +61,7 @@ pub struct LsmHook {
 }
 
 /// The LSM tier, hook by hook.
-pub const LSM_HOOKS: [LsmHook; 7] = [
+pub const LSM_HOOKS: [LsmHook; 8] = [
     LsmHook {
         program: programs::LSM_PATH_CHMOD,
         hook: "path_chmod",
@@ -115,6 +115,11 @@ pub const LSM_HOOKS: [LsmHook; 7] = [
         replaces: &[programs::SETID_EXEC],
     },
     LsmHook {
+        program: programs::LSM_SOCKET_CREATE,
+        hook: "socket_create",
+        replaces: &[programs::SOCKET],
+    },
+    LsmHook {
         program: programs::LSM_SETXATTR,
         hook: "inode_setxattr",
         replaces: &[
@@ -127,7 +132,7 @@ pub const LSM_HOOKS: [LsmHook; 7] = [
 ];
 
 /// What the sensor protects, each with the programs that can serve it, best tier first.
-const PROTECTIONS: [(&str, &[&str]); 10] = [
+const PROTECTIONS: [(&str, &[&str]); 11] = [
     (
         "metadata-connect",
         &[
@@ -140,6 +145,10 @@ const PROTECTIONS: [(&str, &[&str]); 10] = [
     (
         "metadata-raw-packet",
         &[programs::EGRESS, programs::EGRESS_COMPAT],
+    ),
+    (
+        "metadata-packet",
+        &[programs::LSM_SOCKET_CREATE, programs::SOCKET],
     ),
     (
         "metadata-late-socket",
@@ -359,6 +368,7 @@ impl Loaded {
     /// the old and the new entries share.
     pub fn replace_destinations(&mut self, entries: &[DestEntry]) -> Result<(), ProgramsError> {
         write_destinations(&mut self.ebpf, entries, &self.destinations)?;
+        write_packet_rule(&mut self.ebpf, entries)?;
         self.destinations = entries.iter().map(|e| e.prefix).collect();
         Ok(())
     }
@@ -425,6 +435,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         .map_err(ProgramsError::Load)?;
 
     write_destinations(&mut ebpf, config.destinations, &[])?;
+    write_packet_rule(&mut ebpf, config.destinations)?;
     write_rule_set(&mut ebpf, CHMOD_MAPS, config.chmod_rules)?;
     write_rule_set(&mut ebpf, PRIV_MAPS, config.privilege_rules)?;
     fill_scope(&mut ebpf, config.scopes)?;
@@ -646,17 +657,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn write_offsets(ebpf: &mut Ebpf, offsets: KernelOffsets) -> Result<(), ProgramsError> {
-    let err = |source| ProgramsError::Map {
-        name: maps::OFFSETS,
-        source,
-    };
-    let map = ebpf.map_mut(maps::OFFSETS).ok_or_else(|| {
-        err(MapError::InvalidName {
-            name: maps::OFFSETS.into(),
-        })
-    })?;
-    let mut array: Array<_, KernelOffsets> = Array::try_from(map).map_err(err)?;
-    array.set(0, offsets, 0).map_err(err)
+    set_single(ebpf, maps::OFFSETS, offsets)
+}
+
+/// Set the one entry of the array map `name`.
+fn set_single<T: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    value: T,
+) -> Result<(), ProgramsError> {
+    let err = |source| ProgramsError::Map { name, source };
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| err(MapError::InvalidName { name: name.into() }))?;
+    let mut array: Array<_, T> = Array::try_from(map).map_err(err)?;
+    array.set(0, value, 0).map_err(err)
 }
 
 /// What [`load`] attached so far.
@@ -812,6 +827,23 @@ fn write_destinations(
         }
     }
     Ok(())
+}
+
+/// The metadata rule that decides about packet sockets (which can reach any destination): the
+/// first enforcing entry's, else the first audit entry's, else none.
+fn write_packet_rule(ebpf: &mut Ebpf, entries: &[DestEntry]) -> Result<(), ProgramsError> {
+    let chosen = entries
+        .iter()
+        .find(|e| e.action != Action::Audit)
+        .or_else(|| entries.first());
+    let value = DestRule {
+        action: chosen.map_or(Action::Audit as u32, |e| e.action as u32),
+        rule: chosen.map_or(sensor_common::NO_RULE, |e| e.rule),
+        nports: 0,
+        _pad: 0,
+        ports: [0; MAX_RULE_PORTS],
+    };
+    set_single(ebpf, maps::PACKET_RULE, value)
 }
 
 /// (rule sets, active index) maps of the chmod rules and of the privilege rules.

@@ -89,10 +89,10 @@ pub const LATE_SOCKET_TRACEPOINTS: [SyscallTracepoint; 4] = [
     required("sys_exit_sendto", programs::SENDTO_EXIT, &[("ret", 16)]),
 ];
 
-/// Kill tier for set-id file creation, file capabilities and capset (the LSM tier's
-/// path_mknod, inode_setxattr and capset). open, creat and mknod exist on x86_64 only;
+/// Kill tier for set-id file creation, file capabilities, capset and packet sockets (the LSM
+/// tier's path_mknod, inode_setxattr, capset and socket_create). open, creat and mknod exist on x86_64 only;
 /// openat2 from Linux 5.6, setxattrat from 6.13.
-pub const SETID_TRACEPOINTS: [SyscallTracepoint; 11] = [
+pub const SETID_TRACEPOINTS: [SyscallTracepoint; 12] = [
     optional(
         "sys_enter_open",
         programs::OPEN,
@@ -132,6 +132,11 @@ pub const SETID_TRACEPOINTS: [SyscallTracepoint; 11] = [
         &[("name", 40)],
     ),
     required("sys_enter_capset", programs::CAPSET, &[("data", 24)]),
+    required(
+        "sys_enter_socket",
+        programs::SOCKET,
+        &[("family", 16), ("type", 24), ("protocol", 32)],
+    ),
 ];
 
 /// The set*id syscalls (privilege raises to uid/gid 0).

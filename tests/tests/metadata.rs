@@ -377,3 +377,85 @@ fn a_socket_made_before_joining_the_scope_is_caught_by_the_kill_tier() {
         "{ev}"
     );
 }
+
+/// Packet sockets skip the IP output path (no destination check can see their frames): while a
+/// metadata rule applies, a process in scope may not have one. This kernel refuses BPF LSM, so
+/// the kill tier kills the creator at `socket()` (the VM lane checks the LSM tier's EPERM).
+/// Creating a socket sends nothing; it still happens inside a test namespace.
+#[test]
+fn packet_sockets_are_refused_in_scope_while_a_metadata_rule_applies() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let cg = TestCgroup::new();
+    let ns = NetNs::with_metadata_addresses();
+    let id = TestCgroup::id(&cg.path);
+    let open_packet_socket = |place: &Place<'_>| {
+        let child = sensor_tests::probe_exec(
+            place,
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0x0300); print('created')",
+            ],
+        );
+        let pid = u64::from(child.id());
+        let out = child.wait_with_output().expect("waiting for probe");
+        (
+            pid,
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let inside = Place::inside(&ns, &cg.path);
+    let outside = Place {
+        netns: Some(&ns),
+        cgroup: None,
+    };
+    let sensor = scoped_sensor(&cg, "enforce");
+    assert_eq!(sensor.status()["protections"]["metadata-packet"], "kill");
+    let (pid, status, out) = open_packet_socket(&inside);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status} {out}");
+    assert!(out.is_empty(), "the socket must not be used: {out}");
+    let ev = &connect_events_of(&sensor, pid, 1)[0];
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["cgroup_id"].as_u64()),
+        (Some("killed"), Some(id)),
+        "{ev}"
+    );
+    // The deciding entry is the first enforcing metadata destination.
+    assert_eq!(ev["rule"], "metadata-imds-v4", "{ev}");
+    assert_eq!(
+        (
+            ev["connect"]["hook"].as_str(),
+            ev["connect"]["socket_family"].as_str()
+        ),
+        (Some("packet"), Some("packet")),
+        "{ev}"
+    );
+    let (pid, status, out) = open_packet_socket(&outside);
+    assert!(
+        status.success() && out.contains("created"),
+        "outside: {status} {out}"
+    );
+    sensor.wait_counter("kernel_packet_killed", 1);
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|e| e["pid"] == pid && e["kind"] == "connect"),
+        "nothing reported outside the scope"
+    );
+    drop(sensor);
+
+    let sensor = scoped_sensor(&cg, "audit");
+    let (pid, status, out) = open_packet_socket(&inside);
+    assert!(
+        status.success() && out.contains("created"),
+        "audit: {status} {out}"
+    );
+    let ev = &connect_events_of(&sensor, pid, 1)[0];
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["connect"]["hook"].as_str()),
+        (Some("audited"), Some("packet")),
+        "{ev}"
+    );
+}

@@ -304,7 +304,7 @@ impl Drop for Sensor {
 
 fn policy(scope: &Path, action: &str) -> String {
     format!(
-        "apiVersion: sensor/v1\nkind: Policy\nmetadata:\n  name: vm-{action}\nspec:\n  scope:\n    cgroups: [{}]\n  rules:\n    - name: deny-setid\n      type: chmod\n      action: {action}\n      setid: true\n    - name: deny-raises\n      type: privilege\n      action: {action}\n      raises: [setuid-root, setgid-root, capset, setid-exec, file-caps]\n",
+        "apiVersion: sensor/v1\nkind: Policy\nmetadata:\n  name: vm-{action}\nspec:\n  scope:\n    cgroups: [{}]\n  rules:\n    - name: block-metadata\n      type: metadata\n      action: {action}\n      destinations: [default]\n    - name: deny-setid\n      type: chmod\n      action: {action}\n      setid: true\n    - name: deny-raises\n      type: privilege\n      action: {action}\n      raises: [setuid-root, setgid-root, capset, setid-exec, file-caps]\n",
         scope.display()
     )
 }
@@ -542,6 +542,18 @@ pub fn op(args: &[String]) -> i32 {
             thread::sleep(Duration::from_secs(600));
             (0, Value::Null)
         }
+        ("packet-socket", []) => {
+            // SAFETY: plain syscall; the socket is closed right away (nothing is sent).
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0x0300) };
+            let e = if fd >= 0 {
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+                0
+            } else {
+                errno()
+            };
+            (e, Value::Null)
+        }
         ("setxattr", [path]) => {
             let value = file_caps_value();
             let name = cstr("security.capability");
@@ -669,6 +681,13 @@ fn paths() -> Vec<Path_> {
             changed: Value::Null,
         },
         Path_ {
+            name: "packet socket (frames that skip every destination check)",
+            op: "packet-socket",
+            args: |_| vec![],
+            unchanged: Value::Null,
+            changed: Value::Null,
+        },
+        Path_ {
             name: "setxattr security.capability",
             op: "setxattr",
             args: |d| {
@@ -769,6 +788,7 @@ fn status_names_the_lsm_tier() -> Result<(), String> {
     let status = sensor.status()?;
     let mut failures = Vec::new();
     for what in [
+        "metadata-packet",
         "chmod",
         "setid-create",
         "setuid-root",
@@ -965,6 +985,7 @@ fn forced_kill_tier() -> Result<(), String> {
     let status = sensor.status()?;
     let mut failures = Vec::new();
     for (what, want) in [
+        ("metadata-packet", "kill"),
         ("chmod", "kill"),
         ("setid-create", "kill"),
         ("setuid-root", "kill"),
