@@ -18,7 +18,10 @@ use sensor_common::{
     ChmodRules, Counter, CredSyscall, EventKind, NO_RULE, PrivilegeEvent, Verdict, raise,
 };
 
-use crate::shared::{EVENTS, count, current_in_scope, fill_header, kill_tier_decide, wakeup_flags};
+use crate::shared::{
+    EVENTS, Tier, count, current_in_scope, fill_header, kill_tier_decide, lsm_tier_decide,
+    wakeup_flags,
+};
 
 /// Privilege rules (`mode_bits` = raise kinds), double-buffered like the chmod rules.
 #[map(name = "SENSOR_PRIV_RULES")]
@@ -98,10 +101,7 @@ fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) 
     } else {
         raise::SETUID_ROOT
     };
-    let (verdict, rule) = decide(kind);
-    if rule != NO_RULE {
-        report(syscall, kind, requested, nids as u32, rule, verdict);
-    }
+    raise_decision(Tier::Kill, syscall, kind, requested, nids as u32);
     0
 }
 
@@ -138,17 +138,29 @@ pub fn report(
     entry.submit(wakeup_flags());
 }
 
-/// Decide a raise `(syscall, kind, ids, nids)` with the active privilege rules (`decide`: the
-/// tier's decision over the rules covering `kind`), and report a match.
+/// Decide a privilege raise of `kind` at `tier` with the active privilege rules, and report a
+/// match. Both tiers and every hook share it.
 #[inline(always)]
-pub fn decide_and_report(
-    decide: impl FnOnce(&ChmodRules, u32) -> (Verdict, u32),
-    (syscall, kind, ids, nids): (CredSyscall, u32, [u32; 3], u32),
+pub fn raise_decision(
+    tier: Tier,
+    syscall: CredSyscall,
+    kind: u32,
+    ids: [u32; 3],
+    nids: u32,
 ) -> Verdict {
     let Some(set) = active_rules() else {
         return Verdict::Allowed;
     };
-    let (verdict, rule) = decide(set, kind);
+    let matches = |r: &sensor_common::ChmodRule| r.mode_bits & kind != 0;
+    let (verdict, rule) = match tier {
+        Tier::Kill => kill_tier_decide(set, matches, Counter::PrivKilled, Counter::PrivAudited),
+        Tier::Lsm => lsm_tier_decide(
+            set,
+            matches,
+            Counter::LsmPrivDenied,
+            Counter::LsmPrivAudited,
+        ),
+    };
     if rule != NO_RULE {
         report(syscall, kind, ids, nids, rule, verdict);
     }
@@ -160,18 +172,4 @@ pub fn decide_and_report(
 pub fn active_rules() -> Option<&'static ChmodRules> {
     let active = PRIV_ACTIVE.get(0).copied().unwrap_or(0);
     PRIV_RULES.get(active & 1)
-}
-
-/// The active privilege rules covering `kind`: see [`kill_tier_decide`].
-#[inline(always)]
-fn decide(kind: u32) -> (Verdict, u32) {
-    let Some(set) = active_rules() else {
-        return (Verdict::Allowed, NO_RULE);
-    };
-    kill_tier_decide(
-        set,
-        |r| r.mode_bits & kind != 0,
-        Counter::PrivKilled,
-        Counter::PrivAudited,
-    )
 }

@@ -31,7 +31,7 @@ use sensor_common::{
     path_status, raise,
 };
 
-use crate::shared::{count, current_in_scope, lsm_tier_decide, path_read_status};
+use crate::shared::{Tier, count, current_in_scope, lsm_tier_decide, path_read_status};
 
 #[map(name = "SENSOR_OFFSETS")]
 static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
@@ -231,7 +231,13 @@ fn fix_setid(ctx: &LsmContext, gid: bool) -> i32 {
     } else {
         (raise::SETUID_ROOT, CredSyscall::LsmFixSetuid)
     };
-    let verdict = privilege(syscall, kind, [new_ids[0], new_ids[1], new_ids[2]], 3);
+    let verdict = crate::creds::raise_decision(
+        Tier::Lsm,
+        syscall,
+        kind,
+        [new_ids[0], new_ids[1], new_ids[2]],
+        3,
+    );
     ret(verdict, previous)
 }
 
@@ -260,7 +266,8 @@ pub fn sensor_lsm_capset(ctx: LsmContext) -> i32 {
     if added == 0 {
         return previous;
     }
-    let verdict = privilege(
+    let verdict = crate::creds::raise_decision(
+        Tier::Lsm,
         CredSyscall::LsmCapset,
         raise::CAPSET,
         [added as u32, (added >> 32) as u32, u32::MAX],
@@ -292,7 +299,8 @@ pub fn sensor_lsm_setid_exec(ctx: LsmContext) -> i32 {
     if !changes_uid && !changes_gid {
         return previous;
     }
-    let verdict = privilege(
+    let verdict = crate::creds::raise_decision(
+        Tier::Lsm,
         CredSyscall::LsmSetidExec,
         raise::SETID_EXEC,
         [owner, group, mode & 0o7777],
@@ -327,22 +335,12 @@ pub fn sensor_lsm_setxattr(ctx: LsmContext) -> i32 {
     if !current_in_scope() {
         return previous;
     }
-    let verdict = privilege(CredSyscall::LsmSetxattr, raise::FILE_CAPS, [u32::MAX; 3], 0);
+    let verdict = crate::creds::raise_decision(
+        Tier::Lsm,
+        CredSyscall::LsmSetxattr,
+        raise::FILE_CAPS,
+        [u32::MAX; 3],
+        0,
+    );
     ret(verdict, previous)
-}
-
-/// Decide a privilege raise of `kind` at the LSM tier and report a match.
-#[inline(always)]
-fn privilege(syscall: CredSyscall, kind: u32, ids: [u32; 3], nids: u32) -> Verdict {
-    crate::creds::decide_and_report(
-        |set, kind| {
-            lsm_tier_decide(
-                set,
-                |r| r.mode_bits & kind != 0,
-                Counter::LsmPrivDenied,
-                Counter::LsmPrivAudited,
-            )
-        },
-        (syscall, kind, ids, nids),
-    )
 }

@@ -21,11 +21,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{ChmodSyscall, Counter, CredSyscall, raise};
+use sensor_common::{ChmodSyscall, CredSyscall, raise};
 
 use crate::{
     chmod::{Call, report_create},
-    shared::{current_in_scope, kill_tier_decide},
+    shared::{Tier, current_in_scope},
 };
 
 const ARG0: usize = 16;
@@ -208,7 +208,7 @@ fn file_caps(ctx: &TracePointContext, syscall: CredSyscall, name_at: usize) -> u
     if !current_in_scope() {
         return 0;
     }
-    decide_and_report(syscall, raise::FILE_CAPS, [u32::MAX; 3], 0);
+    crate::creds::raise_decision(Tier::Kill, syscall, raise::FILE_CAPS, [u32::MAX; 3], 0);
     0
 }
 
@@ -280,7 +280,8 @@ pub fn sensor_capset(ctx: TracePointContext) -> u32 {
     if added == 0 {
         return 0;
     }
-    decide_and_report(
+    crate::creds::raise_decision(
+        Tier::Kill,
         CredSyscall::Capset,
         raise::CAPSET,
         [added as u32, (added >> 32) as u32, u32::MAX],
@@ -308,22 +309,12 @@ pub fn sensor_setid_exec(_ctx: TracePointContext) -> u32 {
     if uid == euid && gid == egid {
         return 0;
     }
-    decide_and_report(CredSyscall::Execve, raise::SETID_EXEC, [uid, euid, egid], 3);
-    0
-}
-
-/// Decide a privilege raise of `kind` at the kill tier and report a match.
-#[inline(always)]
-fn decide_and_report(syscall: CredSyscall, kind: u32, ids: [u32; 3], nids: u32) {
-    crate::creds::decide_and_report(
-        |set, kind| {
-            kill_tier_decide(
-                set,
-                |r| r.mode_bits & kind != 0,
-                Counter::PrivKilled,
-                Counter::PrivAudited,
-            )
-        },
-        (syscall, kind, ids, nids),
+    crate::creds::raise_decision(
+        Tier::Kill,
+        CredSyscall::Execve,
+        raise::SETID_EXEC,
+        [uid, euid, egid],
+        3,
     );
+    0
 }

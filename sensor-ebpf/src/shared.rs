@@ -142,6 +142,15 @@ fn first_matches(set: &ChmodRules, matches: impl Fn(&ChmodRule) -> bool) -> (u32
     (enforce, audit)
 }
 
+/// How an enforcing match is carried out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// BPF LSM: the hook denies the call (EPERM).
+    Lsm,
+    /// Syscall tracepoints: the caller is killed (SIGKILL).
+    Kill,
+}
+
 /// Kill tier: evaluate a rule set (in file order) for the current task. If any matching rule
 /// enforces, the caller is killed (SIGKILL) and the first such rule is reported; otherwise the
 /// first matching audit rule. An exempted task (a pod outside the policy's scope) is let through
