@@ -3,28 +3,28 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sensor::cli::{Cli, Command, EXIT_USAGE, PolicyCommand};
+use sensor::cmd::{Cli, Command, EXIT_USAGE, PolicyCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => return sensor::cli::usage_error(&err),
+        Err(err) => return sensor::cmd::usage_error(&err),
     };
-    sensor::logging::init(cli.log_format);
+    sensor::cmd::logging::init(cli.log_format);
     match cli.command {
-        Command::Run(args) => sensor::run::main(args),
-        Command::Tail(args) => sensor::tail::main(args),
-        Command::Status(args) => sensor::status::main(args),
+        Command::Run(args) => sensor::daemon::main(args),
+        Command::Tail(args) => sensor::cmd::tail::main(args),
+        Command::Status(args) => sensor::cmd::status::main(args),
         Command::Policy(cmd) => policy(cmd),
-        Command::Uninstall(args) => sensor::pins::uninstall_main(&args.pin_dir),
-        Command::Health(args) => sensor::health::main(args),
+        Command::Uninstall(args) => sensor::kernel::pins::uninstall_main(&args.pin_dir),
+        Command::Health(args) => sensor::server::health::main(args),
     }
 }
 
 fn policy(cmd: PolicyCommand) -> ExitCode {
     match cmd {
         PolicyCommand::Check { files } => {
-            let errors = sensor::policy::check_files(&files);
+            let errors = sensor_policy::check_files(&files);
             for e in &errors {
                 eprintln!("{e}");
             }
@@ -36,9 +36,9 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         }
-        PolicyCommand::Show(args) => sensor::status::show_policy(args),
+        PolicyCommand::Show(args) => sensor::cmd::status::show_policy(args),
         PolicyCommand::Default => {
-            print!("{}", sensor::policy::DEFAULT_POLICY_YAML);
+            print!("{}", sensor_policy::DEFAULT_POLICY_YAML);
             ExitCode::SUCCESS
         }
     }

@@ -1,0 +1,333 @@
+//! Attribution: which process (executable, arguments, parent chain) and which pod (namespace,
+//! name, container, image, owner) an event belongs to.
+//!
+//! Process: from the [`ProcessCache`]. Pod: cgroup id -> path ([`CgroupIndex`]) -> pod UID and
+//! container id ([`parse_cgroup_path`]) -> [`PodIndex`]. An event whose pod (or container) is
+//! not known yet waits in a bounded queue and is completed when the pod appears; past the wait
+//! bound, or when the queue is full, it goes out `partial` with what is known (pod UID,
+//! container id). Nothing is dropped.
+
+pub mod cgroups;
+pub mod pods;
+pub mod procs;
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use sensor_policy::{LabelSelector, NamespaceScope};
+use sensor_proto::v1 as pb;
+
+use crate::{
+    attribution::cgroups::{CgroupIndex, ContainerRef, parse_cgroup_path},
+    attribution::pods::{PodIndex, PodView},
+    attribution::procs::ProcessCache,
+    event::{Body, Event},
+};
+
+/// Parsed cgroup paths kept (cleared when full).
+const PARSED_CACHE_CAP: usize = 65_536;
+/// Ancestors reported per event.
+const MAX_ANCESTORS: usize = 5;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnrichStats {
+    /// Events waiting for their pod now.
+    pub pending: u64,
+    /// Events completed after waiting.
+    pub completed_late: u64,
+    /// Events emitted `partial` (pod never appeared within the bound, queue full, process gone).
+    pub partial: u64,
+    /// Events that could not wait because the queue was full (also counted in `partial`).
+    pub queue_full: u64,
+}
+
+struct Parked {
+    since: Instant,
+    event: pb::Event,
+    target: ContainerRef,
+}
+
+pub struct Enricher {
+    procs: ProcessCache,
+    cgroups: Option<CgroupIndex>,
+    pods: Option<PodIndex>,
+    parked: VecDeque<Parked>,
+    wait: Duration,
+    cap: usize,
+    stats: EnrichStats,
+    /// Pod index generation at the last full poll.
+    polled_generation: u64,
+    /// cgroup id -> what its path says (None: not a pod's cgroup).
+    parsed: HashMap<u64, Option<ContainerRef>>,
+}
+
+enum PodMatch {
+    /// Not a pod's cgroup (a host process).
+    NotAPod,
+    Found(Box<pb::Pod>),
+    /// A pod's cgroup, but the index does not (yet) know the pod or the container.
+    Unknown(ContainerRef),
+}
+
+fn pod_from_view(v: PodView, target: &ContainerRef) -> pb::Pod {
+    pb::Pod {
+        namespace: v.namespace,
+        name: v.name,
+        uid: v.uid,
+        labels: v.labels.into_iter().collect(),
+        container_name: v.container_name,
+        container_id: if v.container_id.is_empty() {
+            target.container_id.clone().unwrap_or_default()
+        } else {
+            v.container_id
+        },
+        image: v.image,
+        owner_kind: v.owner_kind,
+        owner_name: v.owner_name,
+        image_id: v.image_id,
+    }
+}
+
+/// What the cgroup path alone says about the pod.
+fn pod_from_ref(target: &ContainerRef) -> pb::Pod {
+    pb::Pod {
+        uid: target.pod_uid.clone().unwrap_or_default(),
+        container_id: target.container_id.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+impl Enricher {
+    /// The cgroup v2 directory of a cgroup id, when the index knows it.
+    pub fn cgroup_dir(&mut self, id: u64) -> Option<std::path::PathBuf> {
+        let index = self.cgroups.as_mut()?;
+        let path = index.path(id)?;
+        Some(index.root().join(path.trim_start_matches('/')))
+    }
+
+    pub fn new(
+        procs: ProcessCache,
+        cgroups: Option<CgroupIndex>,
+        pods: Option<PodIndex>,
+        wait: Duration,
+        cap: usize,
+    ) -> Self {
+        Self {
+            procs,
+            cgroups,
+            pods,
+            parked: VecDeque::new(),
+            wait,
+            cap,
+            stats: EnrichStats::default(),
+            polled_generation: 0,
+            parsed: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> EnrichStats {
+        EnrichStats {
+            pending: self.parked.len() as u64,
+            ..self.stats
+        }
+    }
+
+    pub fn procs(&self) -> &ProcessCache {
+        &self.procs
+    }
+
+    /// Attribute `proto` (made from `event`). Returns it when it is ready to go out, or `None`
+    /// when it waits for its pod (it comes back from [`Enricher::poll`]).
+    pub fn enrich(
+        &mut self,
+        event: &Event,
+        mut proto: pb::Event,
+        now: Instant,
+    ) -> Option<pb::Event> {
+        let process_known = self.attribute_process(event, &mut proto, now);
+        let complete = match self.match_pod(event.cgroup_id) {
+            PodMatch::NotAPod => process_known,
+            PodMatch::Found(pod) => {
+                proto.pod = Some(*pod);
+                process_known
+            }
+            PodMatch::Unknown(target) if self.pods.is_some() => {
+                if self.parked.len() < self.cap {
+                    self.parked.push_back(Parked {
+                        since: now,
+                        event: proto,
+                        target,
+                    });
+                    return None;
+                }
+                self.stats.queue_full += 1;
+                proto.pod = Some(pod_from_ref(&target));
+                false
+            }
+            // Host mode on a Kubernetes node: the path is all we know.
+            PodMatch::Unknown(target) => {
+                proto.pod = Some(pod_from_ref(&target));
+                false
+            }
+        };
+        Some(self.finish(proto, complete))
+    }
+
+    fn finish(&mut self, mut proto: pb::Event, complete: bool) -> pb::Event {
+        if !complete {
+            self.stats.partial += 1;
+        }
+        proto.enrichment = if complete {
+            pb::Enrichment::Complete
+        } else {
+            pb::Enrichment::Partial
+        } as i32;
+        proto
+    }
+
+    fn attribute_process(&mut self, event: &Event, proto: &mut pb::Event, now: Instant) -> bool {
+        if let Body::Exec { filename } = &event.body {
+            self.procs.on_exec(event.pid, filename.text(), &event.comm);
+        }
+        let info = self.procs.get(event.pid);
+        if let Body::Exit = event.body {
+            self.procs.on_exit(event.pid, now);
+        }
+        let Some(info) = info else {
+            tracing::debug!(pid = event.pid, comm = %event.comm, "process unknown (exited before its event was read)");
+            return false;
+        };
+        if let Some(pb::event::Body::Exec(x)) = &mut proto.body {
+            x.args = info.args.clone();
+        }
+        // A zombie's /proc entry has no executable any more: known, but not completely.
+        let complete = !info.exe.is_empty();
+        let ancestors = self.procs.ancestors(&info, MAX_ANCESTORS);
+        if let Some(p) = &mut proto.process {
+            p.exe = info.exe.clone();
+            p.args = info.args.clone();
+            p.ppid = info.ppid;
+            p.euid = Some(info.euid);
+            p.ancestors = ancestors
+                .into_iter()
+                .map(|a| pb::Ancestor {
+                    pid: a.pid,
+                    exe: a.exe.clone(),
+                    comm: a.comm.clone(),
+                })
+                .collect();
+        }
+        complete
+    }
+
+    fn match_pod(&mut self, cgroup_id: u64) -> PodMatch {
+        // A cgroup's id never changes meaning while it exists: parse each path once.
+        let target = match self.parsed.get(&cgroup_id) {
+            Some(t) => t.clone(),
+            None => {
+                let Some(path) = self.cgroups.as_mut().and_then(|c| c.path(cgroup_id)) else {
+                    return PodMatch::NotAPod;
+                };
+                let t = parse_cgroup_path(&path);
+                if self.parsed.len() >= PARSED_CACHE_CAP {
+                    self.parsed.clear();
+                }
+                self.parsed.insert(cgroup_id, t.clone());
+                t
+            }
+        };
+        let Some(target) = target else {
+            return PodMatch::NotAPod;
+        };
+        self.lookup(&target)
+            .map_or(PodMatch::Unknown(target), |p| PodMatch::Found(Box::new(p)))
+    }
+
+    /// The pod for `target`; with a container id, only a view that knows the container.
+    fn lookup(&self, target: &ContainerRef) -> Option<pb::Pod> {
+        let pods = self.pods.as_ref()?;
+        if let Some(id) = &target.container_id {
+            return pods.by_container_id(id).map(|v| pod_from_view(v, target));
+        }
+        let uid = target.pod_uid.as_ref()?;
+        pods.by_pod_uid(uid).map(|v| pod_from_view(v, target))
+    }
+
+    /// The pod index generation (Kubernetes mode).
+    pub fn pods_generation(&self) -> Option<u64> {
+        self.pods.as_ref().map(PodIndex::generation)
+    }
+
+    /// The pod-level cgroups of known pods outside `namespaces`/`selector` (exempted from
+    /// blocking); `None` in host mode. Pods the index does not know stay protected.
+    pub fn exempt_cgroups(
+        &mut self,
+        namespaces: &NamespaceScope,
+        selector: Option<&LabelSelector>,
+    ) -> Option<BTreeSet<u64>> {
+        let pods = self.pods.as_ref()?;
+        let cgroups = self.cgroups.as_mut()?;
+        if let Err(err) = cgroups.rescan() {
+            tracing::warn!(error = %err, "cgroup rescan failed; exemptions not refreshed");
+            return None;
+        }
+        let mut exempt = BTreeSet::new();
+        for (id, path) in cgroups.iter() {
+            let Some(target) = parse_cgroup_path(path) else {
+                continue;
+            };
+            let (Some(uid), None) = (&target.pod_uid, &target.container_id) else {
+                continue;
+            };
+            let Some(pod) = pods.by_pod_uid(uid) else {
+                continue;
+            };
+            let protected = namespaces.matches(&pod.namespace)
+                && selector.is_none_or(|s| s.matches(&pod.labels));
+            if !protected {
+                exempt.insert(id);
+            }
+        }
+        Some(exempt)
+    }
+
+    /// Parked events that are now complete, or past the wait bound (`partial`), in arrival
+    /// order; `flush_all` releases everything (shutdown).
+    pub fn poll(&mut self, now: Instant, flush_all: bool) -> Vec<pb::Event> {
+        // Cheap when nothing can have changed: no new pods and the oldest wait not over.
+        let generation = self.pods.as_ref().map_or(0, PodIndex::generation);
+        let oldest_due = self
+            .parked
+            .front()
+            .is_some_and(|p| now.duration_since(p.since) >= self.wait);
+        if self.parked.is_empty()
+            || (!flush_all && !oldest_due && generation == self.polled_generation)
+        {
+            return Vec::new();
+        }
+        self.polled_generation = generation;
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        while let Some(mut p) = self.parked.pop_front() {
+            if let Some(pod) = self.lookup(&p.target) {
+                p.event.pod = Some(pod);
+                self.stats.completed_late += 1;
+                let process_known = p
+                    .event
+                    .process
+                    .as_ref()
+                    .is_some_and(|pr| !pr.exe.is_empty());
+                out.push(self.finish(p.event, process_known));
+            } else if flush_all || now.duration_since(p.since) >= self.wait {
+                p.event.pod = Some(pod_from_ref(&p.target));
+                out.push(self.finish(p.event, false));
+            } else {
+                keep.push_back(p);
+            }
+        }
+        self.parked = keep;
+        out
+    }
+}

@@ -1,0 +1,125 @@
+//! `sensor status`: what the daemon runs (programs and their tier), its counters and journal.
+
+use std::process::ExitCode;
+
+use sensor_proto::v1 as pb;
+
+use crate::{
+    cmd::{EXIT_FAILURE, StatusArgs},
+    event::json::rfc3339,
+};
+
+pub fn main(args: StatusArgs) -> ExitCode {
+    match status(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("sensor status: error: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `sensor policy show`: the policy the daemon runs.
+pub fn show_policy(args: StatusArgs) -> ExitCode {
+    match fetch(&args) {
+        Ok(s) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!("# policy '{}' from {}", s.policy_name, s.policy_source);
+            print!("{}", s.policy_text);
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("sensor policy show: error: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn fetch(args: &StatusArgs) -> Result<pb::GetStatusResponse, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut client = pb::sensor_client::SensorClient::new(
+            crate::cmd::client::daemon_channel(&args.server, &args.tls).await?,
+        );
+        client
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_owned())
+    })
+}
+
+fn status(args: &StatusArgs) -> Result<(), String> {
+    let status = fetch(args)?;
+    if args.json {
+        println!("{}", to_json(&status));
+    } else {
+        print!("{}", to_text(&status));
+    }
+    Ok(())
+}
+
+fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
+    let journal = s.journal.unwrap_or_default();
+    serde_json::json!({
+        "version": s.version,
+        "node": s.node,
+        "subscribers": s.subscribers,
+        "attachments": s.attachments.iter().map(|a| serde_json::json!({"program": a.program, "target": a.target, "tier": a.tier})).collect::<Vec<_>>(),
+        "protections": crate::kernel::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
+    })
+}
+
+fn to_text(s: &pb::GetStatusResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sensor {} on {} ({} subscriber(s))",
+        s.version, s.node, s.subscribers
+    );
+    let _ = writeln!(out, "\nprotections (tier):");
+    for (what, tier) in
+        crate::kernel::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+    {
+        let _ = writeln!(out, "  {what:<22} {tier}");
+    }
+    let _ = writeln!(out, "\nprograms:");
+    for a in &s.attachments {
+        let _ = writeln!(out, "  {:<18} {:<11} {}", a.program, a.tier, a.target);
+    }
+    let j = s.journal.unwrap_or_default();
+    let _ = writeln!(out, "\njournal:");
+    if j.last_seq == 0 {
+        let _ = writeln!(out, "  empty (next seq {})", j.next_seq);
+    } else {
+        let _ = writeln!(
+            out,
+            "  seq {}..={} ({} .. {}), next {}",
+            j.first_seq,
+            j.last_seq,
+            rfc3339(j.first_time_unix_ns),
+            rfc3339(j.last_time_unix_ns),
+            j.next_seq
+        );
+    }
+    let _ = writeln!(out, "\ncounters:");
+    let counters: std::collections::BTreeMap<_, _> = s.counters.iter().collect();
+    for (k, v) in counters {
+        let _ = writeln!(out, "  {k:<36} {v}");
+    }
+    out
+}

@@ -1,0 +1,311 @@
+//! `sensor tail`: stream live events, replay stored ones (journal, through the daemon), or
+//! replay a JSON-lines file offline; filters and json/compact output either way.
+//!
+//! While following, a broken stream (daemon restart) is reconnected with backoff and resumed
+//! after the last sequence number printed: no gap, no duplicate.
+
+use std::{
+    io::{self, BufRead as _, IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use futures_util::FutureExt as _;
+use sensor_proto::v1::{self as pb, get_events_request::Start};
+use tonic::Code;
+
+use crate::{
+    cmd::{EXIT_FAILURE, EXIT_USAGE, TailArgs, TailFormat},
+    event::filter,
+    event::json::{from_json, to_compact, to_json},
+    event::proto::kind_of,
+};
+
+/// How many stored events `sensor tail` without `-f`, `--since` or `--from-seq` prints.
+const DEFAULT_LAST: u64 = 10;
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot connect to the sensor at {server}: {reason} (is the daemon running?)")]
+    Connect { server: String, reason: String },
+    #[error("the sensor refused the request: {0}")]
+    Refused(String),
+    #[error("stream from the sensor broke: {0}")]
+    Stream(String),
+    #[error("{path}:{line}: {msg}")]
+    File {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// stdout closed (e.g. piped into `head`): not an error for the user.
+    #[error("stdout closed")]
+    StdoutClosed,
+}
+
+pub fn main(args: TailArgs) -> ExitCode {
+    match tail(&args) {
+        Ok(()) | Err(TailError::StdoutClosed) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sensor tail: error: {}", crate::daemon::error_chain(&err));
+            let code = match err {
+                TailError::Usage(_) | TailError::File { .. } => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// `--since`: a duration back from now (`10m`) or an RFC 3339 time.
+pub fn parse_since(s: &str, now: SystemTime) -> Result<i64, TailError> {
+    let bad = || {
+        TailError::Usage(format!(
+            "--since '{s}': expected a duration like 10m or 2h, or an RFC 3339 time"
+        ))
+    };
+    let t = match humantime::parse_duration(s) {
+        Ok(d) => now.checked_sub(d).ok_or_else(bad)?,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|_| bad())?,
+    };
+    let ns = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| bad())?
+        .as_nanos();
+    i64::try_from(ns).map_err(|_| bad())
+}
+
+struct Printer {
+    format: TailFormat,
+    colour: bool,
+    out: io::BufWriter<io::Stdout>,
+    /// Events printed (loss records not counted).
+    printed: u64,
+    limit: Option<u64>,
+    last_seq: Option<u64>,
+}
+
+impl Printer {
+    fn new(args: &TailArgs) -> Self {
+        let colour = args.output == TailFormat::Compact
+            && io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none();
+        Self {
+            format: args.output,
+            colour,
+            out: io::BufWriter::new(io::stdout()),
+            printed: 0,
+            limit: args.limit,
+            last_seq: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.printed >= l)
+    }
+
+    fn print(&mut self, event: &pb::Event) -> Result<(), TailError> {
+        let line = match self.format {
+            TailFormat::Json => to_json(event),
+            TailFormat::Compact => to_compact(event, self.colour),
+            TailFormat::Ocsf => crate::sinks::export::ocsf::to_ocsf(event).to_string(),
+        };
+        writeln!(self.out, "{line}").map_err(|_| TailError::StdoutClosed)?;
+        if kind_of(event) != pb::EventKind::Lost {
+            self.printed += 1;
+        }
+        if event.seq != 0 {
+            self.last_seq = Some(event.seq);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), TailError> {
+        self.out.flush().map_err(|_| TailError::StdoutClosed)
+    }
+}
+
+fn tail(args: &TailArgs) -> Result<(), TailError> {
+    let filter = filter::build(
+        &args.kind,
+        &args.namespace,
+        &args.pod,
+        &args.label,
+        &args.verdict,
+    )
+    .map_err(|e| TailError::Usage(e.to_string()))?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, SystemTime::now()))
+        .transpose()?;
+    let mut printer = Printer::new(args);
+    if let Some(path) = &args.file {
+        return replay_file(path, &filter, since, args.from_seq, &mut printer);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TailError::Stream(e.to_string()))?;
+    let start = match (since, args.from_seq) {
+        (Some(t), _) => Some(Start::SinceUnixNs(t)),
+        (None, Some(seq)) => Some(Start::FromSeq(seq)),
+        (None, None) => None,
+    };
+    runtime.block_on(follow(args, filter, start, &mut printer))
+}
+
+fn replay_file(
+    path: &Path,
+    filter: &pb::Filter,
+    since: Option<i64>,
+    from_seq: Option<u64>,
+    printer: &mut Printer,
+) -> Result<(), TailError> {
+    let read_err = |source| TailError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    for (i, line) in io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(read_err)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = from_json(&line).map_err(|msg| TailError::File {
+            path: path.to_owned(),
+            line: i + 1,
+            msg,
+        })?;
+        let is_lost = kind_of(&event) == pb::EventKind::Lost;
+        let in_range = since.is_none_or(|t| event.time_unix_ns >= t)
+            && from_seq.is_none_or(|s| event.seq >= s);
+        if (is_lost || in_range) && filter::matches(filter, &event) {
+            printer.print(&event)?;
+            if printer.done() {
+                break;
+            }
+        }
+    }
+    printer.flush()
+}
+
+async fn follow(
+    args: &TailArgs,
+    filter: pb::Filter,
+    start: Option<Start>,
+    printer: &mut Printer,
+) -> Result<(), TailError> {
+    let mut start = start;
+    let mut backoff = Duration::from_millis(100);
+    let mut connected_once = false;
+    loop {
+        let mut client = match crate::cmd::client::connect(&args.server, &args.tls).await {
+            Ok(c) => c,
+            Err(reason) if !connected_once || !args.follow => {
+                return Err(TailError::Connect {
+                    server: args.server.clone(),
+                    reason,
+                });
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if start.is_none() {
+            // Without a start: the last few stored events (like tail(1)), or with -f only
+            // what comes next. Resolved to a sequence number so a reconnect has no gap.
+            let status = client
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(|s| TailError::Refused(s.message().to_owned()))?;
+            let journal = status.into_inner().journal.unwrap_or_default();
+            let next = journal.next_seq.max(1);
+            start = Some(Start::FromSeq(if args.follow {
+                next
+            } else {
+                next.saturating_sub(DEFAULT_LAST).max(1)
+            }));
+        }
+        connected_once = true;
+        let request = pb::GetEventsRequest {
+            start,
+            follow: args.follow,
+            filter: Some(filter.clone()),
+            limit: printer.limit.map_or(0, |l| l - printer.printed),
+        };
+        let mut stream = match client.get_events(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::InvalidArgument => {
+                return Err(TailError::Usage(format!(
+                    "the sensor rejected the request: {}",
+                    s.message()
+                )));
+            }
+            Err(s) if args.follow && s.code() == Code::Unavailable => {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Err(s) => return Err(TailError::Refused(s.message().to_owned())),
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            // Flush whenever the stream has nothing more ready: lines appear as events come,
+            // without a write per event under load.
+            let next = match stream.message().now_or_never() {
+                Some(next) => next,
+                None => {
+                    printer.flush()?;
+                    stream.message().await
+                }
+            };
+            match next {
+                Ok(Some(event)) => {
+                    printer.print(&event)?;
+                    if printer.done() {
+                        return printer.flush();
+                    }
+                    if let Some(seq) = printer.last_seq {
+                        start = Some(Start::FromSeq(seq + 1));
+                    }
+                }
+                Ok(None) if !args.follow => return printer.flush(),
+                Ok(None) => break,
+                Err(s) if !args.follow => return Err(TailError::Stream(s.message().to_owned())),
+                Err(_) => break,
+            }
+        }
+        printer.flush()?;
+        eprintln!("sensor tail: stream ended; reconnecting to {}", args.server);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times_and_says_what_is_wrong() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(parse_since("10m", now).unwrap(), 9_400_000_000_000);
+        assert_eq!(
+            parse_since("1970-01-01T00:00:05Z", now).unwrap(),
+            5_000_000_000
+        );
+        let err = parse_since("yesterday", now).unwrap_err().to_string();
+        assert!(err.contains("--since 'yesterday'"), "{err}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Event filters: built from `sensor tail` flags, checked by the server (bad values are
+//! `InvalidArgument`), and applied server-side and to offline replays alike.
+
+use sensor_proto::v1 as pb;
+
+use crate::{
+    event::json::{parse_kind, parse_verdict},
+    event::proto::kind_of,
+};
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("--kind '{0}': unknown kind (connect, chmod, privilege, exec, exit, lost)")]
+    Kind(String),
+    #[error("--verdict '{0}': unknown verdict (blocked, audited, allowed, killed)")]
+    Verdict(String),
+    #[error("--label '{0}': expected KEY=VALUE")]
+    Label(String),
+    #[error("filter: unknown {what} value {value}")]
+    Value { what: &'static str, value: i32 },
+}
+
+/// Build a filter from flag values (each may also be comma-separated).
+pub fn build(
+    kinds: &[String],
+    namespaces: &[String],
+    pods: &[String],
+    labels: &[String],
+    verdicts: &[String],
+) -> Result<pb::Filter, FilterError> {
+    let split = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let kinds = split(kinds)
+        .iter()
+        .map(|k| {
+            parse_kind(k)
+                .map(|k| k as i32)
+                .ok_or_else(|| FilterError::Kind(k.clone()))
+        })
+        .collect::<Result<_, _>>()?;
+    let verdicts = split(verdicts)
+        .iter()
+        .map(|v| {
+            parse_verdict(v)
+                .map(|v| v as i32)
+                .ok_or_else(|| FilterError::Verdict(v.clone()))
+        })
+        .collect::<Result<_, _>>()?;
+    let labels = split(labels)
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(FilterError::Label(l.clone())),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(pb::Filter {
+        kinds,
+        namespaces: split(namespaces),
+        pods: split(pods),
+        labels,
+        verdicts,
+    })
+}
+
+/// Reject enum values this build does not know (a newer client, or garbage).
+pub fn validate(filter: &pb::Filter) -> Result<(), FilterError> {
+    for &k in &filter.kinds {
+        if pb::EventKind::try_from(k).map_or(true, |k| k == pb::EventKind::Unspecified) {
+            return Err(FilterError::Value {
+                what: "kind",
+                value: k,
+            });
+        }
+    }
+    for &v in &filter.verdicts {
+        if pb::Verdict::try_from(v).map_or(true, |v| v == pb::Verdict::Unspecified) {
+            return Err(FilterError::Value {
+                what: "verdict",
+                value: v,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `event` passes. Loss records always pass: loss is never hidden.
+pub fn matches(filter: &pb::Filter, event: &pb::Event) -> bool {
+    let kind = kind_of(event);
+    if kind == pb::EventKind::Lost {
+        return true;
+    }
+    if !filter.kinds.is_empty() && !filter.kinds.contains(&(kind as i32)) {
+        return false;
+    }
+    if !filter.verdicts.is_empty() && !filter.verdicts.contains(&event.verdict) {
+        return false;
+    }
+    if filter.namespaces.is_empty() && filter.pods.is_empty() && filter.labels.is_empty() {
+        return true;
+    }
+    let Some(pod) = &event.pod else {
+        return false;
+    };
+    (filter.namespaces.is_empty() || filter.namespaces.contains(&pod.namespace))
+        && (filter.pods.is_empty() || filter.pods.contains(&pod.name))
+        && filter
+            .labels
+            .iter()
+            .all(|(k, v)| pod.labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// (namespace, name, labels)
+    type PodSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn event(verdict: pb::Verdict, pod: Option<PodSpec<'_>>) -> pb::Event {
+        pb::Event {
+            verdict: verdict as i32,
+            pod: pod.map(|(ns, name, labels)| pb::Pod {
+                namespace: ns.into(),
+                name: name.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+                ..Default::default()
+            }),
+            body: Some(pb::event::Body::Connect(pb::Connect::default())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_and_rejects_flag_values() {
+        let f = build(
+            &s(&["connect,chmod"]),
+            &s(&["prod"]),
+            &[],
+            &s(&["app=web"]),
+            &s(&["blocked"]),
+        )
+        .unwrap();
+        assert_eq!(
+            f.kinds,
+            [pb::EventKind::Connect as i32, pb::EventKind::Chmod as i32]
+        );
+        assert_eq!(f.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            build(&s(&["conect"]), &[], &[], &[], &[]),
+            Err(FilterError::Kind("conect".into()))
+        );
+        assert_eq!(
+            build(&[], &[], &[], &[], &s(&["deny"])),
+            Err(FilterError::Verdict("deny".into()))
+        );
+        assert_eq!(
+            build(&[], &[], &[], &s(&["app"]), &[]),
+            Err(FilterError::Label("app".into()))
+        );
+        assert!(
+            validate(&pb::Filter {
+                kinds: vec![99],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&pb::Filter {
+                verdicts: vec![0],
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn matches_by_kind_verdict_pod_and_labels() {
+        let f = build(
+            &s(&["connect"]),
+            &s(&["prod"]),
+            &[],
+            &s(&["app=web"]),
+            &s(&["blocked"]),
+        )
+        .unwrap();
+        assert!(matches(
+            &f,
+            &event(
+                pb::Verdict::Blocked,
+                Some(("prod", "web-1", &[("app", "web")]))
+            )
+        ));
+        assert!(!matches(
+            &f,
+            &event(
+                pb::Verdict::Audited,
+                Some(("prod", "web-1", &[("app", "web")]))
+            )
+        ));
+        assert!(!matches(
+            &f,
+            &event(
+                pb::Verdict::Blocked,
+                Some(("dev", "web-1", &[("app", "web")]))
+            )
+        ));
+        assert!(!matches(
+            &f,
+            &event(
+                pb::Verdict::Blocked,
+                Some(("prod", "web-1", &[("app", "db")]))
+            )
+        ));
+        assert!(!matches(&f, &event(pb::Verdict::Blocked, None)));
+        let lost = pb::Event {
+            body: Some(pb::event::Body::Lost(pb::Lost::default())),
+            ..Default::default()
+        };
+        assert!(matches(&f, &lost), "loss records always pass");
+        assert!(matches(
+            &pb::Filter::default(),
+            &event(pb::Verdict::Allowed, None)
+        ));
+    }
+}

@@ -1,0 +1,266 @@
+//! Domain <-> `sensor.v1` conversions, all in one place.
+
+use sensor_common::{ChmodSyscall, ConnectHook, EventKind, Verdict};
+use sensor_proto::v1 as pb;
+
+use crate::{
+    event::json::Clock,
+    event::{Body, Event, PathArg},
+    pipeline::revert::Revert,
+};
+
+/// What the daemon adds to a kernel event before it is numbered.
+pub struct Context<'a> {
+    pub node: &'a str,
+    /// The active policy's name.
+    pub policy: &'a str,
+    pub clock: &'a Clock,
+    /// Names of the destination entries, by the index the kernel reports.
+    pub rules: &'a [String],
+    /// Names of the chmod rules, by the index the kernel (or the path matcher) reports.
+    pub chmod_rules: &'a [String],
+    /// Names of the privilege rules, by the index the kernel reports.
+    pub privilege_rules: &'a [String],
+}
+
+pub fn verdict(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Blocked => pb::Verdict::Blocked,
+        Verdict::Audited => pb::Verdict::Audited,
+        Verdict::Allowed => pb::Verdict::Allowed,
+        Verdict::Killed => pb::Verdict::Killed,
+    }
+}
+
+pub fn kind(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::Connect => pb::EventKind::Connect,
+        EventKind::Chmod => pb::EventKind::Chmod,
+        EventKind::Exec => pb::EventKind::Exec,
+        EventKind::Exit => pb::EventKind::Exit,
+        EventKind::Privilege => pb::EventKind::Privilege,
+    }
+}
+
+fn hook(h: ConnectHook) -> pb::ConnectHook {
+    match h {
+        ConnectHook::Connect4 => pb::ConnectHook::Connect4,
+        ConnectHook::Connect6 => pb::ConnectHook::Connect6,
+        ConnectHook::Sendmsg4 => pb::ConnectHook::Sendmsg4,
+        ConnectHook::Sendmsg6 => pb::ConnectHook::Sendmsg6,
+        ConnectHook::Egress => pb::ConnectHook::Egress,
+        ConnectHook::Syscall => pb::ConnectHook::Syscall,
+        ConnectHook::Packet => pb::ConnectHook::Packet,
+    }
+}
+
+fn syscall(s: ChmodSyscall) -> pb::ChmodSyscall {
+    match s {
+        ChmodSyscall::Chmod => pb::ChmodSyscall::Chmod,
+        ChmodSyscall::Fchmod => pb::ChmodSyscall::Fchmod,
+        ChmodSyscall::Fchmodat => pb::ChmodSyscall::Fchmodat,
+        ChmodSyscall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
+        ChmodSyscall::LsmPathChmod => pb::ChmodSyscall::LsmPathChmod,
+        ChmodSyscall::LsmPathMknod => pb::ChmodSyscall::LsmPathMknod,
+        ChmodSyscall::Open => pb::ChmodSyscall::Open,
+        ChmodSyscall::Openat => pb::ChmodSyscall::Openat,
+        ChmodSyscall::Openat2 => pb::ChmodSyscall::Openat2,
+        ChmodSyscall::Creat => pb::ChmodSyscall::Creat,
+        ChmodSyscall::Mknod => pb::ChmodSyscall::Mknod,
+        ChmodSyscall::Mknodat => pb::ChmodSyscall::Mknodat,
+    }
+}
+
+/// The kind of a proto event, from its body.
+pub fn kind_of(event: &pb::Event) -> pb::EventKind {
+    use pb::event::Body as B;
+    match &event.body {
+        Some(B::Connect(_)) => pb::EventKind::Connect,
+        Some(B::Chmod(_)) => pb::EventKind::Chmod,
+        Some(B::Privilege(_)) => pb::EventKind::Privilege,
+        Some(B::Exec(_)) => pb::EventKind::Exec,
+        Some(B::Exit(_)) => pb::EventKind::Exit,
+        Some(B::Lost(_)) => pb::EventKind::Lost,
+        Some(B::PolicyChange(_)) => pb::EventKind::Policy,
+        None => pb::EventKind::Unspecified,
+    }
+}
+
+/// A kernel event as a `sensor.v1` event (sequence number not yet assigned).
+pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
+    let wall = ctx.clock.wall_unix_ns(event.ktime_ns);
+    let (rule, body) = match &event.body {
+        Body::Connect(c) => (
+            ctx.rules
+                .get(c.rule as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("rule-{}", c.rule)),
+            pb::event::Body::Connect(pb::Connect {
+                hook: hook(c.hook) as i32,
+                socket_family: c.sock_family,
+                socket_type: c.sock_type,
+                protocol: c.protocol,
+                dst_addr: c.dst_addr.to_string(),
+                dst_port: u32::from(c.dst_port),
+            }),
+        ),
+        Body::Chmod(c) => {
+            let (path, state) = match &c.path {
+                PathArg::None => (String::new(), pb::PathState::None),
+                PathArg::Complete(p) => (p.clone(), pb::PathState::Complete),
+                PathArg::Truncated(p) => (p.clone(), pb::PathState::Truncated),
+                PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
+                PathArg::Name(p) => (p.clone(), pb::PathState::Name),
+            };
+            (
+                ctx.chmod_rules
+                    .get(c.rule as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                pb::event::Body::Chmod(pb::Chmod {
+                    syscall: syscall(c.syscall) as i32,
+                    mode: c.mode,
+                    fd: c.fd,
+                    flags: c.flags,
+                    path,
+                    path_state: state as i32,
+                    name: c
+                        .name
+                        .as_ref()
+                        .map(|n| n.display().to_string())
+                        .unwrap_or_default(),
+                    revert: c.revert.as_ref().map(revert),
+                }),
+            )
+        }
+        Body::Exec { filename } => (
+            String::new(),
+            pb::event::Body::Exec(pb::Exec {
+                exe: filename.text().unwrap_or_default().to_owned(),
+                args: Vec::new(),
+            }),
+        ),
+        Body::Exit => (
+            String::new(),
+            pb::event::Body::Exit(pb::Exit { code: None }),
+        ),
+        Body::Privilege(p) => {
+            let (id, real) = if p.raise == "setgid-root" {
+                ("gid", event.gid)
+            } else {
+                ("uid", event.uid)
+            };
+            let ids: Vec<String> = p
+                .ids
+                .iter()
+                .map(|&i| {
+                    if i == u32::MAX {
+                        "-1".into()
+                    } else {
+                        i.to_string()
+                    }
+                })
+                .collect();
+            (
+                ctx.privilege_rules
+                    .get(p.rule as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                pb::event::Body::Privilege(pb::PrivilegeChange {
+                    what: p.raise.to_owned(),
+                    old_value: format!("{id} {real}"),
+                    new_value: match p.raise {
+                        // The capabilities the call would add, as a mask.
+                        "capset" => format!(
+                            "{}(gains 0x{:x})",
+                            p.syscall.as_str(),
+                            u64::from(p.ids.first().copied().unwrap_or(0))
+                                | u64::from(p.ids.get(1).copied().unwrap_or(0)) << 32
+                        ),
+                        // Kill tier: the ids the exec left (real uid, effective uid and gid).
+                        "setid-exec" if p.syscall == sensor_common::CredSyscall::Execve => {
+                            format!(
+                                "execve(uid {}, euid {}, egid {})",
+                                ids.first().map_or("?", String::as_str),
+                                ids.get(1).map_or("?", String::as_str),
+                                ids.get(2).map_or("?", String::as_str)
+                            )
+                        }
+                        "setid-exec" => format!(
+                            "{}(owner {}, group {}, mode {:o})",
+                            p.syscall.as_str(),
+                            ids.first().map_or("?", String::as_str),
+                            ids.get(1).map_or("?", String::as_str),
+                            p.ids.get(2).copied().unwrap_or(0)
+                        ),
+                        "file-caps" => format!("{}(security.capability)", p.syscall.as_str()),
+                        _ => format!("{}({})", p.syscall.as_str(), ids.join(", ")),
+                    },
+                }),
+            )
+        }
+    };
+    pb::Event {
+        seq: 0,
+        ktime_ns: event.ktime_ns,
+        time_unix_ns: wall,
+        node: ctx.node.to_owned(),
+        process: Some(pb::Process {
+            pid: event.pid,
+            tid: event.tid,
+            uid: event.uid,
+            gid: event.gid,
+            comm: event.comm.clone(),
+            cgroup_id: event.cgroup_id,
+            ..Default::default()
+        }),
+        pod: None,
+        // Host mode: process and cgroup attribution only; nothing more to wait for.
+        enrichment: pb::Enrichment::Complete as i32,
+        policy: ctx.policy.to_owned(),
+        rule,
+        verdict: verdict(event.verdict) as i32,
+        repeat: None,
+        body: Some(body),
+    }
+}
+
+fn revert(r: &Revert) -> pb::ChmodRevert {
+    match r {
+        Revert::Reverted {
+            path,
+            before,
+            after,
+        } => pb::ChmodRevert {
+            state: pb::RevertState::Reverted as i32,
+            detail: path.display().to_string(),
+            mode_before: *before,
+            mode_after: *after,
+        },
+        Revert::NotNeeded(why) => pb::ChmodRevert {
+            state: pb::RevertState::NotNeeded as i32,
+            detail: why.clone(),
+            ..Default::default()
+        },
+        Revert::Failed(why) => pb::ChmodRevert {
+            state: pb::RevertState::Failed as i32,
+            detail: why.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+/// An in-band loss record.
+pub fn lost(stage: pb::LossStage, count: u64, node: &str, time_unix_ns: i64) -> pb::Event {
+    pb::Event {
+        node: node.to_owned(),
+        time_unix_ns,
+        body: Some(pb::event::Body::Lost(pb::Lost {
+            count,
+            stage: stage as i32,
+            first_seq: 0,
+            last_seq: 0,
+        })),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,433 @@
+//! The `sensor.v1` gRPC service: `GetEvents` (journal replay, then live, no gap or duplicate at
+//! the seam) and `GetStatus`, plus the standard health and reflection services. Listeners: a
+//! unix socket (mode 0600) and, only with TLS, TCP.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use prost::Message as _;
+use sensor_proto::v1::{self as pb, sensor_server::SensorServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tonic::{Request, Response, Status, transport::Server};
+
+use crate::{
+    event::filter,
+    event::proto,
+    sinks::hub::{Hub, Shared},
+    sinks::journal::{Journal, JournalReader, ReadItem},
+};
+
+/// Journal records read per blocking batch during replay.
+const REPLAY_BATCH: usize = 512;
+
+/// What `GetStatus` reports, kept current by the pipeline.
+pub struct StatusBoard {
+    pub node: String,
+    pub attachments: Vec<pb::Attachment>,
+    pub counters: Mutex<BTreeMap<String, u64>>,
+    /// The policy in force: (name, source, text).
+    pub policy: Mutex<(String, String, String)>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub hub: Arc<Hub>,
+    pub journal: Arc<Mutex<Journal>>,
+    pub status: Arc<StatusBoard>,
+    /// Events a subscriber may have queued before it starts losing them.
+    pub queue: usize,
+}
+
+fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    journal
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type EventStream = ReceiverStream<Result<pb::Event, Status>>;
+
+#[tonic::async_trait]
+impl pb::sensor_server::Sensor for Service {
+    type GetEventsStream = EventStream;
+
+    async fn get_events(
+        &self,
+        request: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<Self::GetEventsStream>, Status> {
+        let req = request.into_inner();
+        let filter = req.filter.clone().unwrap_or_default();
+        filter::validate(&filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let start = match req.start {
+            None => Start::Live,
+            Some(pb::get_events_request::Start::FromSeq(seq)) => Start::Seq(seq.max(1)),
+            Some(pb::get_events_request::Start::SinceUnixNs(t)) => {
+                if t < 0 {
+                    return Err(Status::invalid_argument(format!(
+                        "since_unix_ns {t}: before 1970"
+                    )));
+                }
+                Start::Time(t)
+            }
+        };
+        // Validate the start against the journal now, so errors are statuses, not stream ends.
+        // `floor`: no record below it belongs to this request (from a sequence number: the
+        // ones before it; since a time: the ones already stored that the time reader skips).
+        let (reader, floor) = {
+            let journal = lock(&self.journal);
+            let reader = match start {
+                Start::Live => None,
+                Start::Seq(seq) => Some(journal.reader_from_seq(seq)),
+                Start::Time(t) => Some(journal.reader_from_time(t)),
+            }
+            .transpose()
+            .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
+            let floor = match start {
+                Start::Seq(seq) => seq,
+                Start::Time(_) => journal.next_seq(),
+                Start::Live => 0,
+            };
+            (reader, floor)
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let session = Session {
+            service: self.clone(),
+            filter,
+            limit: (req.limit > 0).then_some(req.limit),
+            sent: 0,
+            next_seq: 0,
+            tx,
+        };
+        let follow = req.follow || matches!(start, Start::Live);
+        tokio::spawn(session.run(reader, floor, follow));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let journal = {
+            let j = lock(&self.journal);
+            let next_seq = j.next_seq();
+            j.range().map_or(
+                pb::JournalRange {
+                    next_seq,
+                    ..Default::default()
+                },
+                |r| pb::JournalRange {
+                    first_seq: r.first_seq,
+                    last_seq: r.last_seq,
+                    first_time_unix_ns: r.first_time_ns,
+                    last_time_unix_ns: r.last_time_ns,
+                    next_seq,
+                },
+            )
+        };
+        let mut counters = self
+            .status
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        counters.insert("subscriber_lost".into(), self.hub.lost_total());
+        let (policy_name, policy_source, policy_text) = self
+            .status
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(Response::new(pb::GetStatusResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            node: self.status.node.clone(),
+            attachments: self.status.attachments.clone(),
+            counters: counters.into_iter().collect(),
+            journal: Some(journal),
+            subscribers: u32::try_from(self.hub.subscribers()).unwrap_or(u32::MAX),
+            policy_name,
+            policy_source,
+            policy_text,
+        }))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Start {
+    Live,
+    Seq(u64),
+    Time(i64),
+}
+
+/// One `GetEvents` call.
+struct Session {
+    service: Service,
+    filter: pb::Filter,
+    limit: Option<u64>,
+    sent: u64,
+    /// Every event below this sequence number has been considered (sent or filtered out).
+    next_seq: u64,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+}
+
+/// Why a session stopped early.
+enum Stop {
+    /// The client went away or the limit was reached.
+    Done,
+}
+
+impl Session {
+    async fn run(mut self, reader: Option<JournalReader>, floor: u64, follow: bool) {
+        let _ = self.run_inner(reader, floor, follow).await;
+    }
+
+    async fn run_inner(
+        &mut self,
+        reader: Option<JournalReader>,
+        floor: u64,
+        follow: bool,
+    ) -> Result<(), Stop> {
+        if let Some(reader) = reader {
+            self.replay(reader).await?;
+            if !follow {
+                return Ok(());
+            }
+            // The first pass may have found nothing (a start at the next sequence number, or a
+            // time after the last record): the second pass must not fall back to the start.
+            self.next_seq = self.next_seq.max(floor);
+            // Subscribe first, then read what was journaled in between; live events the
+            // second pass already delivered are skipped by sequence number.
+            let sub = self
+                .service
+                .hub
+                .subscribe(self.filter.clone(), self.service.queue);
+            let reader = lock(&self.service.journal)
+                .reader_from_seq(self.next_seq.max(1))
+                .map_err(|_| Stop::Done)?;
+            self.replay(reader).await?;
+            self.live(sub.rx).await
+        } else {
+            let sub = self
+                .service
+                .hub
+                .subscribe(self.filter.clone(), self.service.queue);
+            self.live(sub.rx).await
+        }
+    }
+
+    async fn send(&mut self, event: pb::Event) -> Result<(), Stop> {
+        let counts = proto::kind_of(&event) != pb::EventKind::Lost;
+        if counts && self.limit.is_some_and(|l| self.sent >= l) {
+            return Err(Stop::Done);
+        }
+        self.tx.send(Ok(event)).await.map_err(|_| Stop::Done)?;
+        if counts {
+            self.sent += 1;
+            if self.limit.is_some_and(|l| self.sent >= l) {
+                return Err(Stop::Done);
+            }
+        }
+        Ok(())
+    }
+
+    async fn replay(&mut self, mut reader: JournalReader) -> Result<(), Stop> {
+        loop {
+            let (back, batch) = tokio::task::spawn_blocking(move || {
+                let batch: Vec<_> = reader.by_ref().take(REPLAY_BATCH).collect();
+                (reader, batch)
+            })
+            .await
+            .map_err(|_| Stop::Done)?;
+            reader = back;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for item in batch {
+                match item {
+                    Ok(ReadItem::Record(rec)) => {
+                        if rec.seq < self.next_seq {
+                            continue;
+                        }
+                        self.next_seq = rec.seq + 1;
+                        match pb::Event::decode(rec.payload.as_slice()) {
+                            Ok(mut event) => {
+                                event.seq = rec.seq;
+                                if filter::matches(&self.filter, &event) {
+                                    self.send(event).await?;
+                                }
+                            }
+                            Err(_) => {
+                                self.send(journal_loss(&self.service, rec.seq, rec.seq))
+                                    .await?
+                            }
+                        }
+                    }
+                    Ok(ReadItem::Gap { from, to }) => {
+                        if to >= self.next_seq {
+                            let from = from.max(self.next_seq);
+                            self.next_seq = to + 1;
+                            self.send(journal_loss(&self.service, from, to)).await?;
+                        }
+                    }
+                    // An I/O error on one read: the reader goes on, and what it could not read
+                    // comes back as a Gap (a journal loss record).
+                    Err(e) => tracing::warn!(error = %e, "journal read error during replay"),
+                }
+            }
+        }
+    }
+
+    async fn live(&mut self, mut rx: mpsc::Receiver<Shared>) -> Result<(), Stop> {
+        while let Some(event) = rx.recv().await {
+            if event.seq != 0 {
+                if event.seq < self.next_seq {
+                    continue;
+                }
+                self.next_seq = event.seq + 1;
+            }
+            self.send((*event).clone()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn journal_loss(service: &Service, from: u64, to: u64) -> pb::Event {
+    crate::sinks::export::journal_loss(&service.status.node, from, to)
+}
+
+/// Where the API listens.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub socket: PathBuf,
+    pub tcp: Option<TcpTls>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TcpTls {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With a client CA, clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("API socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API socket {path}: exists and is not a socket; refusing to replace it")]
+    NotSocket { path: PathBuf },
+    #[error("TLS file {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TCP listener {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Bind the unix socket: parent directory created (0755), a stale socket replaced, the socket
+/// made readable and writable by root only (0600).
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
+    let err = |source| ApiError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        Ok(_) => {
+            return Err(ApiError::NotSocket {
+                path: path.to_owned(),
+            });
+        }
+        Err(_) => {}
+    }
+    // Created 0600 from the start: no window in which others could connect.
+    // SAFETY: umask only affects this process's file creation; restored right after.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+fn read_tls(path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::TlsFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Serve until `shutdown` resolves. Listeners are bound before this returns its future, so a
+/// caller can report readiness after calling it.
+pub async fn serve(
+    service: Service,
+    listen: Listen,
+    unix: tokio::net::UnixListener,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    readiness: Arc<crate::server::health::Readiness>,
+) -> Result<(), ApiError> {
+    // Readiness (`sensor.v1.Sensor`) and liveness (`""`) from the daemon's state.
+    let health = crate::server::health::HealthService::server(readiness);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sensor_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let unix_server = Server::builder()
+        .add_service(health.clone())
+        .add_service(reflection.clone())
+        .add_service(SensorServer::new(service.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown.clone()));
+    let Some(tcp) = listen.tcp else {
+        return Ok(unix_server.await?);
+    };
+    let identity = tonic::transport::Identity::from_pem(read_tls(&tcp.cert)?, read_tls(&tcp.key)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tcp.client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read_tls(ca)?));
+    }
+    let listener = tokio::net::TcpListener::bind(tcp.addr)
+        .await
+        .map_err(|source| ApiError::Tcp {
+            addr: tcp.addr,
+            source,
+        })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(tcp.addr), mtls = tcp.client_ca.is_some(), "gRPC listening on TCP with TLS");
+    let tcp_server = Server::builder()
+        .tls_config(tls)?
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(SensorServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait(shutdown));
+    let (a, b) = tokio::join!(unix_server, tcp_server);
+    a?;
+    b?;
+    Ok(())
+}

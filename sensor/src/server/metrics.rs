@@ -1,0 +1,672 @@
+//! Prometheus metrics over plain HTTP (`--metrics-addr`): `/metrics` in the text exposition
+//! format 0.0.4, `/healthz` (the process answers) and `/readyz` (programs attached and, on
+//! Kubernetes, the pod cache synced; see [`crate::server::health`]).
+//!
+//! The values are those of `sensor status`: the pipeline refreshes the status board every slow
+//! tick (200 ms); the subscriber and journal figures are read at scrape time. Label values are
+//! bounded sets (kinds, verdicts, stages, hooks), never pods or processes.
+
+use std::{
+    collections::BTreeMap,
+    fmt::{Display, Write as _},
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::Duration,
+};
+
+use axum::{Router, http::StatusCode, http::header::CONTENT_TYPE, routing};
+
+use crate::{
+    server::api::StatusBoard, server::health::Readiness, sinks::hub::Hub, sinks::journal::Journal,
+};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How long a shutdown waits for open scrapes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics listener {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the metrics are read from, available once the programs are loaded.
+pub struct Sources {
+    pub status: Arc<StatusBoard>,
+    pub hub: Arc<Hub>,
+    pub journal: Arc<Mutex<Journal>>,
+}
+
+/// The daemon's metrics: build and readiness from the start, everything else once
+/// [`Metrics::set_sources`] is called.
+pub struct Metrics {
+    readiness: Arc<Readiness>,
+    sources: OnceLock<Sources>,
+}
+
+impl Metrics {
+    pub fn new(readiness: Arc<Readiness>) -> Self {
+        Self {
+            readiness,
+            sources: OnceLock::new(),
+        }
+    }
+
+    pub fn set_sources(&self, sources: Sources) {
+        let _ = self.sources.set(sources);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = Exposition::default();
+        out.family(
+            "sensor_build_info",
+            "gauge",
+            "The running sensor build (value 1).",
+        );
+        out.sample(
+            "sensor_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("arch", std::env::consts::ARCH),
+            ],
+            1,
+        );
+        out.single(
+            "sensor_ready",
+            "gauge",
+            "1 when programs are attached and, on Kubernetes, the pod cache is synced.",
+            u8::from(self.readiness.is_ready()),
+        );
+        if let Some(sources) = self.sources.get() {
+            let board = sources
+                .status
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            event_families(&mut out, &board);
+            kernel_families(&mut out, &board);
+            userspace_families(&mut out, &board, &sources.hub);
+            journal_families(&mut out, &board, &sources.journal);
+            policy_families(&mut out, &board, &sources.status);
+        }
+        out.0
+    }
+}
+
+fn get(board: &BTreeMap<String, u64>, key: &str) -> u64 {
+    board.get(key).copied().unwrap_or(0)
+}
+
+/// Events by kind and verdict, and loss records by stage. The enforcement series exist from
+/// the start (at 0), so an alert on their increase needs no special case for a new daemon.
+fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
+    let mut events: BTreeMap<(&str, &str), u64> = [("connect", "blocked"), ("connect", "audited")]
+        .into_iter()
+        .map(|k| (k, 0))
+        .collect();
+    let mut losses = Vec::new();
+    for (key, &n) in board {
+        let Some((kind, verdict)) = key.strip_prefix("events_").and_then(|k| k.split_once('/'))
+        else {
+            continue;
+        };
+        if kind == "lost" {
+            losses.push((verdict, n));
+        } else {
+            events.insert((kind, verdict), n);
+        }
+    }
+    out.family(
+        "sensor_events_total",
+        "counter",
+        "Events emitted (journaled and published), by kind and verdict.",
+    );
+    for ((kind, verdict), n) in events {
+        out.sample(
+            "sensor_events_total",
+            &[("kind", kind), ("verdict", verdict)],
+            n,
+        );
+    }
+    out.family(
+        "sensor_loss_records_total",
+        "counter",
+        "In-band loss records emitted, by the stage that lost events.",
+    );
+    for (stage, n) in losses {
+        out.sample("sensor_loss_records_total", &[("stage", stage)], n);
+    }
+}
+
+fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
+    out.labelled(
+        "sensor_kernel_ringbuf_drops_total",
+        "counter",
+        "Events the kernel could not put into the full ring buffer (the verdict still applied), by source.",
+        "source",
+        [
+            ("connect", get(board, "kernel_ringbuf_full_connect")),
+            ("chmod", get(board, "kernel_ringbuf_full_chmod")),
+            ("process", get(board, "kernel_ringbuf_full_process")),
+            ("privilege", get(board, "kernel_ringbuf_full_priv")),
+        ],
+    );
+    out.family(
+        "sensor_kernel_kill_tier_total",
+        "counter",
+        "Kill-tier decisions in the kernel (syscall tracepoints), by hook and decision: killed (SIGKILL sent), audited, kill_failed (the kernel refused the signal; reported audited).",
+    );
+    for (hook, decision, counter) in [
+        ("chmod", "killed", "kernel_chmod_killed"),
+        ("chmod", "audited", "kernel_chmod_audited"),
+        ("privilege", "killed", "kernel_priv_killed"),
+        ("privilege", "audited", "kernel_priv_audited"),
+        ("late_socket", "killed", "kernel_late_socket_killed"),
+        ("late_socket", "audited", "kernel_late_socket_audited"),
+        ("any", "kill_failed", "kernel_kill_failed"),
+    ] {
+        out.sample(
+            "sensor_kernel_kill_tier_total",
+            &[("hook", hook), ("decision", decision)],
+            get(board, counter),
+        );
+    }
+    out.labelled(
+        "sensor_chmod_reverts_total",
+        "counter",
+        "Killed chmods whose set-id bits the daemon removed afterwards, or could not.",
+        "result",
+        [
+            ("reverted", get(board, "chmod_reverted")),
+            ("failed", get(board, "chmod_revert_failed")),
+        ],
+    );
+    out.family(
+        "sensor_kernel_lsm_total",
+        "counter",
+        "LSM-tier decisions in the kernel (BPF LSM hooks), by hook and decision: denied (EPERM, nothing changed), audited (allowed and reported).",
+    );
+    for (hook, decision, counter) in [
+        ("chmod", "denied", "kernel_lsm_chmod_denied"),
+        ("chmod", "audited", "kernel_lsm_chmod_audited"),
+        ("privilege", "denied", "kernel_lsm_priv_denied"),
+        ("privilege", "audited", "kernel_lsm_priv_audited"),
+    ] {
+        out.sample(
+            "sensor_kernel_lsm_total",
+            &[("hook", hook), ("decision", decision)],
+            get(board, counter),
+        );
+    }
+    out.labelled(
+        "sensor_kernel_packet_socket_decisions_total",
+        "counter",
+        "Packet sockets (AF_PACKET) created in scope while a metadata rule applies, by decision: denied (LSM tier, EPERM), killed (kill tier), audited.",
+        "decision",
+        [
+            ("denied", get(board, "kernel_packet_denied")),
+            ("killed", get(board, "kernel_packet_killed")),
+            ("audited", get(board, "kernel_packet_audited")),
+        ],
+    );
+    out.labelled(
+        "sensor_kernel_connect_decisions_total",
+        "counter",
+        "Connect-family calls to a listed destination, by the kernel's decision (counted whether or not the event was delivered).",
+        "decision",
+        [
+            ("blocked", get(board, "kernel_blocked")),
+            ("audited", get(board, "kernel_audited")),
+            ("exempted", get(board, "kernel_exempted")),
+        ],
+    );
+    out.single(
+        "sensor_kernel_chmod_seen_total",
+        "counter",
+        "chmod-family calls seen in scope by the kernel.",
+        get(board, "kernel_chmod_seen"),
+    );
+    out.single(
+        "sensor_kernel_path_read_failures_total",
+        "counter",
+        "chmod path arguments the kernel could not read from user memory.",
+        get(board, "kernel_path_read_failed"),
+    );
+}
+
+fn userspace_families(out: &mut Exposition, board: &BTreeMap<String, u64>, hub: &Hub) {
+    out.labelled(
+        "sensor_dropped_events_total",
+        "counter",
+        "Events lost or not fully delivered in userspace, by stage: decode (undecodable record), journal (append failed; still published live), subscriber (a subscriber's queue was full), stdout (write failed).",
+        "stage",
+        [
+            ("decode", get(board, "decode_errors")),
+            ("journal", get(board, "journal_errors")),
+            ("subscriber", hub.lost_total()),
+            ("stdout", get(board, "stdout_errors")),
+        ],
+    );
+    let (lag_max, queued) = hub.lag();
+    out.single(
+        "sensor_subscribers",
+        "gauge",
+        "Live gRPC event subscribers.",
+        hub.subscribers(),
+    );
+    out.single(
+        "sensor_subscriber_lag_events",
+        "gauge",
+        "Events queued for the slowest live subscriber.",
+        lag_max,
+    );
+    out.single(
+        "sensor_subscriber_queued_events",
+        "gauge",
+        "Events queued for all live subscribers together.",
+        queued,
+    );
+    out.single(
+        "sensor_subscriber_lost_events_total",
+        "counter",
+        "Events subscribers lost because their queue was full (each reported to it in-band).",
+        hub.lost_total(),
+    );
+    for (key, name, kind, help) in [
+        (
+            "enrichment_pending",
+            "sensor_enrichment_pending_events",
+            "gauge",
+            "Events waiting for their pod to be known.",
+        ),
+        (
+            "enrichment_completed_late",
+            "sensor_enrichment_completed_late_total",
+            "counter",
+            "Events completed after waiting for their pod.",
+        ),
+        (
+            "enrichment_partial",
+            "sensor_enrichment_partial_total",
+            "counter",
+            "Events emitted with partial attribution (pod or process unknown in time).",
+        ),
+        (
+            "enrichment_queue_full",
+            "sensor_enrichment_queue_full_total",
+            "counter",
+            "Events emitted partial at once because the waiting queue was full.",
+        ),
+        (
+            "name_unresolved",
+            "sensor_chmod_name_unresolved_total",
+            "counter",
+            "chmod events whose file name could not be resolved through /proc.",
+        ),
+        (
+            "process_cache_entries",
+            "sensor_process_cache_entries",
+            "gauge",
+            "Processes in the process cache.",
+        ),
+        (
+            "process_cache_unknown",
+            "sensor_process_cache_unknown_total",
+            "counter",
+            "Process lookups that found nothing (neither cached nor in /proc).",
+        ),
+        (
+            "process_cache_full",
+            "sensor_process_cache_full_total",
+            "counter",
+            "Processes not cached because the cache was full.",
+        ),
+        (
+            "pod_watch_synced",
+            "sensor_pod_watch_synced",
+            "gauge",
+            "1 once the pod watcher has its first complete list (0 in host mode).",
+        ),
+        (
+            "pod_watch_events",
+            "sensor_pod_watch_events_total",
+            "counter",
+            "Pod events applied to the pod index.",
+        ),
+        (
+            "pod_watch_relists",
+            "sensor_pod_watch_relists_total",
+            "counter",
+            "Complete pod lists after the first.",
+        ),
+        (
+            "pod_watch_errors",
+            "sensor_pod_watch_errors_total",
+            "counter",
+            "Failed pod list or watch requests.",
+        ),
+    ] {
+        out.single(name, kind, help, get(board, key));
+    }
+}
+
+fn journal_families(out: &mut Exposition, board: &BTreeMap<String, u64>, journal: &Mutex<Journal>) {
+    let (stats, range) = {
+        let j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+        (j.stats(), j.range())
+    };
+    let (first_seq, last_seq, first_ns, last_ns) = range.map_or((0, 0, 0, 0), |r| {
+        (r.first_seq, r.last_seq, r.first_time_ns, r.last_time_ns)
+    });
+    let seconds = |ns: i64| ns as f64 / 1e9;
+    out.single(
+        "sensor_journal_bytes",
+        "gauge",
+        "Bytes of the journal's segment files.",
+        stats.bytes,
+    );
+    out.single(
+        "sensor_journal_segments",
+        "gauge",
+        "Journal segment files.",
+        stats.segments,
+    );
+    out.single(
+        "sensor_journal_first_seq",
+        "gauge",
+        "Sequence number of the oldest readable journal record (0: empty).",
+        first_seq,
+    );
+    out.single(
+        "sensor_journal_last_seq",
+        "gauge",
+        "Sequence number of the newest readable journal record (0: empty).",
+        last_seq,
+    );
+    out.single(
+        "sensor_journal_first_timestamp_seconds",
+        "gauge",
+        "Wall-clock time of the oldest readable journal record (0: empty).",
+        seconds(first_ns),
+    );
+    out.single(
+        "sensor_journal_last_timestamp_seconds",
+        "gauge",
+        "Wall-clock time of the newest readable journal record (0: empty).",
+        seconds(last_ns),
+    );
+    out.single(
+        "sensor_journal_retention_dropped_records_total",
+        "counter",
+        "Journal records dropped by the size or age bound.",
+        stats.dropped_records,
+    );
+    out.single(
+        "sensor_journal_sync_errors_total",
+        "counter",
+        "Journal fdatasyncs that failed.",
+        get(board, "journal_sync_errors"),
+    );
+}
+
+fn policy_families(out: &mut Exposition, board: &BTreeMap<String, u64>, status: &StatusBoard) {
+    let (policy, source) = {
+        let p = status.policy.lock().unwrap_or_else(PoisonError::into_inner);
+        (p.0.clone(), p.1.clone())
+    };
+    out.family(
+        "sensor_policy_info",
+        "gauge",
+        "The policy in force (value 1).",
+    );
+    out.sample(
+        "sensor_policy_info",
+        &[("policy", &policy), ("source", &source)],
+        1,
+    );
+    out.single(
+        "sensor_policy_generation",
+        "gauge",
+        "Policy versions applied (1 = the one loaded at start).",
+        get(board, "policy_generation"),
+    );
+    out.single(
+        "sensor_policy_reload_failures_total",
+        "counter",
+        "Policy reloads refused (invalid file, or a change that needs a restart).",
+        get(board, "policy_reload_failures"),
+    );
+    out.single(
+        "sensor_policy_exempted_cgroups",
+        "gauge",
+        "Pod cgroups exempted now (pods outside the policy's namespace/label scope).",
+        get(board, "policy_exemptions"),
+    );
+    let mut hooks: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for a in &status.attachments {
+        let hook = a
+            .program
+            .strip_prefix(sensor_common::programs::PREFIX)
+            .unwrap_or(&a.program);
+        *hooks.entry((hook, a.tier.as_str())).or_default() += 1;
+    }
+    out.family(
+        "sensor_hook_attachments",
+        "gauge",
+        "Attached programs by hook and the tier that serves it (cgroup, tracepoint, lsm, kill).",
+    );
+    for ((hook, tier), n) in hooks {
+        out.sample(
+            "sensor_hook_attachments",
+            &[("hook", hook), ("tier", tier)],
+            n,
+        );
+    }
+    out.family(
+        "sensor_protection_tier",
+        "gauge",
+        "1 for the tier that serves each protection now (lsm, kill, cgroup, or none).",
+    );
+    for (what, tier) in
+        crate::kernel::protection_tiers(status.attachments.iter().map(|a| a.program.as_str()))
+    {
+        out.sample(
+            "sensor_protection_tier",
+            &[("protection", what), ("tier", tier)],
+            1,
+        );
+    }
+}
+
+/// Text exposition format 0.0.4 writer.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family with one sample per value of one label.
+    fn labelled<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.family(name, kind, help);
+        for (value, n) in samples {
+            self.sample(name, &[(label, value)], n);
+        }
+    }
+}
+
+/// The HTTP listener; [`Server::stop`] ends it.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Bind `addr` now (a bad address fails before anything is loaded) and serve on `runtime`.
+pub fn start(
+    runtime: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<Server, MetricsError> {
+    let bind_err = |source| MetricsError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let bound = std_listener.local_addr().map_err(bind_err)?;
+    let listener = {
+        let _ctx = runtime.enter();
+        tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+    };
+    let readiness = Arc::clone(&metrics.readiness);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            routing::get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move { ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], metrics.render()) }
+            }),
+        )
+        .route("/healthz", routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            routing::get(move || {
+                let readiness = Arc::clone(&readiness);
+                async move {
+                    match readiness.check() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = runtime.spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %err, "metrics listener failed");
+        }
+    });
+    tracing::info!(addr = %bound, "metrics listening");
+    Ok(Server {
+        addr: bound,
+        stop,
+        task,
+    })
+}
+
+impl Server {
+    /// Stop accepting, let open scrapes finish (bounded).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
+            tracing::warn!("metrics listener did not stop within {STOP_TIMEOUT:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_help_are_escaped() {
+        let mut e = Exposition::default();
+        e.family("m", "gauge", "a \\ b\nc");
+        e.sample("m", &[("a", "x\"y\\z\nw")], 1);
+        assert_eq!(
+            e.0,
+            "# HELP m a \\\\ b\\nc\n# TYPE m gauge\nm{a=\"x\\\"y\\\\z\\nw\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn before_loading_only_build_and_readiness_are_reported() {
+        let m = Metrics::new(Arc::new(Readiness::default()));
+        let text = m.render();
+        assert!(text.contains("\nsensor_ready 0\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "sensor_build_info{{version=\"{}\",arch=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("sensor_events_total"), "{text}");
+    }
+
+    #[test]
+    fn board_keys_become_labelled_families() {
+        let board: BTreeMap<String, u64> = [
+            ("events_connect/blocked", 3),
+            ("events_lost/kernel", 1),
+            ("kernel_ringbuf_full_chmod", 7),
+            ("decode_errors", 2),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut e = Exposition::default();
+        event_families(&mut e, &board);
+        kernel_families(&mut e, &board);
+        let text = e.0;
+        for line in [
+            "sensor_events_total{kind=\"connect\",verdict=\"blocked\"} 3",
+            "sensor_loss_records_total{stage=\"kernel\"} 1",
+            "sensor_kernel_ringbuf_drops_total{source=\"chmod\"} 7",
+            "sensor_kernel_ringbuf_drops_total{source=\"connect\"} 0",
+            "sensor_events_total{kind=\"connect\",verdict=\"audited\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("kind=\"lost\""), "{text}");
+    }
+}

@@ -1,0 +1,587 @@
+//! SIEM export: JSON lines or OCSF objects on stdout or in size-rotated files, read from the
+//! journal with a persisted cursor (`--export`, docs/export.md).
+//!
+//! Each exporter is a thread of its own that follows the journal: the pipeline never waits for
+//! it. After every batch it writes whole lines, then its state (cursor, open fold windows, the
+//! active file's size): after a restart, even after `kill -9`, it continues after the last line
+//! it wrote, with no gap and no duplicate. A destination that is slow or failing falls behind
+//! in the journal; what retention deletes before the exporter got to it becomes one `lost`
+//! record (stage `journal`) with the count. Flood control (`fold`) folds identical events
+//! within a window into one record with a count, and never holds back the first of a window.
+
+pub mod fold;
+pub mod ocsf;
+mod sink;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use prost::Message as _;
+use sensor_proto::v1 as pb;
+
+use crate::{
+    event::json::{now_unix_ns, to_json},
+    event::proto,
+    sinks::journal::{Journal, ReadItem},
+};
+use fold::Folder;
+pub use sink::FileMark;
+use sink::{RotatingFile, Sink};
+use state::State;
+
+/// How often an exporter that has caught up looks for new journal records.
+const POLL: Duration = Duration::from_millis(50);
+/// Lines written (and the cursor committed) at least this often during a long catch-up.
+const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 256 * 1024;
+/// Retry delay after a failed write.
+const RETRY: Duration = Duration::from_secs(1);
+/// At most one warning per exporter this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Default rotation size of an export file.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+/// Default number of export files (the active one and rotated ones).
+pub const DEFAULT_MAX_FILES: u32 = 5;
+/// Default flood-control window.
+pub const DEFAULT_FOLD_WINDOW: &str = "10s";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Destination {
+    /// `stdout` or `file:PATH` (the `--export` flag).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            _ => match s.strip_prefix("file:") {
+                Some("") => Err("file: needs a path (file:/var/log/sensor/events.jsonl)".into()),
+                Some(path) => Ok(Self::File(PathBuf::from(path))),
+                None => Err(format!("'{s}': expected stdout or file:PATH")),
+            },
+        }
+    }
+
+    /// As given to `--export`.
+    fn spec(&self) -> String {
+        match self {
+            Self::Stdout => "stdout".into(),
+            Self::File(p) => format!("file:{}", p.display()),
+        }
+    }
+
+    /// The state file name of this destination in the state directory.
+    fn state_name(&self) -> String {
+        match self {
+            Self::Stdout => "stdout.cursor".into(),
+            Self::File(p) => format!("file{}.cursor", p.display()).replace('/', "_"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One event per line, the field names of the event stream (README "Event format").
+    Json,
+    /// One OCSF 1.5.0 object per line (docs/export.md).
+    Ocsf,
+}
+
+impl Format {
+    pub fn line(self, event: &pb::Event) -> String {
+        match self {
+            Self::Json => to_json(event),
+            Self::Ocsf => ocsf::to_ocsf(event).to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub destination: Destination,
+    pub format: Format,
+    /// Rotate the file when it reaches this size.
+    pub max_bytes: u64,
+    /// Files kept: the active one and `max_files - 1` rotated ones.
+    pub max_files: u32,
+    /// Flood-control window; zero turns folding off.
+    pub fold_window: Duration,
+    /// Where the cursor is kept.
+    pub state_dir: PathBuf,
+    /// Node name in loss records.
+    pub node: String,
+}
+
+/// The exporters `sensor run` flags ask for, validated (one-line messages naming the flag).
+pub fn configs(
+    args: &crate::cmd::ExportArgs,
+    journal_dir: &Path,
+    node: &str,
+    stdout_events: bool,
+) -> Result<Vec<ExportConfig>, String> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        journal_dir
+            .parent()
+            .unwrap_or_else(|| Path::new("/"))
+            .join("export")
+    });
+    let mut configs: Vec<ExportConfig> = Vec::new();
+    for destination in &args.destinations {
+        if configs.iter().any(|c| &c.destination == destination) {
+            return Err(format!("--export {}: given twice", destination.spec()));
+        }
+        match destination {
+            Destination::Stdout if stdout_events => {
+                return Err(
+                    "--export stdout conflicts with --stdout-events (both write events to stdout)"
+                        .into(),
+                );
+            }
+            Destination::Stdout => {}
+            Destination::File(path) => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "--export file:{}: directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+                if path.is_dir() {
+                    return Err(format!("--export file:{}: is a directory", path.display()));
+                }
+            }
+        }
+        configs.push(ExportConfig {
+            destination: destination.clone(),
+            format: args.format,
+            max_bytes: args.max_bytes,
+            max_files: args.max_files,
+            fold_window: args.fold_window,
+            state_dir: state_dir.clone(),
+            node: node.to_owned(),
+        });
+    }
+    Ok(configs)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("export {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("export state {path}: {msg}")]
+    State { path: PathBuf, msg: String },
+}
+
+/// One exporter's counters.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Lines written.
+    pub records: AtomicU64,
+    /// Events folded into a repeat record instead of a line of their own.
+    pub folded: AtomicU64,
+    /// Events unfolded because the fold table was full.
+    pub fold_table_full: AtomicU64,
+    /// Events the exporter never saw (deleted by journal retention first, or unreadable).
+    pub lost: AtomicU64,
+    /// Failed writes (retried).
+    pub write_errors: AtomicU64,
+    /// Uncommitted bytes cut from the file at start (written before a crash, written again).
+    pub rolled_back_bytes: AtomicU64,
+    /// Journal records not written yet (as of the exporter's last look at the journal).
+    pub lag: AtomicU64,
+}
+
+/// The running exporters of `sensor run`.
+pub struct Exporters {
+    stop: Arc<AtomicBool>,
+    done: mpsc::Receiver<()>,
+    threads: usize,
+    stats: ExportCounters,
+}
+
+/// The counters of every exporter, for the status board and the stop line.
+#[derive(Debug, Clone, Default)]
+pub struct ExportCounters(Vec<Arc<ExportStats>>);
+
+impl ExportCounters {
+    /// Counters over all exporters (`lag`: the largest).
+    pub fn flat(&self) -> Vec<(String, u64)> {
+        let sum = |f: fn(&ExportStats) -> &AtomicU64| {
+            self.0
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let lag = self
+            .0
+            .iter()
+            .map(|s| s.lag.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        vec![
+            ("export_records".into(), sum(|s| &s.records)),
+            ("export_folded".into(), sum(|s| &s.folded)),
+            ("export_fold_table_full".into(), sum(|s| &s.fold_table_full)),
+            ("export_lost".into(), sum(|s| &s.lost)),
+            ("export_write_errors".into(), sum(|s| &s.write_errors)),
+            (
+                "export_rolled_back_bytes".into(),
+                sum(|s| &s.rolled_back_bytes),
+            ),
+            ("export_lag".into(), lag),
+        ]
+    }
+}
+
+impl Exporters {
+    /// Open every destination and its state (errors here are start-up errors), then start one
+    /// thread per exporter.
+    pub fn start(
+        configs: Vec<ExportConfig>,
+        journal: &Arc<Mutex<Journal>>,
+    ) -> Result<Self, ExportError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = mpsc::channel();
+        let mut exporters = Vec::new();
+        for cfg in configs {
+            exporters.push(Exporter::open(cfg, Arc::clone(journal))?);
+        }
+        let stats = ExportCounters(exporters.iter().map(|e| Arc::clone(&e.stats)).collect());
+        let threads = exporters.len();
+        for exporter in exporters {
+            let (stop, done_tx) = (Arc::clone(&stop), done_tx.clone());
+            thread::Builder::new()
+                .name("sensor-export".into())
+                .spawn(move || {
+                    exporter.run(&stop);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|source| ExportError::Io {
+                    what: "thread",
+                    path: PathBuf::new(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            stop,
+            done,
+            threads,
+            stats,
+        })
+    }
+
+    pub fn counters(&self) -> ExportCounters {
+        self.stats.clone()
+    }
+    /// Let every exporter write what the journal holds, close its fold windows and commit;
+    /// wait at most `timeout` (a blocked stdout must not hold up shutdown: its cursor stays
+    /// where its last write ended).
+    pub fn stop(&self, timeout: Duration) {
+        self.stop.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        for _ in 0..self.threads {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                tracing::warn!("an exporter did not finish within {timeout:?}");
+                return;
+            }
+        }
+    }
+}
+
+struct Exporter {
+    cfg: ExportConfig,
+    journal: Arc<Mutex<Journal>>,
+    sink: Sink,
+    state_path: PathBuf,
+    /// The next journal record to read.
+    cursor: u64,
+    /// The cursor of the last saved state: everything before it is written.
+    committed: u64,
+    folder: Folder,
+    stats: Arc<ExportStats>,
+    /// Events to render.
+    out: Vec<pb::Event>,
+    /// Rendered lines not written yet (kept across a failed write).
+    buf: Vec<u8>,
+    /// Journal records consumed since the last commit.
+    uncommitted: usize,
+    last_warn: Option<Instant>,
+}
+
+fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    journal
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A `lost` record for journal records `from..=to` the exporter could not read.
+pub fn journal_loss(node: &str, from: u64, to: u64) -> pb::Event {
+    let mut e = proto::lost(pb::LossStage::Journal, to - from + 1, node, now_unix_ns());
+    if let Some(pb::event::Body::Lost(l)) = &mut e.body {
+        l.first_seq = from;
+        l.last_seq = to;
+    }
+    e
+}
+
+impl Exporter {
+    fn open(cfg: ExportConfig, journal: Arc<Mutex<Journal>>) -> Result<Self, ExportError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| ExportError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(&cfg.state_dir).map_err(io("state directory", &cfg.state_dir))?;
+        let state_path = cfg.state_dir.join(cfg.destination.state_name());
+        let mut state = State::load(&state_path).map_err(|msg| ExportError::State {
+            path: state_path.clone(),
+            msg,
+        })?;
+        let stats = Arc::new(ExportStats::default());
+        let sink = match &cfg.destination {
+            Destination::Stdout => Sink::Stdout(std::io::stdout()),
+            Destination::File(path) => {
+                let committed = state.as_ref().and_then(|s| s.file);
+                let (file, cut) = RotatingFile::open(path, cfg.max_bytes, cfg.max_files, committed)
+                    .map_err(io("file", path))?;
+                if cut > 0 {
+                    tracing::info!(file = %path.display(), bytes = cut, "export: cut lines written after the last committed cursor (they are written again)");
+                }
+                stats.rolled_back_bytes.store(cut, Ordering::Relaxed);
+                Sink::File(file)
+            }
+        };
+        let window_ns = i64::try_from(cfg.fold_window.as_nanos()).unwrap_or(i64::MAX);
+        let mut folder = Folder::new(window_ns);
+        let next_seq = lock(&journal).next_seq();
+        let cursor = match &mut state {
+            // A journal that was removed starts again at 1: a cursor beyond its end would
+            // skip every new event.
+            Some(s) if s.cursor > next_seq => {
+                tracing::warn!(
+                    cursor = s.cursor,
+                    next_seq,
+                    "export: cursor beyond the end of the journal (journal removed?): continuing with new events"
+                );
+                next_seq
+            }
+            Some(s) => {
+                let unreadable = s.restore_windows(&mut folder);
+                stats.lost.fetch_add(unreadable, Ordering::Relaxed);
+                s.cursor
+            }
+            // A new exporter starts with what comes next, not with the whole journal.
+            None => next_seq,
+        };
+        tracing::info!(destination = ?cfg.destination, format = ?cfg.format, cursor, "exporter ready");
+        Ok(Self {
+            cfg,
+            journal,
+            sink,
+            state_path,
+            cursor,
+            committed: cursor,
+            folder,
+            stats,
+            out: Vec::new(),
+            buf: Vec::new(),
+            uncommitted: 0,
+            last_warn: None,
+        })
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let caught_up = self.pass();
+            if caught_up {
+                if stopping {
+                    self.folder.close_all(&mut self.out);
+                } else {
+                    self.folder.close_until(now_unix_ns(), &mut self.out);
+                }
+                self.render();
+                if !self.commit() && !stopping {
+                    thread::sleep(RETRY);
+                    continue;
+                }
+                if stopping {
+                    return;
+                }
+            } else if !self.buf.is_empty() {
+                // A write failed: retry later, the journal keeps the events meanwhile.
+                if stopping {
+                    return;
+                }
+                thread::sleep(RETRY);
+                continue;
+            }
+            if !stopping {
+                thread::sleep(POLL);
+            }
+        }
+    }
+
+    /// Export what the journal holds now. `true` when everything was read and written.
+    fn pass(&mut self) -> bool {
+        let next_seq = lock(&self.journal).next_seq();
+        self.stats
+            .lag
+            .store(next_seq.saturating_sub(self.committed), Ordering::Relaxed);
+        if !self.buf.is_empty() && !self.commit() {
+            return false;
+        }
+        let reader = lock(&self.journal).reader_from_seq(self.cursor);
+        let reader = match reader {
+            Ok(r) => r,
+            Err(err) => {
+                self.warn(&format!("journal: {err}"));
+                return false;
+            }
+        };
+        for item in reader {
+            match item {
+                Ok(ReadItem::Record(rec)) => {
+                    if rec.seq < self.cursor {
+                        continue;
+                    }
+                    self.cursor = rec.seq + 1;
+                    match pb::Event::decode(rec.payload.as_slice()) {
+                        Ok(mut event) => {
+                            event.seq = rec.seq;
+                            self.folder.push(event, &mut self.out);
+                        }
+                        Err(_) => self.lose(rec.seq, rec.seq),
+                    }
+                }
+                Ok(ReadItem::Gap { from, to }) => {
+                    if to >= self.cursor {
+                        let from = from.max(self.cursor);
+                        self.cursor = to + 1;
+                        self.lose(from, to);
+                    }
+                }
+                Err(err) => self.warn(&format!("journal read: {err}")),
+            }
+            self.uncommitted += 1;
+            self.render();
+            if (self.uncommitted >= BATCH_RECORDS
+                || self.buf.len() >= BATCH_BYTES
+                || self.file_full())
+                && !self.commit()
+            {
+                return false;
+            }
+        }
+        self.commit()
+    }
+
+    fn lose(&mut self, from: u64, to: u64) {
+        self.stats.lost.fetch_add(to - from + 1, Ordering::Relaxed);
+        self.out.push(journal_loss(&self.cfg.node, from, to));
+    }
+
+    fn file_full(&self) -> bool {
+        match &self.sink {
+            Sink::File(f) => {
+                f.mark().size + self.buf.len() as u64 >= self.cfg.max_bytes && !self.buf.is_empty()
+            }
+            Sink::Stdout(_) => false,
+        }
+    }
+
+    /// Render the events to write into lines.
+    fn render(&mut self) {
+        for event in self.out.drain(..) {
+            self.buf
+                .extend_from_slice(self.cfg.format.line(&event).as_bytes());
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// Write the rendered lines, make them durable, then save the state; rotate a full file.
+    /// `false` when the write failed (the lines stay buffered, the state is not saved).
+    fn commit(&mut self) -> bool {
+        if self.buf.is_empty() && self.uncommitted == 0 {
+            return true;
+        }
+        let lines = bytecount_lines(&self.buf);
+        if let Err(err) = self.sink.write(&self.buf).and_then(|()| self.sink.sync()) {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            self.warn(&format!("write: {err}"));
+            return false;
+        }
+        self.buf.clear();
+        self.stats.records.fetch_add(lines, Ordering::Relaxed);
+        self.stats
+            .folded
+            .store(self.folder.stats.folded, Ordering::Relaxed);
+        self.stats
+            .fold_table_full
+            .store(self.folder.stats.table_full, Ordering::Relaxed);
+        if !self.save_state() {
+            return true;
+        }
+        if let Sink::File(f) = &mut self.sink
+            && f.full()
+        {
+            match f.rotate() {
+                Ok(()) => {
+                    self.save_state();
+                }
+                Err(err) => self.warn(&format!("rotate: {err}")),
+            }
+        }
+        true
+    }
+
+    fn save_state(&mut self) -> bool {
+        let state = State::new(self.cursor, self.sink.mark(), &self.folder);
+        match state.save(&self.state_path) {
+            Ok(()) => {
+                self.uncommitted = 0;
+                self.committed = self.cursor;
+                true
+            }
+            Err(err) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.warn(&format!("state {}: {err}", self.state_path.display()));
+                false
+            }
+        }
+    }
+
+    fn warn(&mut self, what: &str) {
+        if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            self.last_warn = Some(Instant::now());
+            tracing::warn!(destination = ?self.cfg.destination, "export: {what} (retrying; further warnings within a minute are not logged)");
+        }
+    }
+}
+
+fn bytecount_lines(buf: &[u8]) -> u64 {
+    buf.iter().filter(|&&b| b == b'\n').count() as u64
+}
