@@ -22,12 +22,12 @@ pub mod maps {
     pub const EXEMPT: &str = "SENSOR_EXEMPT";
     /// Per-CPU kernel counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "SENSOR_COUNTERS";
-    /// Two [`crate::ChmodRules`] sets (double buffer); the daemon writes the inactive one, then
+    /// Two [`crate::KernelRuleSet`] sets (double buffer); the daemon writes the inactive one, then
     /// flips [`CHMOD_ACTIVE`].
     pub const CHMOD_RULES: &str = "SENSOR_CHMOD_RULES";
     /// One `u32`: which of the two [`CHMOD_RULES`] sets the programs read.
     pub const CHMOD_ACTIVE: &str = "SENSOR_CHMOD_ACTIVE";
-    /// Two [`crate::ChmodRules`] sets of privilege rules (`mode_bits` holds the raise kinds,
+    /// Two [`crate::KernelRuleSet`] sets of privilege rules (`mode_bits` holds the raise kinds,
     /// [`crate::raise`]), double-buffered like [`CHMOD_RULES`].
     pub const PRIV_RULES: &str = "SENSOR_PRIV_RULES";
     /// One `u32`: which of the two [`PRIV_RULES`] sets the programs read.
@@ -38,6 +38,26 @@ pub mod maps {
     /// One [`crate::DestRule`]: the metadata rule that decides about packet sockets (`rule` =
     /// [`crate::NO_RULE`]: none applies).
     pub const PACKET_RULE: &str = "SENSOR_PACKET_RULE";
+    /// Kernel-only: connect/sendto calls on their way, waiting for a scoped cgroup hook.
+    pub const PENDING: &str = "SENSOR_PENDING";
+
+    /// Every map of the object, besides the sections of globals (a test of the daemon checks
+    /// the object against it).
+    pub const ALL: [&str; 13] = [
+        EVENTS,
+        DEST_V4,
+        DEST_V6,
+        SCOPE,
+        EXEMPT,
+        COUNTERS,
+        CHMOD_RULES,
+        CHMOD_ACTIVE,
+        PRIV_RULES,
+        PRIV_ACTIVE,
+        OFFSETS,
+        PACKET_RULE,
+        PENDING,
+    ];
 }
 
 /// Program names (the kernel keeps the first 15 bytes).
@@ -124,11 +144,20 @@ macro_rules! wire_enum {
         }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
             /// The stable name used in JSON output.
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $(Self::$variant => $text,)+
                 }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
 
@@ -156,8 +185,9 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// The set*id syscall of a privilege event.
-    CredSyscall {
+    /// The call (or LSM hook) of a privilege event: set*id, capset, set-id exec, file
+    /// capabilities.
+    PrivilegeCall {
         Setuid = 1 => "setuid",
         Setfsuid = 2 => "setfsuid",
         Setreuid = 3 => "setreuid",
@@ -183,13 +213,21 @@ wire_enum! {
     }
 }
 
-/// Privilege raise kinds as bits (the policy's `raises`, same numbering as the parser's).
-pub mod raise {
-    pub const SETUID_ROOT: u32 = 1 << 0;
-    pub const SETGID_ROOT: u32 = 1 << 1;
-    pub const CAPSET: u32 = 1 << 2;
-    pub const SETID_EXEC: u32 = 1 << 3;
-    pub const FILE_CAPS: u32 = 1 << 4;
+wire_enum! {
+    /// A kind of privilege raise: the policy's `raises` and the `raise` of a privilege event.
+    /// Each value is a distinct bit, so a rule's kinds form a bit set (`KernelRule::mode_bits`).
+    Raise {
+        /// A process whose real uid is not 0 makes a uid (real, effective, saved or fs) 0.
+        SetuidRoot = 1 => "setuid-root",
+        /// A process whose real gid is not 0 makes a gid 0 that was not 0.
+        SetgidRoot = 2 => "setgid-root",
+        /// `capset` adds a capability to a set.
+        Capset = 4 => "capset",
+        /// An exec of a set-uid or set-gid file changes the process's ids.
+        SetidExec = 8 => "setid-exec",
+        /// Writing `security.capability` on a file (granting file capabilities).
+        FileCaps = 16 => "file-caps",
+    }
 }
 
 wire_enum! {
@@ -232,8 +270,9 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// The chmod-family syscall that was entered.
-    ChmodSyscall {
+    /// The call (or LSM hook) that set a file's mode: the chmod family, or a file created with
+    /// a mode (the `chmod` event kind covers both).
+    ModeCall {
         Chmod = 1 => "chmod",
         Fchmod = 2 => "fchmod",
         Fchmodat = 3 => "fchmodat",
@@ -306,33 +345,15 @@ wire_enum! {
 }
 
 /// Number of slots in the counter array.
-pub const COUNTER_SLOTS: u32 = 23;
-/// Every counter, in index order.
-pub const ALL_COUNTERS: [Counter; 23] = [
-    Counter::Blocked,
-    Counter::Audited,
-    Counter::ChmodSeen,
-    Counter::RingbufFullConnect,
-    Counter::RingbufFullChmod,
-    Counter::PathReadFailed,
-    Counter::RingbufFullProcess,
-    Counter::Exempted,
-    Counter::ChmodKilled,
-    Counter::ChmodAudited,
-    Counter::KillFailed,
-    Counter::PrivKilled,
-    Counter::PrivAudited,
-    Counter::RingbufFullPriv,
-    Counter::LateSocketKilled,
-    Counter::LateSocketAudited,
-    Counter::LsmChmodDenied,
-    Counter::LsmChmodAudited,
-    Counter::LsmPrivDenied,
-    Counter::LsmPrivAudited,
-    Counter::PacketDenied,
-    Counter::PacketKilled,
-    Counter::PacketAudited,
-];
+pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+const _: () = {
+    // The counters index the array: their numbers are 0, 1, 2, ... in declaration order.
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// `S_ISUID | S_ISGID`.
 pub const SETID_BITS: u32 = 0o6000;
@@ -356,21 +377,21 @@ pub struct DestRule {
 const _: () = assert!(size_of::<DestRule>() == 48);
 
 /// A chmod rule as the kernel evaluates it: a call matches when its requested mode has any of
-/// `mode_bits`, or always with [`chmod_flags::MATCH_ALL`].
+/// `mode_bits`, or always with [`rule_flags::MATCH_ALL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ChmodRule {
+pub struct KernelRule {
     /// Index the event reports (names the rule in userspace).
     pub rule: u32,
     /// [`Action`] as `u32`; anything but `Audit` enforces.
     pub action: u32,
     pub mode_bits: u32,
-    /// [`chmod_flags`].
+    /// [`rule_flags`].
     pub flags: u32,
 }
-const _: () = assert!(size_of::<ChmodRule>() == 16);
+const _: () = assert!(size_of::<KernelRule>() == 16);
 
-pub mod chmod_flags {
+pub mod rule_flags {
     /// Every call matches, whatever the mode.
     pub const MATCH_ALL: u32 = 1;
     /// The rule also names paths: the tracepoint tier cannot match them in the kernel, so the
@@ -379,18 +400,18 @@ pub mod chmod_flags {
 }
 
 /// Most chmod rules the kernel evaluates (the daemon refuses a policy with more).
-pub const MAX_CHMOD_RULES: usize = 16;
+pub const MAX_KERNEL_RULES: usize = 16;
 
 /// One set of chmod rules (value of a [`maps::CHMOD_RULES`] slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChmodRules {
+pub struct KernelRuleSet {
     /// Rules in use, the first `count` of `rules`, in policy file order.
     pub count: u32,
     pub _pad: u32,
-    pub rules: [ChmodRule; MAX_CHMOD_RULES],
+    pub rules: [KernelRule; MAX_KERNEL_RULES],
 }
-const _: () = assert!(size_of::<ChmodRules>() == 8 + 16 * MAX_CHMOD_RULES);
+const _: () = assert!(size_of::<KernelRuleSet>() == 8 + 16 * MAX_KERNEL_RULES);
 
 /// `ChmodEvent::rule` when no kernel rule matched.
 pub const NO_RULE: u32 = u32::MAX;
@@ -473,7 +494,7 @@ pub mod path_status {
 #[derive(Clone, Copy, Debug)]
 pub struct ChmodEvent {
     pub header: EventHeader,
-    /// [`ChmodSyscall`] as `u32`.
+    /// [`ModeCall`] as `u32`.
     pub syscall: u32,
     /// Requested mode (`& 0o7777`).
     pub mode: u32,
@@ -485,7 +506,7 @@ pub struct ChmodEvent {
     pub path_status: u32,
     /// Bytes of `path` in use, without the NUL.
     pub path_len: u32,
-    /// [`ChmodRule::rule`] of the deciding rule, [`NO_RULE`] when none matched.
+    /// [`KernelRule::rule`] of the deciding rule, [`NO_RULE`] when none matched.
     pub rule: u32,
     pub _pad: u32,
     pub path: [u8; PATH_BYTES],
@@ -498,7 +519,7 @@ const _: () = assert!(offset_of!(ChmodEvent, path) == 96);
 #[derive(Clone, Copy, Debug)]
 pub struct PrivilegeEvent {
     pub header: EventHeader,
-    /// [`CredSyscall`] as `u32`.
+    /// [`PrivilegeCall`] as `u32`.
     pub syscall: u32,
     /// A [`raise`] bit.
     pub raise: u32,
@@ -580,5 +601,5 @@ mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding bytes left implicit.
     unsafe impl aya::Pod for super::DestRule {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ChmodRules {}
+    unsafe impl aya::Pod for super::KernelRuleSet {}
 }

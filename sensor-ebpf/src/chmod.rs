@@ -1,6 +1,12 @@
-//! chmod family at the syscall-tracepoint tier: detection, and the kill tier for enforcing
-//! rules.
+//! The `chmod` protection: the chmod family against the chmod rules, at both tiers, and the
+//! chmod event writer the `setid-create` protection shares.
 //!
+//! LSM tier: `path_chmod(const struct path *, umode_t)`, one hook for chmod, fchmod, fchmodat
+//! and fchmodat2 (each program also gets the verdict of the LSM programs before it as a last
+//! argument, and keeps a denial it finds). The inode's mode is known here, so rules match the
+//! bits the call *adds*; an enforcing match denies with EPERM before anything changes.
+//!
+//! Kill tier:
 //! A tracepoint cannot make the call fail. When an enforcing chmod rule matches, the caller gets
 //! SIGKILL (`bpf_send_signal`) before the call runs; the signal is delivered on the way back to
 //! user space, so the call itself may already have taken effect: the verdict is `killed`, and the
@@ -17,35 +23,111 @@
 //! - fchmodat2(int dfd, const char __user *filename, umode_t mode, unsigned int flags)
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user_str_bytes,
-    macros::{map, tracepoint},
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes},
+    macros::{lsm, map, tracepoint},
     maps::Array,
-    programs::TracePointContext,
+    programs::{LsmContext, TracePointContext},
 };
 use sensor_common::{
-    ChmodEvent, ChmodRules, ChmodSyscall, Counter, EventKind, NO_RULE, Verdict, chmod_flags,
-    path_status,
+    ChmodEvent, Counter, EventKind, KernelOffsets, KernelRule, KernelRuleSet, ModeCall, NO_RULE,
+    Verdict, path_status, rule_flags,
 };
 
-use crate::shared::{
-    EVENTS, count, current_in_scope, fill_header, kill_tier_decide, path_read_status, wakeup_flags,
+use crate::{
+    kstruct::{lsm_ret, offsets, read},
+    shared::{
+        ARG0, ARG1, ARG2, ARG3, SENSOR_EVENTS, count, current_in_scope, fill_header,
+        kill_tier_decide, lsm_tier_decide, path_read_status, wakeup_flags,
+    },
 };
 
 /// Two rule sets; the daemon fills the inactive one, then flips `SENSOR_CHMOD_ACTIVE`.
-#[map(name = "SENSOR_CHMOD_RULES")]
-pub static CHMOD_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
+#[map]
+static SENSOR_CHMOD_RULES: Array<KernelRuleSet> = Array::with_max_entries(2, 0);
 
-#[map(name = "SENSOR_CHMOD_ACTIVE")]
-pub static CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static SENSOR_CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG2: usize = 32;
-const ARG3: usize = 40;
+// ---- LSM tier ------------------------------------------------------------------------
+
+#[lsm(hook = "path_chmod")]
+pub fn sensor_lsm_path_chmod(ctx: LsmContext) -> i32 {
+    let path: *const u8 = ctx.arg(0);
+    let mode: u64 = ctx.arg(1);
+    let previous: i32 = ctx.arg(2);
+    if !current_in_scope() {
+        return previous;
+    }
+    count(Counter::ChmodSeen);
+    let Some(off) = offsets() else {
+        return previous;
+    };
+    let dentry: *const u8 = read(path, off.path_dentry).unwrap_or(core::ptr::null());
+    let inode: *const u8 = read(dentry, off.dentry_inode).unwrap_or(core::ptr::null());
+    // An unreadable mode counts as 0: every requested bit is then "added" (fails closed).
+    let old = u32::from(read::<u16>(inode, off.inode_mode).unwrap_or(0)) & 0o7777;
+    let mode = (mode as u32) & 0o7777;
+    let added = mode & !old;
+    let (verdict, rule) =
+        lsm_decide(|r| r.flags & rule_flags::MATCH_ALL != 0 || added & r.mode_bits != 0);
+    report_dentry(
+        ModeCall::LsmPathChmod,
+        mode,
+        old,
+        rule,
+        verdict,
+        dentry,
+        off,
+    );
+    lsm_ret(verdict, previous)
+}
+
+/// LSM tier: the active chmod rules the kernel matches (rules with paths are userspace's).
+#[inline(always)]
+pub fn lsm_decide(matches: impl Fn(&KernelRule) -> bool) -> (Verdict, u32) {
+    match active_rules() {
+        Some(set) => lsm_tier_decide(
+            set,
+            |r| r.flags & rule_flags::USERSPACE_PATHS == 0 && matches(r),
+            Counter::LsmChmodDenied,
+            Counter::LsmChmodAudited,
+        ),
+        None => (Verdict::Allowed, NO_RULE),
+    }
+}
+
+/// LSM tier: a chmod event naming the file by its dentry's name.
+#[inline(always)]
+pub fn report_dentry(
+    call: ModeCall,
+    mode: u32,
+    old_mode: u32,
+    rule: u32,
+    verdict: Verdict,
+    dentry: *const u8,
+    off: &KernelOffsets,
+) {
+    // `flags` carries the mode the file had (path_chmod); 0 for a file being created.
+    write_event((call, -1, old_mode), mode, verdict, rule, |buf| {
+        let name: *const u8 = read(dentry, off.dentry_name).unwrap_or(core::ptr::null());
+        if name.is_null() {
+            count(Counter::PathReadFailed);
+            (path_status::FAULT, 0)
+        } else {
+            // SAFETY: a kernel string (the dentry's name), read with the checking helper.
+            path_read_status(
+                unsafe { bpf_probe_read_kernel_str_bytes(name, buf) },
+                path_status::NAME,
+            )
+        }
+    });
+}
+
+// ---- kill tier -----------------------------------------------------------------------
 
 /// Arguments of one chmod-family (or file-creating) call, normalised.
 pub struct Call {
-    pub syscall: ChmodSyscall,
+    pub syscall: ModeCall,
     pub fd: i32,
     pub path: Option<*const u8>,
     pub mode: u64,
@@ -58,7 +140,7 @@ pub fn sensor_chmod(ctx: TracePointContext) -> u32 {
         // SAFETY: offsets of `sys_enter_chmod`, checked against its format file at start-up.
         unsafe {
             Ok(Call {
-                syscall: ChmodSyscall::Chmod,
+                syscall: ModeCall::Chmod,
                 fd: -1,
                 path: Some(ctx.read_at::<u64>(ARG0)? as *const u8),
                 mode: ctx.read_at::<u64>(ARG1)?,
@@ -75,7 +157,7 @@ pub fn sensor_fchmod(ctx: TracePointContext) -> u32 {
         // SAFETY: offsets of `sys_enter_fchmod`, checked at start-up.
         unsafe {
             Ok(Call {
-                syscall: ChmodSyscall::Fchmod,
+                syscall: ModeCall::Fchmod,
                 fd: ctx.read_at::<u64>(ARG0)? as i32,
                 path: None,
                 mode: ctx.read_at::<u64>(ARG1)?,
@@ -92,7 +174,7 @@ pub fn sensor_fchmodat(ctx: TracePointContext) -> u32 {
         // SAFETY: offsets of `sys_enter_fchmodat`, checked at start-up.
         unsafe {
             Ok(Call {
-                syscall: ChmodSyscall::Fchmodat,
+                syscall: ModeCall::Fchmodat,
                 fd: ctx.read_at::<u64>(ARG0)? as i32,
                 path: Some(ctx.read_at::<u64>(ARG1)? as *const u8),
                 mode: ctx.read_at::<u64>(ARG2)?,
@@ -109,7 +191,7 @@ pub fn sensor_fchmodat2(ctx: TracePointContext) -> u32 {
         // SAFETY: offsets of `sys_enter_fchmodat2`, checked at start-up.
         unsafe {
             Ok(Call {
-                syscall: ChmodSyscall::Fchmodat2,
+                syscall: ModeCall::Fchmodat2,
                 fd: ctx.read_at::<u64>(ARG0)? as i32,
                 path: Some(ctx.read_at::<u64>(ARG1)? as *const u8),
                 mode: ctx.read_at::<u64>(ARG2)?,
@@ -135,37 +217,14 @@ fn report(
     let mode = (call.mode as u32) & 0o7777;
     // The verdict is carried out before the event is reserved: a full ring buffer loses the
     // report, never the kill.
-    let (verdict, rule) = decide(mode, false);
+    let (verdict, rule) = kill_decide(mode, false);
     write_call_event(&call, mode, verdict, rule);
-    0
-}
-
-/// Kill tier for a file created with a set-id mode (open/openat/openat2/creat with O_CREAT,
-/// mknod/mknodat): the chmod rules' mode bits (not "every chmod" rules). Only matches are
-/// reported. `read` gives the call and whether it creates.
-#[inline(always)]
-pub fn report_create(
-    ctx: &TracePointContext,
-    read: impl FnOnce(&TracePointContext) -> Result<(Call, bool), i32>,
-) -> u32 {
-    let Ok((call, creates)) = read(ctx) else {
-        return 0;
-    };
-    let mode = (call.mode as u32) & 0o7777;
-    // Cheap checks first: this runs for every open on the machine.
-    if !creates || mode & sensor_common::SETID_BITS == 0 || !current_in_scope() {
-        return 0;
-    }
-    let (verdict, rule) = decide(mode, true);
-    if rule != NO_RULE {
-        write_call_event(&call, mode, verdict, rule);
-    }
     0
 }
 
 /// A chmod event for a syscall's arguments (the path read from user memory).
 #[inline(always)]
-fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+pub fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
     write_event(
         (call.syscall, call.fd, call.flags as u32),
         mode,
@@ -186,13 +245,13 @@ fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
 /// rule, and `path` filling the path buffer (returning its status and length).
 #[inline(always)]
 pub fn write_event(
-    (syscall, fd, flags): (ChmodSyscall, i32, u32),
+    (syscall, fd, flags): (ModeCall, i32, u32),
     mode: u32,
     verdict: Verdict,
     rule: u32,
     path: impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32),
 ) {
-    let Some(mut entry) = EVENTS.reserve::<ChmodEvent>(0) else {
+    let Some(mut entry) = SENSOR_EVENTS.reserve::<ChmodEvent>(0) else {
         count(Counter::RingbufFullChmod);
         return;
     };
@@ -220,23 +279,23 @@ pub fn write_event(
 
 /// The chmod rule set the programs read now.
 #[inline(always)]
-pub fn active_rules() -> Option<&'static ChmodRules> {
-    let active = CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
-    CHMOD_RULES.get(active & 1)
+fn active_rules() -> Option<&'static KernelRuleSet> {
+    let active = SENSOR_CHMOD_ACTIVE.get(0).copied().unwrap_or(0);
+    SENSOR_CHMOD_RULES.get(active & 1)
 }
 
-/// The active chmod rules (rules with paths are left to userspace; "every chmod" rules do not
-/// cover file creation): see [`kill_tier_decide`].
+/// Kill tier: the active chmod rules (rules with paths are left to userspace; "every chmod"
+/// rules do not cover file creation): see [`kill_tier_decide`].
 #[inline(always)]
-fn decide(mode: u32, create: bool) -> (Verdict, u32) {
+pub fn kill_decide(mode: u32, create: bool) -> (Verdict, u32) {
     let Some(set) = active_rules() else {
         return (Verdict::Allowed, NO_RULE);
     };
     kill_tier_decide(
         set,
         |r| {
-            r.flags & chmod_flags::USERSPACE_PATHS == 0
-                && ((!create && r.flags & chmod_flags::MATCH_ALL != 0) || mode & r.mode_bits != 0)
+            r.flags & rule_flags::USERSPACE_PATHS == 0
+                && ((!create && r.flags & rule_flags::MATCH_ALL != 0) || mode & r.mode_bits != 0)
         },
         Counter::ChmodKilled,
         Counter::ChmodAudited,

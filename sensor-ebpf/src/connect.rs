@@ -14,7 +14,9 @@ use sensor_common::{
     Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, MAX_RULE_PORTS, Verdict,
 };
 
-use crate::shared::{DEST_V4, DEST_V6, EVENTS, count, current_exempt, fill_header, wakeup_flags};
+use crate::shared::{
+    SENSOR_DEST_V4, SENSOR_DEST_V6, SENSOR_EVENTS, count, current_exempt, fill_header, wakeup_flags,
+};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -88,9 +90,9 @@ fn check_v6(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
 pub fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
     if family == AF_INET {
         let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
-        DEST_V4.get(key).copied()
+        SENSOR_DEST_V4.get(key).copied()
     } else {
-        DEST_V6.get(Key::new(128, *addr)).copied()
+        SENSOR_DEST_V6.get(Key::new(128, *addr)).copied()
     }
 }
 
@@ -194,7 +196,7 @@ pub fn report(verdict: Verdict, d: &Destination) {
 /// As [`report`], with the header written by `header`.
 #[inline(always)]
 pub fn report_with(d: &Destination, header: impl FnOnce(&mut sensor_common::EventHeader)) {
-    match EVENTS.reserve::<ConnectEvent>(0) {
+    match SENSOR_EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` points to a reserved record of the right size; every field is written.

@@ -1,79 +1,133 @@
-//! Privilege raises at the syscall-tracepoint tier (kill tier): a task in scope whose real uid
-//! (gid) is not 0 asking a set*id syscall for uid (gid) 0.
+//! The `setuid-root` and `setgid-root` protections: a task whose real uid (gid) is not 0
+//! making a uid (gid) 0 that was not 0.
 //!
-//! Kernel hooks: `syscalls:sys_enter_{setuid,setfsuid,setreuid,setresuid}` and the gid ones.
-//! Their records are `struct syscall_trace_enter`: the ids as 8-byte slots from offset 16 (the
-//! daemon checks the offsets against the `format` files). A tracepoint cannot fail the call:
-//! on a match with an enforcing privilege rule the caller gets SIGKILL, delivered when the call
-//! returns, before it runs another instruction with the new ids (the whole thread group dies,
-//! and credentials die with it). Verdict `killed`.
+//! LSM tier: `task_fix_setuid` / `task_fix_setgid(struct cred *new, const struct cred *old,
+//! int flags)`: they see the new credentials whatever syscall asked; an enforcing match denies
+//! with EPERM and the ids stay as they were.
+//!
+//! Kill tier: `syscalls:sys_enter_{setuid,setfsuid,setreuid,setresuid}` and the gid ones, the
+//! ids as 8-byte slots from offset 16 (checked against the format files at start-up). A
+//! tracepoint cannot fail the call: on a match with an enforcing rule the caller gets SIGKILL,
+//! delivered when the call returns, before it runs another instruction with the new ids (the
+//! whole thread group dies, and its credentials with it). Verdict `killed`.
 
 use aya_ebpf::{
     helpers::bpf_get_current_uid_gid,
-    macros::{map, tracepoint},
-    maps::Array,
-    programs::TracePointContext,
+    macros::{lsm, tracepoint},
+    programs::{LsmContext, TracePointContext},
 };
-use sensor_common::{
-    ChmodRules, Counter, CredSyscall, EventKind, NO_RULE, PrivilegeEvent, Verdict, raise,
-};
+use sensor_common::{PrivilegeCall, Raise};
 
-use crate::shared::{
-    EVENTS, Tier, count, current_in_scope, fill_header, kill_tier_decide, lsm_tier_decide,
-    wakeup_flags,
+use crate::{
+    kstruct::{lsm_ret, offsets, read},
+    privilege::raise_decision,
+    shared::{ARG0, Tier, arg, current_in_scope},
 };
 
-/// Privilege rules (`mode_bits` = raise kinds), double-buffered like the chmod rules.
-#[map(name = "SENSOR_PRIV_RULES")]
-static PRIV_RULES: Array<ChmodRules> = Array::with_max_entries(2, 0);
+// ---- LSM tier ------------------------------------------------------------------------
 
-#[map(name = "SENSOR_PRIV_ACTIVE")]
-static PRIV_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[lsm(hook = "task_fix_setuid")]
+pub fn sensor_lsm_fix_setuid(ctx: LsmContext) -> i32 {
+    fix_setid(&ctx, false)
+}
 
-const ARG0: usize = 16;
+#[lsm(hook = "task_fix_setgid")]
+pub fn sensor_lsm_fix_setgid(ctx: LsmContext) -> i32 {
+    fix_setid(&ctx, true)
+}
+
+#[inline(always)]
+fn fix_setid(ctx: &LsmContext, gid: bool) -> i32 {
+    let new: *const u8 = ctx.arg(0);
+    let old: *const u8 = ctx.arg(1);
+    let previous: i32 = ctx.arg(3);
+    let Some(off) = offsets() else {
+        return previous;
+    };
+    // Real, effective, saved, fs ids.
+    let fields = if gid {
+        [off.cred_gid, off.cred_egid, off.cred_sgid, off.cred_fsgid]
+    } else {
+        [off.cred_uid, off.cred_euid, off.cred_suid, off.cred_fsuid]
+    };
+    let Some(old_real) = read::<u32>(old, fields[0]) else {
+        return previous;
+    };
+    if old_real == 0 {
+        return previous;
+    }
+    let mut new_ids = [u32::MAX; 4];
+    let mut to_root = false;
+    let mut i = 0;
+    while i < 4 {
+        let now = read::<u32>(new, fields[i]).unwrap_or(0);
+        let before = read::<u32>(old, fields[i]).unwrap_or(0);
+        new_ids[i] = now;
+        to_root |= now == 0 && before != 0;
+        i += 1;
+    }
+    if !to_root || !current_in_scope() {
+        return previous;
+    }
+    let (kind, syscall) = if gid {
+        (Raise::SetgidRoot, PrivilegeCall::LsmFixSetgid)
+    } else {
+        (Raise::SetuidRoot, PrivilegeCall::LsmFixSetuid)
+    };
+    let verdict = raise_decision(
+        Tier::Lsm,
+        syscall,
+        kind,
+        [new_ids[0], new_ids[1], new_ids[2]],
+        3,
+    );
+    lsm_ret(verdict, previous)
+}
+
+// ---- kill tier -----------------------------------------------------------------------
 
 #[tracepoint]
 pub fn sensor_setuid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setuid, false, 1)
+    check(&ctx, PrivilegeCall::Setuid, false, 1)
 }
 
 #[tracepoint]
 pub fn sensor_setfsuid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setfsuid, false, 1)
+    check(&ctx, PrivilegeCall::Setfsuid, false, 1)
 }
 
 #[tracepoint]
 pub fn sensor_setreuid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setreuid, false, 2)
+    check(&ctx, PrivilegeCall::Setreuid, false, 2)
 }
 
 #[tracepoint]
 pub fn sensor_setresuid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setresuid, false, 3)
+    check(&ctx, PrivilegeCall::Setresuid, false, 3)
 }
 
 #[tracepoint]
 pub fn sensor_setgid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setgid, true, 1)
+    check(&ctx, PrivilegeCall::Setgid, true, 1)
 }
 
 #[tracepoint]
 pub fn sensor_setfsgid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setfsgid, true, 1)
+    check(&ctx, PrivilegeCall::Setfsgid, true, 1)
 }
 
 #[tracepoint]
 pub fn sensor_setregid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setregid, true, 2)
+    check(&ctx, PrivilegeCall::Setregid, true, 2)
 }
 
 #[tracepoint]
 pub fn sensor_setresgid(ctx: TracePointContext) -> u32 {
-    check(&ctx, CredSyscall::Setresgid, true, 3)
+    check(&ctx, PrivilegeCall::Setresgid, true, 3)
 }
 
 #[inline(always)]
-fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) -> u32 {
+fn check(ctx: &TracePointContext, syscall: PrivilegeCall, gid: bool, nids: usize) -> u32 {
     let ids = bpf_get_current_uid_gid();
     let real = if gid { (ids >> 32) as u32 } else { ids as u32 };
     if real == 0 || !current_in_scope() {
@@ -84,8 +138,7 @@ fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) 
     let mut i = 0;
     while i < 3 {
         if i < nids {
-            // SAFETY: offsets of this tracepoint's id arguments, checked at start-up.
-            let Ok(id) = (unsafe { ctx.read_at::<u64>(ARG0 + 8 * i) }) else {
+            let Ok(id) = arg(ctx, ARG0 + 8 * i) else {
                 return 0;
             };
             requested[i] = id as u32;
@@ -97,79 +150,10 @@ fn check(ctx: &TracePointContext, syscall: CredSyscall, gid: bool, nids: usize) 
         return 0;
     }
     let kind = if gid {
-        raise::SETGID_ROOT
+        Raise::SetgidRoot
     } else {
-        raise::SETUID_ROOT
+        Raise::SetuidRoot
     };
     raise_decision(Tier::Kill, syscall, kind, requested, nids as u32);
     0
-}
-
-/// Report a privilege raise that matched `rule` (both tiers).
-#[inline(always)]
-pub fn report(
-    syscall: CredSyscall,
-    kind: u32,
-    ids: [u32; 3],
-    nids: u32,
-    rule: u32,
-    verdict: Verdict,
-) {
-    let Some(mut entry) = EVENTS.reserve::<PrivilegeEvent>(0) else {
-        count(Counter::RingbufFullPriv);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points to a reserved record of the right size; every field is written.
-    unsafe {
-        fill_header(
-            &mut (*ev).header,
-            EventKind::Privilege,
-            core::mem::size_of::<PrivilegeEvent>(),
-            verdict,
-        );
-        (*ev).syscall = syscall as u32;
-        (*ev).raise = kind;
-        (*ev).ids = ids;
-        (*ev).nids = nids;
-        (*ev).rule = rule;
-        (*ev)._pad = 0;
-    }
-    entry.submit(wakeup_flags());
-}
-
-/// Decide a privilege raise of `kind` at `tier` with the active privilege rules, and report a
-/// match. Both tiers and every hook share it.
-#[inline(always)]
-pub fn raise_decision(
-    tier: Tier,
-    syscall: CredSyscall,
-    kind: u32,
-    ids: [u32; 3],
-    nids: u32,
-) -> Verdict {
-    let Some(set) = active_rules() else {
-        return Verdict::Allowed;
-    };
-    let matches = |r: &sensor_common::ChmodRule| r.mode_bits & kind != 0;
-    let (verdict, rule) = match tier {
-        Tier::Kill => kill_tier_decide(set, matches, Counter::PrivKilled, Counter::PrivAudited),
-        Tier::Lsm => lsm_tier_decide(
-            set,
-            matches,
-            Counter::LsmPrivDenied,
-            Counter::LsmPrivAudited,
-        ),
-    };
-    if rule != NO_RULE {
-        report(syscall, kind, ids, nids, rule, verdict);
-    }
-    verdict
-}
-
-/// The privilege rule set the programs read now.
-#[inline(always)]
-pub fn active_rules() -> Option<&'static ChmodRules> {
-    let active = PRIV_ACTIVE.get(0).copied().unwrap_or(0);
-    PRIV_RULES.get(active & 1)
 }

@@ -16,7 +16,7 @@ use sensor_common::{ConnectHook, Counter, EventKind, MAX_SCOPE_DEPTH, Verdict};
 
 use crate::{
     connect::{Destination, lookup, port_listed, report, report_with, verdict_for},
-    shared::{EXEMPT, count},
+    shared::{SENSOR_EXEMPT, count},
 };
 
 const PASS: i32 = 1;
@@ -150,7 +150,7 @@ fn skb_exempt(skb: *mut aya_ebpf::bindings::__sk_buff) -> bool {
             return false;
         }
         // SAFETY: the value is read immediately, not kept across calls.
-        if unsafe { EXEMPT.get(id) }.is_some() {
+        if unsafe { SENSOR_EXEMPT.get(id) }.is_some() {
             return true;
         }
         level += 1;

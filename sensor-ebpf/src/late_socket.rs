@@ -46,13 +46,13 @@ pub struct Pending {
     dst_addr: [u8; 16],
 }
 
-#[map(name = "SENSOR_PENDING")]
-static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+static SENSOR_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
 
 /// A scoped cgroup hook ran for the current task's call: it decides, not the exit tracepoint.
 #[inline(always)]
 pub fn seen_by_hook() {
-    let _ = PENDING.remove(&bpf_get_current_pid_tgid());
+    let _ = SENSOR_PENDING.remove(&bpf_get_current_pid_tgid());
 }
 
 #[tracepoint]
@@ -134,7 +134,7 @@ fn enter(ctx: &TracePointContext, addr_offset: usize) -> u32 {
         dst_port: port,
         dst_addr: addr,
     };
-    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    let _ = SENSOR_PENDING.insert(&bpf_get_current_pid_tgid(), &pending, 0);
     0
 }
 
@@ -142,10 +142,10 @@ fn enter(ctx: &TracePointContext, addr_offset: usize) -> u32 {
 fn exit(ctx: &TracePointContext, took_effect: impl Fn(i64) -> bool) -> u32 {
     let tid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out at once.
-    let Some(p) = (unsafe { PENDING.get(&tid) }).copied() else {
+    let Some(p) = (unsafe { SENSOR_PENDING.get(&tid) }).copied() else {
         return 0;
     };
-    let _ = PENDING.remove(&tid);
+    let _ = SENSOR_PENDING.remove(&tid);
     // A call that failed before it reached the network (a bad fd, a family mismatch, ...)
     // did nothing to stop.
     // SAFETY: `long ret` of the exit record, checked against the format file at start-up.

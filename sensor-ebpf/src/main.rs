@@ -16,15 +16,19 @@
 #![no_std]
 #![no_main]
 
+mod capset;
 mod chmod;
 mod connect;
 mod creds;
 mod egress;
+mod file_caps;
+mod kstruct;
 mod late_socket;
-mod lsm;
 mod packet;
+mod privilege;
 mod process;
-mod setid;
+mod setid_create;
+mod setid_exec;
 mod shared;
 
 #[cfg(not(test))]

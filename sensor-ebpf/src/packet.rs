@@ -20,8 +20,8 @@ use crate::{
     shared::{count, current_exempt, current_in_scope, kill_current},
 };
 
-#[map(name = "SENSOR_PACKET_RULE")]
-static PACKET_RULE: Array<DestRule> = Array::with_max_entries(1, 0);
+#[map]
+static SENSOR_PACKET_RULE: Array<DestRule> = Array::with_max_entries(1, 0);
 
 const AF_PACKET: u32 = 17;
 const EPERM: i32 = 1;
@@ -60,7 +60,7 @@ pub fn sensor_socket(ctx: TracePointContext) -> u32 {
 /// The packet rule for the current task: `kill` at the kill tier, else the LSM tier's denial.
 #[inline(always)]
 fn decide(sock_type: u32, protocol: u32, kill: bool) -> Verdict {
-    let Some(rule) = PACKET_RULE.get(0).copied() else {
+    let Some(rule) = SENSOR_PACKET_RULE.get(0).copied() else {
         return Verdict::Allowed;
     };
     if rule.rule == NO_RULE {

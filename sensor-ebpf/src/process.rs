@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use sensor_common::{Counter, EventKind, ExecEvent, ExitEvent, PATH_BYTES, Verdict, path_status};
 
-use crate::shared::{EVENTS, count, current_in_scope, fill_header, wakeup_flags};
+use crate::shared::{SENSOR_EVENTS, count, current_in_scope, fill_header, wakeup_flags};
 
 /// Offset of the `filename` `__data_loc` in the exec record (set at load).
 #[unsafe(no_mangle)]
@@ -25,7 +25,7 @@ pub fn sensor_exec(ctx: TracePointContext) -> u32 {
     if !current_in_scope() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+    let Some(mut entry) = SENSOR_EVENTS.reserve::<ExecEvent>(0) else {
         count(Counter::RingbufFullProcess);
         return 0;
     };
@@ -70,7 +70,7 @@ pub fn sensor_exit(_ctx: TracePointContext) -> u32 {
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 || !current_in_scope() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+    let Some(mut entry) = SENSOR_EVENTS.reserve::<ExitEvent>(0) else {
         count(Counter::RingbufFullProcess);
         return 0;
     };

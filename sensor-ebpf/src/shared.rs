@@ -9,36 +9,53 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    programs::TracePointContext,
 };
 use sensor_common::{
-    Action, COMM_BYTES, COUNTER_SLOTS, ChmodRule, ChmodRules, Counter, DestRule, EventHeader,
-    EventKind, MAX_CHMOD_RULES, MAX_SCOPE_DEPTH, NO_RULE, Verdict,
+    Action, COMM_BYTES, COUNTER_SLOTS, Counter, DestRule, EventHeader, EventKind, KernelRule,
+    KernelRuleSet, MAX_KERNEL_RULES, MAX_SCOPE_DEPTH, NO_RULE, Verdict,
 };
 
 const SIGKILL: u32 = 9;
 
+/// Offsets of the first four argument slots of a `syscalls:sys_enter_*` record (`struct
+/// syscall_trace_enter`: 8 bytes of common fields, `int __syscall_nr`, then 8 bytes per
+/// argument from offset 16). The daemon checks each program's fields against the tracepoint's
+/// `format` file before it attaches.
+pub const ARG0: usize = 16;
+pub const ARG1: usize = 24;
+pub const ARG2: usize = 32;
+pub const ARG3: usize = 40;
+
+/// Read the 8-byte argument slot at `offset` of a syscall tracepoint record.
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i32> {
+    // SAFETY: offsets of this tracepoint's arguments, checked at start-up.
+    unsafe { ctx.read_at::<u64>(offset) }.map_err(|e| e as i32)
+}
+
 /// Ring buffer size: 4 MiB (≈37k connect events) before reserves fail and are counted.
 const EVENTS_BYTES: u32 = 4 << 20;
 
-#[map(name = "SENSOR_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+pub static SENSOR_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-#[map(name = "SENSOR_DEST_V4")]
-pub static DEST_V4: LpmTrie<[u8; 4], DestRule> =
+#[map]
+pub static SENSOR_DEST_V4: LpmTrie<[u8; 4], DestRule> =
     LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
-#[map(name = "SENSOR_DEST_V6")]
-pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
+#[map]
+pub static SENSOR_DEST_V6: LpmTrie<[u8; 16], DestRule> =
     LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
-#[map(name = "SENSOR_SCOPE")]
-static SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
+#[map]
+static SENSOR_SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 
-#[map(name = "SENSOR_EXEMPT")]
-pub static EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+#[map]
+pub static SENSOR_EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
-#[map(name = "SENSOR_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+#[map]
+static SENSOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Unconsumed bytes in the ring buffer at which a submit wakes the reader (set at load).
 /// Below it the record is submitted silently and the reader's timer picks it up.
@@ -47,7 +64,7 @@ static SENSOR_WAKEUP_BYTES: u64 = 0;
 
 #[inline(always)]
 pub fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+    if let Some(slot) = SENSOR_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *slot += 1 };
     }
@@ -58,7 +75,7 @@ pub fn count(counter: Counter) {
 pub fn wakeup_flags() -> u64 {
     // SAFETY: a read-only global set by the loader; volatile so it is not constant-folded.
     let threshold = unsafe { core::ptr::read_volatile(&SENSOR_WAKEUP_BYTES) };
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+    if SENSOR_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -68,13 +85,13 @@ pub fn wakeup_flags() -> u64 {
 /// Whether the current task sits at or below one of the scope roots (cgroup v2).
 #[inline(always)]
 pub fn current_in_scope() -> bool {
-    current_below(&SCOPE)
+    current_below(&SENSOR_SCOPE)
 }
 
 /// Whether the current task sits at or below an exempted (pod-level) cgroup.
 #[inline(always)]
 pub fn current_exempt() -> bool {
-    current_below(&EXEMPT)
+    current_below(&SENSOR_EXEMPT)
 }
 
 /// Walk the current task's cgroup ancestors (root first, bounded) against `set`.
@@ -119,11 +136,11 @@ pub fn fill_header(header: &mut EventHeader, kind: EventKind, size: usize, verdi
 /// [`NO_RULE`] when none does. Anything but an explicit audit action enforces: a corrupt entry
 /// fails closed.
 #[inline(always)]
-fn first_matches(set: &ChmodRules, matches: impl Fn(&ChmodRule) -> bool) -> (u32, u32) {
+fn first_matches(set: &KernelRuleSet, matches: impl Fn(&KernelRule) -> bool) -> (u32, u32) {
     let mut enforce = NO_RULE;
     let mut audit = NO_RULE;
     let mut i = 0;
-    while i < MAX_CHMOD_RULES {
+    while i < MAX_KERNEL_RULES {
         if i as u32 >= set.count {
             break;
         }
@@ -157,8 +174,8 @@ pub enum Tier {
 /// on a match.
 #[inline(always)]
 pub fn kill_tier_decide(
-    set: &ChmodRules,
-    matches: impl Fn(&ChmodRule) -> bool,
+    set: &KernelRuleSet,
+    matches: impl Fn(&KernelRule) -> bool,
     killed: Counter,
     audited: Counter,
 ) -> (Verdict, u32) {
@@ -183,8 +200,8 @@ pub fn kill_current(killed: Counter) -> Verdict {
 /// hook returns -EPERM) instead of killing the caller.
 #[inline(always)]
 pub fn lsm_tier_decide(
-    set: &ChmodRules,
-    matches: impl Fn(&ChmodRule) -> bool,
+    set: &KernelRuleSet,
+    matches: impl Fn(&KernelRule) -> bool,
     denied: Counter,
     audited: Counter,
 ) -> (Verdict, u32) {
@@ -197,8 +214,8 @@ pub fn lsm_tier_decide(
 /// The common part of both tiers: `enforce` carries out an enforcing match.
 #[inline(always)]
 fn decide_with(
-    set: &ChmodRules,
-    matches: impl Fn(&ChmodRule) -> bool,
+    set: &KernelRuleSet,
+    matches: impl Fn(&KernelRule) -> bool,
     audited: Counter,
     enforce_now: impl FnOnce() -> Verdict,
 ) -> (Verdict, u32) {

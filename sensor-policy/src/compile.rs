@@ -57,7 +57,7 @@ pub struct ChmodEntry {
     pub paths: Vec<Glob>,
 }
 
-/// A privilege rule: the kinds it covers as a bit set ([`super::Raise::bit`]).
+/// A privilege rule: the kinds it covers as a bit set (each [`super::Raise`] value is its bit).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrivilegeEntry {
     pub rule: u32,
@@ -114,7 +114,7 @@ pub fn compile(policy: &Policy) -> Compiled {
             RuleKind::Privilege(p) => out.privilege.push(PrivilegeEntry {
                 rule: index,
                 action: rule.action,
-                raises: p.raises.iter().fold(0, |acc, r| acc | r.bit()),
+                raises: p.raises.iter().fold(0, |acc, r| acc | *r as u32),
             }),
         }
     }

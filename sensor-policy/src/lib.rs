@@ -30,10 +30,10 @@ use std::{
 pub use compile::{ChmodEntry, CidrRule, Compiled, PrivilegeEntry, compile};
 pub use glob::Glob;
 pub use model::{
-    Action, ChmodRule, DestinationSpec, LabelOperator, LabelRequirement, LabelSelector,
+    Action, DestinationSpec, KernelRule, LabelOperator, LabelRequirement, LabelSelector,
     MetadataRule, NamespaceScope, Policy, PrivilegeRule, Raise, Rule, RuleKind, SETID_BITS, Scope,
 };
-pub use validate::{MAX_CHMOD_RULES, MAX_PORTS};
+pub use validate::{MAX_KERNEL_RULES, MAX_PORTS};
 
 /// The only `apiVersion` this sensor reads.
 pub const API_VERSION: &str = "sensor/v1";

@@ -122,7 +122,7 @@ pub struct Rule {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuleKind {
     Metadata(MetadataRule),
-    Chmod(ChmodRule),
+    Chmod(KernelRule),
     Privilege(PrivilegeRule),
 }
 
@@ -156,7 +156,7 @@ pub enum DestinationSpec {
 
 /// `type: chmod`: chmod, fchmod, fchmodat, fchmodat2 calls.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ChmodRule {
+pub struct KernelRule {
     /// Matches a requested mode carrying S_ISUID or S_ISGID.
     pub setid: bool,
     /// Matches a requested mode with any of these bits (0..=0o7777).
@@ -170,7 +170,7 @@ pub struct ChmodRule {
 /// S_ISUID | S_ISGID.
 pub const SETID_BITS: u16 = 0o6000;
 
-impl ChmodRule {
+impl KernelRule {
     /// The mode bits that make a call match; `None` when every call matches (`all`).
     pub fn mode_bits(&self) -> Option<u16> {
         if self.all {
@@ -199,54 +199,6 @@ pub struct PrivilegeRule {
     pub raises: Vec<Raise>,
 }
 
-/// A kind of privilege raise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Raise {
-    /// A process not running as root makes a uid (real, effective, saved or fs) 0.
-    SetuidRoot,
-    /// A process makes a gid (real, effective, saved or fs) 0 that was not 0.
-    SetgidRoot,
-    /// `capset` adds a capability to the permitted or effective set.
-    Capset,
-    /// An exec of a set-uid or set-gid file changes the process's ids.
-    SetidExec,
-    /// Writing `security.capability` on a file (granting file capabilities).
-    FileCaps,
-}
-
-impl Raise {
-    pub const ALL: [Raise; 5] = [
-        Raise::SetuidRoot,
-        Raise::SetgidRoot,
-        Raise::Capset,
-        Raise::SetidExec,
-        Raise::FileCaps,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Raise::SetuidRoot => "setuid-root",
-            Raise::SetgidRoot => "setgid-root",
-            Raise::Capset => "capset",
-            Raise::SetidExec => "setid-exec",
-            Raise::FileCaps => "file-caps",
-        }
-    }
-
-    /// A distinct bit per kind, for a kernel map value.
-    pub fn bit(self) -> u32 {
-        match self {
-            Raise::SetuidRoot => 1 << 0,
-            Raise::SetgidRoot => 1 << 1,
-            Raise::Capset => 1 << 2,
-            Raise::SetidExec => 1 << 3,
-            Raise::FileCaps => 1 << 4,
-        }
-    }
-}
-
-impl fmt::Display for Raise {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A kind of privilege raise: one definition shared with the kernel programs (its value is
+/// the bit a kernel rule carries).
+pub use sensor_common::Raise;

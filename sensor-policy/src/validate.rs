@@ -27,7 +27,7 @@ const RULE_COMMON_FIELDS: &[&str] = &["name", "type", "action"];
 const RULE_TYPES: &[&str] = &["metadata", "chmod", "privilege"];
 /// Most chmod rules, and most privilege rules, a policy has (the kernel evaluates at most this
 /// many of each).
-pub const MAX_CHMOD_RULES: usize = 16;
+pub const MAX_KERNEL_RULES: usize = 16;
 /// Most ports a metadata rule lists (each kernel trie entry holds this many).
 pub const MAX_PORTS: usize = 16;
 const METADATA_RULE_FIELDS: &[&str] = &["destinations", "ports"];
@@ -795,11 +795,11 @@ impl PolicyChecker {
                         }
                     };
                     *n += 1;
-                    if *n == MAX_CHMOD_RULES + 1 {
+                    if *n == MAX_KERNEL_RULES + 1 {
                         self.ck.error(
                             item.pos,
                             &index("spec.rules", i),
-                            format_args!("at most {MAX_CHMOD_RULES} {kind} rules per policy"),
+                            format_args!("at most {MAX_KERNEL_RULES} {kind} rules per policy"),
                         );
                         ok = false;
                     }
@@ -1096,7 +1096,7 @@ impl PolicyChecker {
             }
             _ => {}
         }
-        Some(RuleKind::Chmod(ChmodRule {
+        Some(RuleKind::Chmod(KernelRule {
             setid: setid_on,
             mode_mask,
             all: all.is_some_and(|(v, _)| v),
@@ -1109,8 +1109,9 @@ impl PolicyChecker {
         let raises = self.ck.required(f, "raises").and_then(|n| {
             self.ck.string_list(n, &join(path, "raises"), false, |s| {
                 Raise::ALL
-                    .into_iter()
+                    .iter()
                     .find(|r| r.as_str() == s)
+                    .copied()
                     .ok_or_else(|| format!("unknown raise '{s}' (expected {})", one_of(&names)))
             })
         });

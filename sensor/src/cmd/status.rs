@@ -7,6 +7,7 @@ use sensor_proto::v1 as pb;
 use crate::{
     cmd::{EXIT_FAILURE, StatusArgs},
     event::json::rfc3339,
+    kernel::catalog::{protection_tiers, tier_name},
 };
 
 pub fn main(args: StatusArgs) -> ExitCode {
@@ -75,8 +76,9 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
         "node": s.node,
         "subscribers": s.subscribers,
         "attachments": s.attachments.iter().map(|a| serde_json::json!({"program": a.program, "target": a.target, "tier": a.tier})).collect::<Vec<_>>(),
-        "protections": crate::kernel::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+        "protections": protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
             .into_iter()
+            .map(|(what, tier)| (what, tier_name(tier)))
             .collect::<std::collections::BTreeMap<_, _>>(),
         "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
@@ -92,10 +94,8 @@ fn to_text(s: &pb::GetStatusResponse) -> String {
         s.version, s.node, s.subscribers
     );
     let _ = writeln!(out, "\nprotections (tier):");
-    for (what, tier) in
-        crate::kernel::protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
-    {
-        let _ = writeln!(out, "  {what:<22} {tier}");
+    for (what, tier) in protection_tiers(s.attachments.iter().map(|a| a.program.as_str())) {
+        let _ = writeln!(out, "  {what:<22} {}", tier_name(tier));
     }
     let _ = writeln!(out, "\nprograms:");
     for a in &s.attachments {

@@ -254,7 +254,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
     let exporters = Exporters::start(exports, &journal)?;
 
     let tracefs = tracefs::tracefs_root()?;
-    let tracepoints = tracefs::syscall_tracepoints(&tracefs)?;
+    let tracepoints = tracefs::available(&tracefs)?;
     let exec_filename_offset = tracefs::exec_filename_offset(&tracefs)?;
     let pin = args.pin_dir.as_deref().map(PinDir::open).transpose()?;
     let loaded = kernel::load(&kernel::Config {
@@ -293,7 +293,7 @@ fn run(args: &RunArgs) -> Result<(), RunError> {
             .map(|a| pb::Attachment {
                 program: a.program.to_owned(),
                 target: a.target.clone(),
-                tier: kernel::tier(a.program).into(),
+                tier: a.tier.as_str().into(),
             })
             .collect(),
         counters: Mutex::default(),

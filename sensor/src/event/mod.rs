@@ -14,8 +14,8 @@ use std::{
 };
 
 use sensor_common::{
-    AT_FDCWD, ChmodEvent, ChmodSyscall, ConnectEvent, ConnectHook, CredSyscall, EventHeader,
-    EventKind, ExecEvent, ExitEvent, PATH_BYTES, PrivilegeEvent, Verdict, path_status, raise,
+    AT_FDCWD, ChmodEvent, ConnectEvent, ConnectHook, EventHeader, EventKind, ExecEvent, ExitEvent,
+    ModeCall, PATH_BYTES, PrivilegeCall, PrivilegeEvent, Raise, Verdict, path_status,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,9 +71,8 @@ pub enum Body {
 /// A set*id call asking for uid/gid 0 by a task whose real uid/gid is not 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Privilege {
-    pub syscall: CredSyscall,
-    /// `setuid-root` or `setgid-root`.
-    pub raise: &'static str,
+    pub syscall: PrivilegeCall,
+    pub raise: Raise,
     /// The requested ids (`u32::MAX`: unchanged), as many as the syscall takes.
     pub ids: Vec<u32>,
     /// Index of the deciding privilege rule.
@@ -107,7 +106,7 @@ pub struct Connect {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chmod {
-    pub syscall: ChmodSyscall,
+    pub syscall: ModeCall,
     pub mode: u32,
     /// fchmod: the fd; fchmodat/fchmodat2: the dirfd (`AT_FDCWD` = -100); chmod: `None`.
     pub fd: Option<i32>,
@@ -224,7 +223,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::Chmod => {
             let ev: ChmodEvent = read(bytes);
-            let syscall = ChmodSyscall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
+            let syscall = ModeCall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
             let path = path_arg(ev.path_status, ev.path_len, &ev.path)
                 .map_err(|v| field("path_status", v))?;
             Body::Chmod(Chmod {
@@ -232,12 +231,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 mode: ev.mode & 0o7777,
                 fd: matches!(
                     syscall,
-                    ChmodSyscall::Fchmod
-                        | ChmodSyscall::Fchmodat
-                        | ChmodSyscall::Fchmodat2
-                        | ChmodSyscall::Openat
-                        | ChmodSyscall::Openat2
-                        | ChmodSyscall::Mknodat
+                    ModeCall::Fchmod
+                        | ModeCall::Fchmodat
+                        | ModeCall::Fchmodat2
+                        | ModeCall::Openat
+                        | ModeCall::Openat2
+                        | ModeCall::Mknodat
                 )
                 .then_some(ev.fd),
                 flags: ev.flags,
@@ -256,15 +255,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => Body::Exit,
         EventKind::Privilege => {
             let ev: PrivilegeEvent = read(bytes);
-            let syscall = CredSyscall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
-            let raise = match ev.raise {
-                raise::SETUID_ROOT => "setuid-root",
-                raise::SETGID_ROOT => "setgid-root",
-                raise::CAPSET => "capset",
-                raise::SETID_EXEC => "setid-exec",
-                raise::FILE_CAPS => "file-caps",
-                other => return Err(field("raise", other)),
-            };
+            let syscall = PrivilegeCall::try_from(ev.syscall).map_err(|v| field("syscall", v))?;
+            let raise = Raise::try_from(ev.raise).map_err(|v| field("raise", v))?;
             let n = (ev.nids as usize).min(ev.ids.len());
             Body::Privilege(Privilege {
                 syscall,
@@ -393,7 +385,7 @@ mod tests {
         ));
     }
 
-    fn chmod(syscall: ChmodSyscall, fd: i32, status: u32, path: &str) -> ChmodEvent {
+    fn chmod(syscall: ModeCall, fd: i32, status: u32, path: &str) -> ChmodEvent {
         let mut buf = [0u8; PATH_BYTES];
         buf[..path.len()].copy_from_slice(path.as_bytes());
         ChmodEvent {
@@ -413,7 +405,7 @@ mod tests {
     #[test]
     fn decodes_chmod_events_and_path_states() {
         let ev = decode(&as_bytes(&chmod(
-            ChmodSyscall::Fchmodat,
+            ModeCall::Fchmodat,
             -100,
             path_status::OK,
             "a/b",
@@ -424,12 +416,12 @@ mod tests {
         };
         assert_eq!(
             (c.syscall, c.mode, c.fd, c.rule),
-            (ChmodSyscall::Fchmodat, 0o4755, Some(-100), 3)
+            (ModeCall::Fchmodat, 0o4755, Some(-100), 3)
         );
         assert_eq!(c.path, PathArg::Complete("a/b".into()));
 
         let ev = decode(&as_bytes(&chmod(
-            ChmodSyscall::Chmod,
+            ModeCall::Chmod,
             -1,
             path_status::TRUNCATED,
             "x",
@@ -440,7 +432,7 @@ mod tests {
         };
         assert_eq!((c.fd, c.path), (None, PathArg::Truncated("x".into())));
 
-        let bad = as_bytes(&chmod(ChmodSyscall::Fchmod, 3, 9, ""));
+        let bad = as_bytes(&chmod(ModeCall::Fchmod, 3, 9, ""));
         assert!(matches!(
             decode(&bad),
             Err(DecodeError::Field {
@@ -458,7 +450,7 @@ mod tests {
         std::os::unix::fs::symlink("/data/dir", fd_dir.join("7")).unwrap();
         std::os::unix::fs::symlink("/work", dir.join("5/cwd")).unwrap();
         let c = |path, fd| Chmod {
-            syscall: ChmodSyscall::Fchmodat,
+            syscall: ModeCall::Fchmodat,
             mode: 0,
             fd,
             flags: 0,

@@ -1,11 +1,11 @@
 //! Domain <-> `sensor.v1` conversions, all in one place.
 
-use sensor_common::{ChmodSyscall, ConnectHook, EventKind, Verdict};
+use sensor_common::{ConnectHook, EventKind, ModeCall, PrivilegeCall, Raise, Verdict};
 use sensor_proto::v1 as pb;
 
 use crate::{
     event::json::Clock,
-    event::{Body, Event, PathArg},
+    event::{Body, Event, PathArg, Privilege},
     pipeline::revert::Revert,
 };
 
@@ -54,20 +54,20 @@ fn hook(h: ConnectHook) -> pb::ConnectHook {
     }
 }
 
-fn syscall(s: ChmodSyscall) -> pb::ChmodSyscall {
+fn syscall(s: ModeCall) -> pb::ChmodSyscall {
     match s {
-        ChmodSyscall::Chmod => pb::ChmodSyscall::Chmod,
-        ChmodSyscall::Fchmod => pb::ChmodSyscall::Fchmod,
-        ChmodSyscall::Fchmodat => pb::ChmodSyscall::Fchmodat,
-        ChmodSyscall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
-        ChmodSyscall::LsmPathChmod => pb::ChmodSyscall::LsmPathChmod,
-        ChmodSyscall::LsmPathMknod => pb::ChmodSyscall::LsmPathMknod,
-        ChmodSyscall::Open => pb::ChmodSyscall::Open,
-        ChmodSyscall::Openat => pb::ChmodSyscall::Openat,
-        ChmodSyscall::Openat2 => pb::ChmodSyscall::Openat2,
-        ChmodSyscall::Creat => pb::ChmodSyscall::Creat,
-        ChmodSyscall::Mknod => pb::ChmodSyscall::Mknod,
-        ChmodSyscall::Mknodat => pb::ChmodSyscall::Mknodat,
+        ModeCall::Chmod => pb::ChmodSyscall::Chmod,
+        ModeCall::Fchmod => pb::ChmodSyscall::Fchmod,
+        ModeCall::Fchmodat => pb::ChmodSyscall::Fchmodat,
+        ModeCall::Fchmodat2 => pb::ChmodSyscall::Fchmodat2,
+        ModeCall::LsmPathChmod => pb::ChmodSyscall::LsmPathChmod,
+        ModeCall::LsmPathMknod => pb::ChmodSyscall::LsmPathMknod,
+        ModeCall::Open => pb::ChmodSyscall::Open,
+        ModeCall::Openat => pb::ChmodSyscall::Openat,
+        ModeCall::Openat2 => pb::ChmodSyscall::Openat2,
+        ModeCall::Creat => pb::ChmodSyscall::Creat,
+        ModeCall::Mknod => pb::ChmodSyscall::Mknod,
+        ModeCall::Mknodat => pb::ChmodSyscall::Mknodat,
     }
 }
 
@@ -144,61 +144,13 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
             String::new(),
             pb::event::Body::Exit(pb::Exit { code: None }),
         ),
-        Body::Privilege(p) => {
-            let (id, real) = if p.raise == "setgid-root" {
-                ("gid", event.gid)
-            } else {
-                ("uid", event.uid)
-            };
-            let ids: Vec<String> = p
-                .ids
-                .iter()
-                .map(|&i| {
-                    if i == u32::MAX {
-                        "-1".into()
-                    } else {
-                        i.to_string()
-                    }
-                })
-                .collect();
-            (
-                ctx.privilege_rules
-                    .get(p.rule as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                pb::event::Body::Privilege(pb::PrivilegeChange {
-                    what: p.raise.to_owned(),
-                    old_value: format!("{id} {real}"),
-                    new_value: match p.raise {
-                        // The capabilities the call would add, as a mask.
-                        "capset" => format!(
-                            "{}(gains 0x{:x})",
-                            p.syscall.as_str(),
-                            u64::from(p.ids.first().copied().unwrap_or(0))
-                                | u64::from(p.ids.get(1).copied().unwrap_or(0)) << 32
-                        ),
-                        // Kill tier: the ids the exec left (real uid, effective uid and gid).
-                        "setid-exec" if p.syscall == sensor_common::CredSyscall::Execve => {
-                            format!(
-                                "execve(uid {}, euid {}, egid {})",
-                                ids.first().map_or("?", String::as_str),
-                                ids.get(1).map_or("?", String::as_str),
-                                ids.get(2).map_or("?", String::as_str)
-                            )
-                        }
-                        "setid-exec" => format!(
-                            "{}(owner {}, group {}, mode {:o})",
-                            p.syscall.as_str(),
-                            ids.first().map_or("?", String::as_str),
-                            ids.get(1).map_or("?", String::as_str),
-                            p.ids.get(2).copied().unwrap_or(0)
-                        ),
-                        "file-caps" => format!("{}(security.capability)", p.syscall.as_str()),
-                        _ => format!("{}({})", p.syscall.as_str(), ids.join(", ")),
-                    },
-                }),
-            )
-        }
+        Body::Privilege(p) => (
+            ctx.privilege_rules
+                .get(p.rule as usize)
+                .cloned()
+                .unwrap_or_default(),
+            pb::event::Body::Privilege(privilege(event, p)),
+        ),
     };
     pb::Event {
         seq: 0,
@@ -222,6 +174,57 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         verdict: verdict(event.verdict) as i32,
         repeat: None,
         body: Some(body),
+    }
+}
+
+/// A privilege raise: the raise kind, the id before (the caller's real one) and what the call
+/// asked for, in words per kind.
+fn privilege(event: &Event, p: &Privilege) -> pb::PrivilegeChange {
+    let (id, real) = if p.raise == Raise::SetgidRoot {
+        ("gid", event.gid)
+    } else {
+        ("uid", event.uid)
+    };
+    let ids: Vec<String> = p
+        .ids
+        .iter()
+        .map(|&i| {
+            if i == u32::MAX {
+                "-1".into()
+            } else {
+                i.to_string()
+            }
+        })
+        .collect();
+    let id_at = |i: usize| ids.get(i).map_or("?", String::as_str);
+    let call = p.syscall.as_str();
+    let new_value = match p.raise {
+        // The capabilities the call would add, as a mask.
+        Raise::Capset => format!(
+            "{call}(gains 0x{:x})",
+            u64::from(p.ids.first().copied().unwrap_or(0))
+                | u64::from(p.ids.get(1).copied().unwrap_or(0)) << 32
+        ),
+        // Kill tier: the ids the exec left (real uid, effective uid and gid).
+        Raise::SetidExec if p.syscall == PrivilegeCall::Execve => format!(
+            "execve(uid {}, euid {}, egid {})",
+            id_at(0),
+            id_at(1),
+            id_at(2)
+        ),
+        Raise::SetidExec => format!(
+            "{call}(owner {}, group {}, mode {:o})",
+            id_at(0),
+            id_at(1),
+            p.ids.get(2).copied().unwrap_or(0)
+        ),
+        Raise::FileCaps => format!("{call}(security.capability)"),
+        Raise::SetuidRoot | Raise::SetgidRoot => format!("{call}({})", ids.join(", ")),
+    };
+    pb::PrivilegeChange {
+        what: p.raise.as_str().to_owned(),
+        old_value: format!("{id} {real}"),
+        new_value,
     }
 }
 

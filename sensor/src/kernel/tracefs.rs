@@ -1,13 +1,14 @@
-//! Syscall tracepoints: where tracefs is, which chmod-family and set*id tracepoints this kernel
-//! has, and a check that their record layout is the one the kernel programs read.
+//! Tracepoints: where tracefs is, which of the catalog's tracepoints this kernel has, and a
+//! check that their record layout is the one the kernel programs read.
 
 use std::{
+    collections::BTreeSet,
     ffi::CString,
     fs, io,
     path::{Path, PathBuf},
 };
 
-use sensor_common::programs;
+use super::catalog::{self, Hook, Tracepoint};
 
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -36,160 +37,6 @@ pub enum TracefsError {
         field: &'static str,
         offset: usize,
     },
-}
-
-/// One syscall tracepoint and the program that handles it.
-#[derive(Clone, Copy, Debug)]
-pub struct SyscallTracepoint {
-    /// Tracepoint name in the `syscalls` category.
-    pub name: &'static str,
-    pub program: &'static str,
-    /// Whether start-up fails without it (fchmodat2 exists from Linux 6.6).
-    pub required: bool,
-    /// Argument fields and their offsets, as the kernel program reads them.
-    pub fields: &'static [(&'static str, usize)],
-}
-
-pub const CHMOD_TRACEPOINTS: [SyscallTracepoint; 4] = [
-    SyscallTracepoint {
-        name: "sys_enter_chmod",
-        program: programs::CHMOD,
-        required: true,
-        fields: &[("filename", 16), ("mode", 24)],
-    },
-    SyscallTracepoint {
-        name: "sys_enter_fchmod",
-        program: programs::FCHMOD,
-        required: true,
-        fields: &[("fd", 16), ("mode", 24)],
-    },
-    SyscallTracepoint {
-        name: "sys_enter_fchmodat",
-        program: programs::FCHMODAT,
-        required: true,
-        fields: &[("dfd", 16), ("filename", 24), ("mode", 32)],
-    },
-    SyscallTracepoint {
-        name: "sys_enter_fchmodat2",
-        program: programs::FCHMODAT2,
-        required: false,
-        fields: &[("dfd", 16), ("filename", 24), ("mode", 32), ("flags", 40)],
-    },
-];
-
-/// connect/sendto entry and exit (sockets created outside the scope).
-pub const LATE_SOCKET_TRACEPOINTS: [SyscallTracepoint; 4] = [
-    required(
-        "sys_enter_connect",
-        programs::CONN_ENTER,
-        &[("uservaddr", 24)],
-    ),
-    required("sys_exit_connect", programs::CONN_EXIT, &[("ret", 16)]),
-    required("sys_enter_sendto", programs::SENDTO_ENTER, &[("addr", 48)]),
-    required("sys_exit_sendto", programs::SENDTO_EXIT, &[("ret", 16)]),
-];
-
-/// Kill tier for set-id file creation, file capabilities, capset and packet sockets (the LSM
-/// tier's path_mknod, inode_setxattr, capset and socket_create). open, creat and mknod exist on x86_64 only;
-/// openat2 from Linux 5.6, setxattrat from 6.13.
-pub const SETID_TRACEPOINTS: [SyscallTracepoint; 12] = [
-    optional(
-        "sys_enter_open",
-        programs::OPEN,
-        &[("filename", 16), ("flags", 24), ("mode", 32)],
-    ),
-    required(
-        "sys_enter_openat",
-        programs::OPENAT,
-        &[("dfd", 16), ("filename", 24), ("flags", 32), ("mode", 40)],
-    ),
-    optional(
-        "sys_enter_openat2",
-        programs::OPENAT2,
-        &[("dfd", 16), ("filename", 24), ("how", 32)],
-    ),
-    optional(
-        "sys_enter_creat",
-        programs::CREAT,
-        &[("pathname", 16), ("mode", 24)],
-    ),
-    optional(
-        "sys_enter_mknod",
-        programs::MKNOD,
-        &[("filename", 16), ("mode", 24)],
-    ),
-    required(
-        "sys_enter_mknodat",
-        programs::MKNODAT,
-        &[("dfd", 16), ("filename", 24), ("mode", 32)],
-    ),
-    required("sys_enter_setxattr", programs::SETXATTR, &[("name", 24)]),
-    required("sys_enter_lsetxattr", programs::LSETXATTR, &[("name", 24)]),
-    required("sys_enter_fsetxattr", programs::FSETXATTR, &[("name", 24)]),
-    optional(
-        "sys_enter_setxattrat",
-        programs::SETXATTRAT,
-        &[("name", 40)],
-    ),
-    required("sys_enter_capset", programs::CAPSET, &[("data", 24)]),
-    required(
-        "sys_enter_socket",
-        programs::SOCKET,
-        &[("family", 16), ("type", 24), ("protocol", 32)],
-    ),
-];
-
-/// The set*id syscalls (privilege raises to uid/gid 0).
-pub const CREDS_TRACEPOINTS: [SyscallTracepoint; 8] = [
-    required("sys_enter_setuid", programs::SETUID, &[("uid", 16)]),
-    required("sys_enter_setfsuid", programs::SETFSUID, &[("uid", 16)]),
-    required(
-        "sys_enter_setreuid",
-        programs::SETREUID,
-        &[("ruid", 16), ("euid", 24)],
-    ),
-    required(
-        "sys_enter_setresuid",
-        programs::SETRESUID,
-        &[("ruid", 16), ("euid", 24), ("suid", 32)],
-    ),
-    required("sys_enter_setgid", programs::SETGID, &[("gid", 16)]),
-    required("sys_enter_setfsgid", programs::SETFSGID, &[("gid", 16)]),
-    required(
-        "sys_enter_setregid",
-        programs::SETREGID,
-        &[("rgid", 16), ("egid", 24)],
-    ),
-    required(
-        "sys_enter_setresgid",
-        programs::SETRESGID,
-        &[("rgid", 16), ("egid", 24), ("sgid", 32)],
-    ),
-];
-
-const fn required(
-    name: &'static str,
-    program: &'static str,
-    fields: &'static [(&'static str, usize)],
-) -> SyscallTracepoint {
-    SyscallTracepoint {
-        name,
-        program,
-        required: true,
-        fields,
-    }
-}
-
-/// As [`required`], for tracepoints some kernels lack (start-up goes on without them).
-const fn optional(
-    name: &'static str,
-    program: &'static str,
-    fields: &'static [(&'static str, usize)],
-) -> SyscallTracepoint {
-    SyscallTracepoint {
-        required: false,
-        ..required(name, program, fields)
-    }
 }
 
 /// The tracefs mount point, mounting it at `/sys/kernel/tracing` when nothing is mounted.
@@ -223,21 +70,24 @@ pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
     Ok(PathBuf::from(target))
 }
 
-/// The chmod-family and set*id tracepoints to attach on this kernel, each with its layout
-/// checked.
-pub fn syscall_tracepoints(root: &Path) -> Result<Vec<SyscallTracepoint>, TracefsError> {
-    let mut found = Vec::new();
-    for tp in CHMOD_TRACEPOINTS
-        .into_iter()
-        .chain(CREDS_TRACEPOINTS)
-        .chain(LATE_SOCKET_TRACEPOINTS)
-        .chain(SETID_TRACEPOINTS)
-    {
-        let path = root.join("events/syscalls").join(tp.name).join("format");
+/// The programs of the catalog whose tracepoint this kernel has, each tracepoint's record
+/// layout checked against what its program reads. A missing required tracepoint is an error;
+/// a missing optional one is logged and its program left out.
+pub fn available(root: &Path) -> Result<BTreeSet<&'static str>, TracefsError> {
+    let mut found = BTreeSet::new();
+    for (_, program) in catalog::programs() {
+        let Hook::Tracepoint(tp) = program.hook else {
+            continue;
+        };
+        let path = root
+            .join("events")
+            .join(tp.category)
+            .join(tp.name)
+            .join("format");
         match fs::read_to_string(&path) {
             Ok(format) => {
-                check_layout(tp, &format)?;
-                found.push(tp);
+                check_layout(&tp, &format)?;
+                found.insert(program.name);
             }
             Err(source) if tp.required => {
                 return Err(TracefsError::Missing {
@@ -263,7 +113,7 @@ fn field_offset(format: &str, name: &str) -> Option<usize> {
     })
 }
 
-fn check_layout(tp: SyscallTracepoint, format: &str) -> Result<(), TracefsError> {
+fn check_layout(tp: &Tracepoint, format: &str) -> Result<(), TracefsError> {
     for &(field, offset) in tp.fields {
         if field_offset(format, field) != Some(offset) {
             return Err(TracefsError::Layout {
@@ -308,9 +158,19 @@ mod tests {
         \tfield:umode_t mode;\toffset:32;\tsize:8;\tsigned:0;\n\
         \tfield:unsigned int flags;\toffset:40;\tsize:8;\tsigned:0;\n";
 
+    /// The catalog's fchmodat2 tracepoint.
+    fn fchmodat2() -> Tracepoint {
+        catalog::programs()
+            .find_map(|(_, p)| match p.hook {
+                Hook::Tracepoint(tp) if tp.name == "sys_enter_fchmodat2" => Some(tp),
+                _ => None,
+            })
+            .expect("fchmodat2 is in the catalog")
+    }
+
     #[test]
     fn accepts_the_expected_layout() {
-        check_layout(CHMOD_TRACEPOINTS[3], FCHMODAT2).unwrap();
+        check_layout(&fchmodat2(), FCHMODAT2).unwrap();
     }
 
     #[test]
@@ -325,7 +185,7 @@ mod tests {
     #[test]
     fn rejects_a_moved_field() {
         let moved = FCHMODAT2.replace("offset:32", "offset:48");
-        let err = check_layout(CHMOD_TRACEPOINTS[3], &moved).unwrap_err();
+        let err = check_layout(&fchmodat2(), &moved).unwrap_err();
         assert!(
             matches!(
                 err,

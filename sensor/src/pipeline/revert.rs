@@ -180,13 +180,13 @@ fn open_in_root(root: &File, target: &Path) -> std::io::Result<File> {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use sensor_common::ChmodSyscall;
+    use sensor_common::ModeCall;
 
     use super::*;
 
     fn chmod(path: PathArg, fd: Option<i32>, mode: u32) -> Chmod {
         Chmod {
-            syscall: ChmodSyscall::Fchmodat,
+            syscall: ModeCall::Fchmodat,
             mode,
             fd,
             flags: 0,

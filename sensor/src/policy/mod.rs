@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::{Action, ChmodRule, chmod_flags, raise};
+use sensor_common::{Action, KernelRule, rule_flags};
 
 use sensor_policy::{self as parser, LabelSelector, NamespaceScope, PolicyError};
 
@@ -41,22 +41,22 @@ pub struct ActiveRules {
 impl ActiveRules {
     /// The chmod rules as the kernel evaluates them; rules with `paths` are marked for
     /// userspace (the tracepoint tier cannot match paths in the kernel).
-    pub fn kernel_chmod_rules(&self) -> Vec<ChmodRule> {
+    pub fn kernel_chmod_rules(&self) -> Vec<KernelRule> {
         self.chmod
             .iter()
             .enumerate()
-            .map(|(i, c)| ChmodRule {
+            .map(|(i, c)| KernelRule {
                 rule: i as u32,
                 action: kernel_action(c.action) as u32,
                 mode_bits: u32::from(c.mode_bits),
                 flags: if c.match_all {
-                    chmod_flags::MATCH_ALL
+                    rule_flags::MATCH_ALL
                 } else {
                     0
                 } | if c.paths.is_empty() {
                     0
                 } else {
-                    chmod_flags::USERSPACE_PATHS
+                    rule_flags::USERSPACE_PATHS
                 },
             })
             .collect()
@@ -66,11 +66,11 @@ impl ActiveRules {
 impl ActiveRules {
     /// The privilege rules as the kernel evaluates them (`mode_bits` = the raise kinds; each
     /// program matches the kinds it sees: the kill tier only set*id to uid/gid 0).
-    pub fn kernel_privilege_rules(&self) -> Vec<ChmodRule> {
+    pub fn kernel_privilege_rules(&self) -> Vec<KernelRule> {
         self.privilege
             .iter()
             .enumerate()
-            .map(|(i, p)| ChmodRule {
+            .map(|(i, p)| KernelRule {
                 rule: i as u32,
                 action: kernel_action(p.action) as u32,
                 mode_bits: p.raises,
@@ -79,15 +79,6 @@ impl ActiveRules {
             .collect()
     }
 }
-
-const _: () = assert!(
-    raise::SETUID_ROOT == 1 << 0
-        && raise::SETGID_ROOT == 1 << 1
-        && raise::CAPSET == 1 << 2
-        && raise::SETID_EXEC == 1 << 3
-        && raise::FILE_CAPS == 1 << 4,
-    "the kernel's raise bits are the parser's (sensor_policy::Raise::bit)"
-);
 
 fn kernel_action(a: parser::Action) -> Action {
     match a {
@@ -182,6 +173,7 @@ pub fn reload_refusal(active: &ActiveRules, new: &ActiveRules) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sensor_common::Raise;
 
     fn write(name: &str, text: &str) -> PathBuf {
         let p =
@@ -251,7 +243,7 @@ mod tests {
             (
                 0,
                 Action::Enforce as u32,
-                raise::SETUID_ROOT | raise::SETGID_ROOT | raise::CAPSET
+                (Raise::SetuidRoot as u32) | (Raise::SetgidRoot as u32) | (Raise::Capset as u32)
             )
         );
     }

@@ -474,12 +474,15 @@ fn policy_families(out: &mut Exposition, board: &BTreeMap<String, u64>, status: 
         "gauge",
         "1 for the tier that serves each protection now (lsm, kill, cgroup, or none).",
     );
-    for (what, tier) in
-        crate::kernel::protection_tiers(status.attachments.iter().map(|a| a.program.as_str()))
-    {
+    for (what, tier) in crate::kernel::catalog::protection_tiers(
+        status.attachments.iter().map(|a| a.program.as_str()),
+    ) {
         out.sample(
             "sensor_protection_tier",
-            &[("protection", what), ("tier", tier)],
+            &[
+                ("protection", what),
+                ("tier", crate::kernel::catalog::tier_name(tier)),
+            ],
             1,
         );
     }

@@ -1,0 +1,345 @@
+//! Loading and attaching the catalog's programs: per protection, the first variant the kernel
+//! accepts and `--tier` allows; in pinned mode every link is pinned as it is made.
+
+use std::collections::BTreeSet;
+
+use aya::{
+    Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+        TracePoint,
+        links::{FdLink, PinnedLink},
+    },
+};
+
+use super::{
+    Attachment, Config, ProgramsError, TierChoice,
+    catalog::{self, Hook, PROTECTIONS, Program, Tier, Variant},
+    pins::{LINK_PREFIX, PinDir},
+};
+
+/// What [`attach_all`] attached.
+#[derive(Default)]
+pub struct Attached {
+    pub attachments: Vec<Attachment>,
+    /// Pinned mode: our links (closing them leaves them attached: the pins hold them).
+    pub pinned: Vec<PinnedLink>,
+}
+
+/// Why a variant was not attached.
+enum Refused {
+    /// The kernel refused one of its programs: the next variant of the protection takes over,
+    /// and `error` is the start-up error when there is none.
+    Fallback {
+        hook: &'static str,
+        why: String,
+        error: ProgramsError,
+    },
+    /// Start-up fails.
+    Fatal(ProgramsError),
+}
+
+impl From<ProgramsError> for Refused {
+    fn from(e: ProgramsError) -> Self {
+        Self::Fatal(e)
+    }
+}
+
+/// Attach every protection, then the process telemetry. `offsets`: whether the kernel struct
+/// offsets are in the map (without them, the programs that need them are not attached);
+/// `available`: the tracepoints this kernel has (optional ones may be missing).
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    config: &Config<'_>,
+    offsets: bool,
+    available: &BTreeSet<&'static str>,
+) -> Result<Attached, ProgramsError> {
+    let mut attacher = Attacher {
+        ebpf,
+        config,
+        available,
+        btf: None,
+        attached: Attached::default(),
+    };
+    if config.tier == TierChoice::Kill {
+        tracing::info!("--tier kill: privilege hooks use syscall tracepoints (kill tier)");
+    }
+    let mut fell_back: Vec<(&'static str, String)> = Vec::new();
+    for protection in &PROTECTIONS {
+        let variants: Vec<&Variant> = protection
+            .variants
+            .iter()
+            .filter(|v| !(v.tier == Tier::Lsm && config.tier == TierChoice::Kill))
+            .collect();
+        for (i, variant) in variants.iter().enumerate() {
+            let lsm_required = variant.tier == Tier::Lsm && config.tier == TierChoice::Lsm;
+            if !offsets && variant.programs.iter().any(|p| p.needs_offsets) {
+                // Warned about once, when the offsets could not be read.
+                if lsm_required {
+                    return Err(ProgramsError::LsmUnavailable {
+                        hook: "all",
+                        why: "kernel struct offsets unavailable".into(),
+                    });
+                }
+                continue;
+            }
+            match attacher.variant(variant) {
+                Ok(()) => break,
+                Err(Refused::Fallback { hook, why, .. }) if lsm_required => {
+                    return Err(ProgramsError::LsmUnavailable { hook, why });
+                }
+                Err(Refused::Fallback { hook, why, error }) => {
+                    if i + 1 == variants.len() {
+                        return Err(error);
+                    }
+                    if variant.tier == Tier::Lsm {
+                        fell_back.push((hook, why));
+                    }
+                }
+                Err(Refused::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+    warn_fell_back(&fell_back);
+    match attacher.variant(&catalog::TELEMETRY) {
+        Ok(()) => Ok(attacher.attached),
+        Err(Refused::Fallback { error, .. } | Refused::Fatal(error)) => Err(error),
+    }
+}
+
+struct Attacher<'a, 'c> {
+    ebpf: &'a mut Ebpf,
+    config: &'a Config<'c>,
+    available: &'a BTreeSet<&'static str>,
+    /// The kernel's BTF, read for the first LSM program.
+    btf: Option<Result<aya::Btf, String>>,
+    attached: Attached,
+}
+
+impl Attacher<'_, '_> {
+    /// Load and attach every program of `variant`. Only an LSM or egress program the kernel
+    /// refuses is a fallback, and only before anything of the variant is attached (each such
+    /// variant has one program).
+    fn variant(&mut self, variant: &Variant) -> Result<(), Refused> {
+        for program in variant.programs {
+            match program.hook {
+                Hook::SockAddr => self.sock_addr(program)?,
+                Hook::Egress => self.egress(program)?,
+                Hook::Lsm(hook) => self.lsm(program, hook)?,
+                Hook::Tracepoint(tp) => {
+                    if self.available.contains(program.name) {
+                        self.tracepoint(program.name, tp.category, tp.name)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sock_addr(&mut self, program: &Program) -> Result<(), ProgramsError> {
+        let name = program.name;
+        let prog: &mut CgroupSockAddr = super::program(self.ebpf, name)?;
+        prog.load().map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "cgroup sock_addr programs (CONFIG_CGROUP_BPF)",
+            source,
+        })?;
+        for scope in self.config.scopes {
+            let target = scope.path.display().to_string();
+            // With bpf_link (Linux 5.7+, which aya uses there) the kernel always attaches in
+            // multi mode: other programs at the same cgroup keep running beside ours.
+            let id = prog
+                .attach(&scope.dir, CgroupAttachMode::Single)
+                .map_err(|source| attach_error(name, &target, source))?;
+            record(&mut self.attached, self.config.pin, name, target, || {
+                prog.take_link(id)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn egress(&mut self, program: &Program) -> Result<(), Refused> {
+        let name = program.name;
+        let prog: &mut CgroupSkb = super::program(self.ebpf, name)?;
+        if let Err(source) = prog.load() {
+            // Kernels before 6.x refuse current-task helpers (pid, uid, comm) in cgroup skb
+            // programs: the compat variant reports the packet's cgroup instead of its process.
+            tracing::info!(
+                error = %error_chain(&source),
+                "{name} refused; raw and ping socket events will name the cgroup, not the process"
+            );
+            return Err(Refused::Fallback {
+                hook: "cgroup_skb/egress",
+                why: error_chain(&source),
+                error: ProgramsError::ProgramLoad {
+                    name,
+                    feature: "cgroup skb programs (CONFIG_CGROUP_BPF)",
+                    source,
+                },
+            });
+        }
+        for scope in self.config.scopes {
+            let target = scope.path.display().to_string();
+            let id = prog
+                .attach(
+                    &scope.dir,
+                    CgroupSkbAttachType::Egress,
+                    CgroupAttachMode::Single,
+                )
+                .map_err(|source| attach_error(name, &target, source))?;
+            record(&mut self.attached, self.config.pin, name, target, || {
+                prog.take_link(id)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn lsm(&mut self, program: &Program, hook: &'static str) -> Result<(), Refused> {
+        let btf = self
+            .btf
+            .get_or_insert_with(|| aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}")));
+        let btf = match btf {
+            Ok(btf) => btf,
+            Err(why) => {
+                return Err(Refused::Fallback {
+                    hook,
+                    why: why.clone(),
+                    error: ProgramsError::LsmUnavailable {
+                        hook,
+                        why: why.clone(),
+                    },
+                });
+            }
+        };
+        let name = program.name;
+        let prog: &mut Lsm = super::program(self.ebpf, name)?;
+        match prog.load(hook, btf).and_then(|()| prog.attach()) {
+            Ok(id) => {
+                record(
+                    &mut self.attached,
+                    self.config.pin,
+                    name,
+                    format!("lsm/{hook}"),
+                    || prog.take_link(id),
+                )?;
+                Ok(())
+            }
+            // A failed load leaves nothing attached; the next variant takes over the hook.
+            Err(source) => Err(Refused::Fallback {
+                hook,
+                why: error_chain(&source),
+                error: ProgramsError::LsmUnavailable {
+                    hook,
+                    why: error_chain(&source),
+                },
+            }),
+        }
+    }
+
+    fn tracepoint(
+        &mut self,
+        name: &'static str,
+        category: &'static str,
+        tracepoint: &'static str,
+    ) -> Result<(), ProgramsError> {
+        let prog: &mut TracePoint = super::program(self.ebpf, name)?;
+        prog.load().map_err(|source| ProgramsError::ProgramLoad {
+            name,
+            feature: "tracepoint programs (CONFIG_BPF_EVENTS)",
+            source,
+        })?;
+        let target = format!("{category}/{tracepoint}");
+        let id = prog
+            .attach(category, tracepoint)
+            .map_err(|source| attach_error(name, &target, source))?;
+        record(&mut self.attached, self.config.pin, name, target, || {
+            prog.take_link(id)
+        })
+    }
+}
+
+fn attach_error(name: &'static str, target: &str, source: ProgramError) -> ProgramsError {
+    ProgramsError::Attach {
+        name,
+        target: target.to_owned(),
+        source,
+    }
+}
+
+/// Record an attachment; in pinned mode, take its link from the program (`take`) and pin it.
+/// (Without pinning the link stays with its program: taking it and dropping it would detach
+/// it.)
+fn record<L>(
+    attached: &mut Attached,
+    pin: Option<&PinDir>,
+    program: &'static str,
+    target: String,
+    take: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<(), ProgramsError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    if let Some(pin) = pin {
+        let n = attached.attachments.len();
+        attached.pinned.push(pin_link(pin, program, n, take())?);
+    }
+    let tier = catalog::tier_of(program).unwrap_or(Tier::Kill);
+    attached.attachments.push(Attachment {
+        program,
+        target,
+        tier,
+    });
+    Ok(())
+}
+
+/// Pin a link just taken from its program (`link-<program>-<n>` in this generation).
+fn pin_link<L>(
+    pin: &PinDir,
+    name: &str,
+    n: usize,
+    taken: Result<L, ProgramError>,
+) -> Result<PinnedLink, ProgramsError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let path = pin.current().join(format!("{LINK_PREFIX}{name}-{n}"));
+    let error = |message: String| ProgramsError::Pin {
+        path: path.clone(),
+        message,
+    };
+    let link = taken.map_err(|e| error(e.to_string()))?;
+    let link = FdLink::try_from(link).map_err(|e| error(e.to_string()))?;
+    link.pin(&path).map_err(|e| error(e.to_string()))
+}
+
+/// One warning per distinct reason, naming the hooks that fell back to the kill tier (or to
+/// nothing: `sensor status` lists them as `none`).
+fn warn_fell_back(fell_back: &[(&'static str, String)]) {
+    let mut reasons: Vec<&str> = fell_back.iter().map(|(_, why)| why.as_str()).collect();
+    reasons.dedup();
+    for why in reasons {
+        let hooks: Vec<&str> = fell_back
+            .iter()
+            .filter(|(_, w)| w == why)
+            .map(|(h, _)| *h)
+            .collect();
+        tracing::warn!(
+            hooks = %hooks.join(","),
+            "BPF LSM not available ({why}): these hooks use the kill tier where it has one (`sensor status` names the tier of each)"
+        );
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
