@@ -12,3 +12,19 @@ pub mod pipeline;
 pub mod policy;
 pub mod server;
 pub mod sinks;
+
+/// An error and its sources on one line, leaving out a source whose text the line already
+/// holds.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}

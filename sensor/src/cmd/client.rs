@@ -41,7 +41,7 @@ pub async fn channel(server: &str, tls_args: &ClientTls) -> Result<Channel, Stri
             .map_err(|e| e.to_string())?
             .connect()
             .await
-            .map_err(|e| crate::daemon::error_chain(&e))?
+            .map_err(|e| crate::error_chain(&e))?
     } else {
         let path = PathBuf::from(server.strip_prefix("unix:").unwrap_or(server));
         if !path.is_absolute() {
@@ -57,7 +57,7 @@ pub async fn channel(server: &str, tls_args: &ClientTls) -> Result<Channel, Stri
                 }
             }))
             .await
-            .map_err(|e| crate::daemon::error_chain(&e))?
+            .map_err(|e| crate::error_chain(&e))?
     };
     Ok(channel)
 }

@@ -2,13 +2,26 @@
 
 use std::process::ExitCode;
 
+use clap::Args;
 use sensor_proto::v1 as pb;
 
+use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE};
 use crate::{
-    cmd::{EXIT_FAILURE, StatusArgs},
-    event::json::rfc3339,
+    event::time::rfc3339,
     kernel::catalog::{protection_tiers, tier_name},
 };
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
 
 pub fn main(args: StatusArgs) -> ExitCode {
     match status(&args) {
@@ -20,37 +33,15 @@ pub fn main(args: StatusArgs) -> ExitCode {
     }
 }
 
-/// `sensor policy show`: the policy the daemon runs.
-pub fn show_policy(args: StatusArgs) -> ExitCode {
-    match fetch(&args) {
-        Ok(s) if args.json => {
-            println!(
-                "{}",
-                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text})
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(s) => {
-            println!("# policy '{}' from {}", s.policy_name, s.policy_source);
-            print!("{}", s.policy_text);
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("sensor policy show: error: {msg}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
-}
-
-fn fetch(args: &StatusArgs) -> Result<pb::GetStatusResponse, String> {
+/// `GetStatus` of the daemon at `server`.
+pub fn fetch(server: &str, tls: &ClientTls) -> Result<pb::GetStatusResponse, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut client = pb::sensor_client::SensorClient::new(
-            crate::cmd::client::daemon_channel(&args.server, &args.tls).await?,
-        );
+        let mut client =
+            pb::sensor_client::SensorClient::new(super::client::daemon_channel(server, tls).await?);
         client
             .get_status(pb::GetStatusRequest {})
             .await
@@ -60,7 +51,7 @@ fn fetch(args: &StatusArgs) -> Result<pb::GetStatusResponse, String> {
 }
 
 fn status(args: &StatusArgs) -> Result<(), String> {
-    let status = fetch(args)?;
+    let status = fetch(&args.server, &args.tls)?;
     if args.json {
         println!("{}", to_json(&status));
     } else {

@@ -11,16 +11,72 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use clap::{Args, ValueEnum};
 use futures_util::FutureExt as _;
 use sensor_proto::v1::{self as pb, get_events_request::Start};
 use tonic::Code;
 
+use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE, EXIT_USAGE};
 use crate::{
-    cmd::{EXIT_FAILURE, EXIT_USAGE, TailArgs, TailFormat},
+    event::compact::to_compact,
     event::filter,
-    event::json::{from_json, to_compact, to_json},
+    event::json::{from_json, to_json},
     event::proto::kind_of,
 };
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Daemon to read from: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = TailFormat::Compact)]
+    pub output: TailFormat,
+    /// Keep streaming new events (reconnecting, without gap or duplicate, if the daemon restarts).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Start with stored events from this long ago (`10m`, `2h`) or this time (RFC 3339).
+    #[arg(long, value_name = "DURATION|TIME", conflicts_with = "from_seq")]
+    pub since: Option<String>,
+    /// Start with the stored event of this sequence number.
+    #[arg(long, value_name = "N")]
+    pub from_seq: Option<u64>,
+    /// Only these kinds (connect, chmod, privilege, exec, exit, policy, lost); repeatable or
+    /// comma-separated.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// Only events from pods in these namespaces.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only events from these pods (by name).
+    #[arg(long, value_name = "POD")]
+    pub pod: Vec<String>,
+    /// Only events from pods with this label (KEY=VALUE); repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Only these verdicts (blocked, audited, allowed, killed).
+    #[arg(long, value_name = "VERDICT")]
+    pub verdict: Vec<String>,
+    /// Stop after N events (loss records are always printed and not counted).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Replay a JSON-lines file (from `-o json` or `sensor run --stdout-events`) instead of
+    /// asking a daemon (`--server` is then not used).
+    #[arg(long, value_name = "PATH", conflicts_with = "follow")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TailFormat {
+    /// One JSON object per line (the stable event format).
+    Json,
+    /// One readable line per event, coloured on a terminal.
+    Compact,
+    /// One OCSF 1.5.0 object per line (as `sensor run --export-format ocsf`).
+    Ocsf,
+}
 
 /// How many stored events `sensor tail` without `-f`, `--since` or `--from-seq` prints.
 const DEFAULT_LAST: u64 = 10;
@@ -57,7 +113,7 @@ pub fn main(args: TailArgs) -> ExitCode {
     match tail(&args) {
         Ok(()) | Err(TailError::StdoutClosed) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("sensor tail: error: {}", crate::daemon::error_chain(&err));
+            eprintln!("sensor tail: error: {}", crate::error_chain(&err));
             let code = match err {
                 TailError::Usage(_) | TailError::File { .. } => EXIT_USAGE,
                 _ => EXIT_FAILURE,

@@ -4,7 +4,7 @@
 use sensor_proto::v1 as pb;
 
 use crate::{
-    event::json::{parse_kind, parse_verdict},
+    event::names::{parse_kind, parse_verdict},
     event::proto::kind_of,
 };
 

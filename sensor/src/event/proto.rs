@@ -4,23 +4,19 @@ use sensor_common::{ConnectHook, EventKind, ModeCall, PrivilegeCall, Raise, Verd
 use sensor_proto::v1 as pb;
 
 use crate::{
-    event::json::Clock,
+    event::time::Clock,
     event::{Body, Event, PathArg, Privilege},
     pipeline::revert::Revert,
+    policy::ActiveRules,
 };
 
 /// What the daemon adds to a kernel event before it is numbered.
 pub struct Context<'a> {
     pub node: &'a str,
-    /// The active policy's name.
-    pub policy: &'a str,
     pub clock: &'a Clock,
-    /// Names of the destination entries, by the index the kernel reports.
-    pub rules: &'a [String],
-    /// Names of the chmod rules, by the index the kernel (or the path matcher) reports.
-    pub chmod_rules: &'a [String],
-    /// Names of the privilege rules, by the index the kernel reports.
-    pub privilege_rules: &'a [String],
+    /// The rules in force: the policy's name, and rule names by the index the kernel (or the
+    /// path matcher) reports.
+    pub rules: &'a ActiveRules,
 }
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
@@ -92,6 +88,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
     let (rule, body) = match &event.body {
         Body::Connect(c) => (
             ctx.rules
+                .names
                 .get(c.rule as usize)
                 .cloned()
                 .unwrap_or_else(|| format!("rule-{}", c.rule)),
@@ -113,7 +110,8 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 PathArg::Name(p) => (p.clone(), pb::PathState::Name),
             };
             (
-                ctx.chmod_rules
+                ctx.rules
+                    .chmod_names
                     .get(c.rule as usize)
                     .cloned()
                     .unwrap_or_default(),
@@ -145,7 +143,8 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
             pb::event::Body::Exit(pb::Exit { code: None }),
         ),
         Body::Privilege(p) => (
-            ctx.privilege_rules
+            ctx.rules
+                .privilege_names
                 .get(p.rule as usize)
                 .cloned()
                 .unwrap_or_default(),
@@ -169,7 +168,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
         pod: None,
         // Host mode: process and cgroup attribution only; nothing more to wait for.
         enrichment: pb::Enrichment::Complete as i32,
-        policy: ctx.policy.to_owned(),
+        policy: ctx.rules.policy.clone(),
         rule,
         verdict: verdict(event.verdict) as i32,
         repeat: None,
@@ -250,6 +249,31 @@ fn revert(r: &Revert) -> pb::ChmodRevert {
             detail: why.clone(),
             ..Default::default()
         },
+    }
+}
+
+/// A `policy` event: a policy applied (`accepted`) or refused, with its errors.
+pub fn policy_change(
+    node: &str,
+    generation: u64,
+    accepted: bool,
+    source: &str,
+    policy: &str,
+    errors: Vec<String>,
+) -> pb::Event {
+    pb::Event {
+        node: node.to_owned(),
+        time_unix_ns: super::time::now_unix_ns(),
+        policy: policy.to_owned(),
+        enrichment: pb::Enrichment::Complete as i32,
+        body: Some(pb::event::Body::PolicyChange(pb::PolicyChange {
+            generation,
+            accepted,
+            source: source.to_owned(),
+            policy: policy.to_owned(),
+            errors,
+        })),
+        ..Default::default()
     }
 }
 

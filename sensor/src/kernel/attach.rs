@@ -33,15 +33,15 @@ enum Refused {
     Fallback {
         hook: &'static str,
         why: String,
-        error: ProgramsError,
+        error: Box<ProgramsError>,
     },
     /// Start-up fails.
-    Fatal(ProgramsError),
+    Fatal(Box<ProgramsError>),
 }
 
 impl From<ProgramsError> for Refused {
     fn from(e: ProgramsError) -> Self {
-        Self::Fatal(e)
+        Self::Fatal(Box::new(e))
     }
 }
 
@@ -90,20 +90,20 @@ pub fn attach_all(
                 }
                 Err(Refused::Fallback { hook, why, error }) => {
                     if i + 1 == variants.len() {
-                        return Err(error);
+                        return Err(*error);
                     }
                     if variant.tier == Tier::Lsm {
                         fell_back.push((hook, why));
                     }
                 }
-                Err(Refused::Fatal(e)) => return Err(e),
+                Err(Refused::Fatal(e)) => return Err(*e),
             }
         }
     }
     warn_fell_back(&fell_back);
     match attacher.variant(&catalog::TELEMETRY) {
         Ok(()) => Ok(attacher.attached),
-        Err(Refused::Fallback { error, .. } | Refused::Fatal(error)) => Err(error),
+        Err(Refused::Fallback { error, .. } | Refused::Fatal(error)) => Err(*error),
     }
 }
 
@@ -171,11 +171,11 @@ impl Attacher<'_, '_> {
             return Err(Refused::Fallback {
                 hook: "cgroup_skb/egress",
                 why: error_chain(&source),
-                error: ProgramsError::ProgramLoad {
+                error: Box::new(ProgramsError::ProgramLoad {
                     name,
                     feature: "cgroup skb programs (CONFIG_CGROUP_BPF)",
                     source,
-                },
+                }),
             });
         }
         for scope in self.config.scopes {
@@ -204,10 +204,10 @@ impl Attacher<'_, '_> {
                 return Err(Refused::Fallback {
                     hook,
                     why: why.clone(),
-                    error: ProgramsError::LsmUnavailable {
+                    error: Box::new(ProgramsError::LsmUnavailable {
                         hook,
                         why: why.clone(),
-                    },
+                    }),
                 });
             }
         };
@@ -228,10 +228,10 @@ impl Attacher<'_, '_> {
             Err(source) => Err(Refused::Fallback {
                 hook,
                 why: error_chain(&source),
-                error: ProgramsError::LsmUnavailable {
+                error: Box::new(ProgramsError::LsmUnavailable {
                     hook,
                     why: error_chain(&source),
-                },
+                }),
             }),
         }
     }

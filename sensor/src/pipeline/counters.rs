@@ -1,17 +1,16 @@
-//! Userspace counters of the event path, and the summary printed when `sensor run` stops.
+//! Counters of the event path (the pipeline's own; the status board gathers every
+//! subsystem's).
 
 use std::collections::BTreeMap;
 
-use sensor_common::Counter;
 use sensor_proto::v1 as pb;
-use serde_json::{Map, Value, json};
 
 use crate::{
-    event::json::{kind_name, verdict_name},
+    event::names::{enum_name, kind_name, verdict_name},
     event::proto::kind_of,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
     by_kind: BTreeMap<(i32, i32), u64>,
@@ -21,14 +20,6 @@ pub struct Counters {
     pub name_unresolved: u64,
     /// Journal appends, flushes or syncs that failed (the event was still delivered live).
     pub journal_errors: u64,
-    /// Writes of `--stdout-events` that failed.
-    pub stdout_errors: u64,
-    /// Policy versions applied (1 = the one loaded at start).
-    pub policy_generation: u64,
-    /// Policy reloads refused (invalid file, or a change that needs a restart).
-    pub policy_reload_failures: u64,
-    /// Pod cgroups exempted now (pods outside the policy's namespace/label scope).
-    pub policy_exemptions: u64,
     /// Kill tier: files whose set-id bits were removed after their chmod caller was killed.
     pub chmod_reverted: u64,
     /// Kill tier: killed chmods whose file could not be reached or changed.
@@ -52,84 +43,47 @@ impl Counters {
         self.by_kind.values().sum()
     }
 
+    /// Events emitted as (kind, verdict or loss stage name, count), loss records as kind
+    /// `lost` with their stage.
+    pub fn counts(&self) -> impl Iterator<Item = (String, String, u64)> + '_ {
+        self.by_kind.iter().map(|(&(kind, v), &n)| {
+            let kind = pb::EventKind::try_from(kind).unwrap_or_default();
+            let second = if kind == pb::EventKind::Lost {
+                enum_name(
+                    pb::LossStage::try_from(v).unwrap_or_default().as_str_name(),
+                    "LOSS_STAGE_",
+                )
+            } else {
+                verdict_name(pb::Verdict::try_from(v).unwrap_or_default())
+            };
+            (kind_name(kind), second, n)
+        })
+    }
+
     /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
     pub fn events(&self) -> BTreeMap<String, u64> {
-        self.by_kind
-            .iter()
-            .map(|(&(kind, v), &n)| {
-                let kind = pb::EventKind::try_from(kind).unwrap_or_default();
-                let name = if kind == pb::EventKind::Lost {
-                    let stage = pb::LossStage::try_from(v).unwrap_or_default();
-                    format!(
-                        "lost/{}",
-                        stage
-                            .as_str_name()
-                            .trim_start_matches("LOSS_STAGE_")
-                            .to_ascii_lowercase()
-                    )
-                } else {
-                    format!(
-                        "{}/{}",
-                        kind_name(kind),
-                        verdict_name(pb::Verdict::try_from(v).unwrap_or_default())
-                    )
-                };
-                (name, n)
-            })
+        self.counts()
+            .map(|(kind, second, n)| (format!("{kind}/{second}"), n))
             .collect()
     }
 
-    /// Every counter as `name -> value` (for the status API).
-    pub fn flat(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self
-            .events()
-            .into_iter()
-            .map(|(k, n)| (format!("events_{k}"), n))
-            .collect();
-        v.extend([
-            ("decode_errors".to_owned(), self.decode_errors),
-            ("name_unresolved".to_owned(), self.name_unresolved),
-            ("journal_errors".to_owned(), self.journal_errors),
-            ("stdout_errors".to_owned(), self.stdout_errors),
-            ("policy_generation".to_owned(), self.policy_generation),
-            (
-                "policy_reload_failures".to_owned(),
-                self.policy_reload_failures,
-            ),
-            ("policy_exemptions".to_owned(), self.policy_exemptions),
-            ("chmod_reverted".to_owned(), self.chmod_reverted),
-            ("chmod_revert_failed".to_owned(), self.chmod_revert_failed),
-            (
-                "chmod_path_rule_matches".to_owned(),
-                self.chmod_path_rule_matches,
-            ),
-        ]);
-        v
+    /// Events emitted of `kind` with `verdict`.
+    pub fn events_of(&self, kind: pb::EventKind, verdict: pb::Verdict) -> u64 {
+        self.by_kind
+            .get(&(kind as i32, verdict as i32))
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// `{"counters": {...}}`: userspace counters plus the kernel's.
-    pub fn summary(&self, kernel: &[(Counter, u64)], extra: &[(String, u64)]) -> Value {
-        let kernel: Map<String, Value> = kernel
-            .iter()
-            .map(|(c, v)| (c.as_str().to_owned(), json!(v)))
-            .collect();
-        let mut counters = json!({
-            "events": self.events(),
-            "decode_errors": self.decode_errors,
-            "name_unresolved": self.name_unresolved,
-            "journal_errors": self.journal_errors,
-            "stdout_errors": self.stdout_errors,
-            "policy_generation": self.policy_generation,
-            "policy_reload_failures": self.policy_reload_failures,
-            "policy_exemptions": self.policy_exemptions,
-            "chmod_reverted": self.chmod_reverted,
-            "chmod_revert_failed": self.chmod_revert_failed,
-            "chmod_path_rule_matches": self.chmod_path_rule_matches,
-            "kernel": kernel,
-        });
-        for (k, v) in extra {
-            counters[k.as_str()] = json!(v);
-        }
-        json!({ "counters": counters })
+    /// The named counters (not the events), in the names of the status API.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("decode_errors", self.decode_errors),
+            ("name_unresolved", self.name_unresolved),
+            ("journal_errors", self.journal_errors),
+            ("chmod_reverted", self.chmod_reverted),
+            ("chmod_revert_failed", self.chmod_revert_failed),
+            ("chmod_path_rule_matches", self.chmod_path_rule_matches),
+        ]
     }
 }

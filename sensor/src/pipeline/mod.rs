@@ -1,12 +1,14 @@
-//! The event path in the daemon: ring buffer -> checked decode -> attribution -> sequence
-//! number and journal -> live fan-out (and JSON on stdout when asked). Every place that can
-//! lose an event counts it and puts a `lost` record into the stream.
+//! The event path in the daemon: ring buffer -> checked decode -> per-kind step (the chmod
+//! step: [`chmod`]) -> attribution -> sequence number and journal -> live fan-out. Every place
+//! that can lose an event counts it and puts a `lost` record into the stream. Exporters (and
+//! `--stdout-events`) follow the journal on their own threads: nothing here waits for them.
 
+pub mod chmod;
 pub mod counters;
 pub mod revert;
 
 use std::{
-    io::{self, BufWriter, Write as _},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,116 +18,60 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use prost::Message as _;
-use sensor_common::{Counter, Verdict};
-use sensor_policy::{Action as PolicyAction, ChmodEntry};
+use sensor_common::Counter;
 use sensor_proto::v1 as pb;
 
 use crate::{
     attribution::Enricher,
-    attribution::pods::WatcherStats,
-    event::json::{Clock, now_unix_ns, to_json},
-    event::proto::{self, Context},
-    event::{self, Body, PathArg},
-    pipeline::counters::Counters,
-    pipeline::revert::Revert,
-    server::api::StatusBoard,
-    sinks::hub::Hub,
-    sinks::journal::Journal,
+    event::{
+        self,
+        proto::{self, Context},
+        time::{Clock, now_unix_ns},
+    },
+    policy,
+    server::status::{Snapshot, StatusBoard},
+    sinks::{hub::Hub, journal::Journal},
 };
+use counters::Counters;
 
 /// Events journaled before a flush-and-publish inside one drain (bounds latency and memory).
 const FLUSH_EVERY: usize = 256;
 
 pub struct Pipeline {
-    pub hub: Arc<Hub>,
-    pub journal: Arc<Mutex<Journal>>,
-    pub status: Arc<StatusBoard>,
+    hub: Arc<Hub>,
+    journal: Arc<Mutex<Journal>>,
+    status: Arc<StatusBoard>,
+    /// The rules in force (names in events; chmod rules with paths).
+    policy: policy::Shared,
     pub counters: Counters,
     pub enricher: Enricher,
-    /// Destination entry names, by kernel rule index (replaced on policy reload).
-    pub rules: Vec<String>,
-    /// chmod rules, by kernel rule index (replaced on policy reload).
-    pub chmod: ChmodTable,
-    /// Privilege rule names, by kernel rule index (replaced on policy reload).
-    pub privilege_rules: Vec<String>,
-    /// The active policy's name (replaced on reload).
-    pub policy: String,
     /// The host's /proc (`--proc-root`), where chmod file names are resolved.
-    pub proc_root: std::path::PathBuf,
+    proc_root: PathBuf,
     node: String,
-    stdout: Option<BufWriter<io::Stdout>>,
     /// Kernel ring-buffer losses already reported in-band.
     kernel_loss_reported: u64,
     /// Journaled, not yet flushed and published.
     pending: Vec<Arc<pb::Event>>,
-    /// The pod watcher's counters (Kubernetes mode).
-    pub watcher: Option<Arc<WatcherStats>>,
-    /// The exporters' counters (`--export`).
-    pub exports: Option<crate::sinks::export::ExportCounters>,
     /// A background fdatasync is under way.
     sync_running: Arc<AtomicBool>,
     /// Background fdatasyncs that failed.
     sync_errors: Arc<AtomicU64>,
 }
 
-/// The active chmod rules as userspace needs them: names by kernel rule index, and the rules
-/// with `paths` (matched here, for the report only).
-#[derive(Clone, Debug, Default)]
-pub struct ChmodTable {
-    pub names: Vec<String>,
-    pub rules: Vec<ChmodEntry>,
-}
-
-impl ChmodTable {
-    /// The index of the rule with `paths` that names this call: the first enforcing match in
-    /// file order, else the first audit match (docs/policy.md, "When several rules match").
-    fn path_rule(&self, chmod: &event::Chmod) -> Option<u32> {
-        let name = match (&chmod.path, &chmod.name) {
-            (_, Some(name)) => name.to_str()?,
-            (PathArg::Complete(p), None) if p.starts_with('/') => p.as_str(),
-            _ => return None,
-        };
-        let matching = |action| {
-            self.rules.iter().position(|r| {
-                r.action == action
-                    && !r.paths.is_empty()
-                    && (r.match_all || chmod.mode & u32::from(r.mode_bits) != 0)
-                    && r.paths.iter().any(|g| g.matches(name))
-            })
-        };
-        matching(PolicyAction::Enforce)
-            .or_else(|| matching(PolicyAction::Audit))
-            .map(|i| i as u32)
-    }
-}
-
 impl Pipeline {
-    pub fn new(
-        hub: Arc<Hub>,
-        journal: Arc<Mutex<Journal>>,
-        status: Arc<StatusBoard>,
-        rules: Vec<String>,
-        enricher: Enricher,
-        stdout_events: bool,
-    ) -> Self {
-        let node = status.node.clone();
+    /// The journal, the hub and the policy are the status board's.
+    pub fn new(status: Arc<StatusBoard>, enricher: Enricher, proc_root: PathBuf) -> Self {
         Self {
-            hub,
-            journal,
+            hub: Arc::clone(&status.hub),
+            journal: Arc::clone(&status.journal),
+            policy: status.policy.clone(),
+            node: status.node.clone(),
             status,
             counters: Counters::default(),
             enricher,
-            rules,
-            chmod: ChmodTable::default(),
-            privilege_rules: Vec::new(),
-            policy: String::new(),
-            proc_root: "/proc".into(),
-            node,
-            stdout: stdout_events.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
+            proc_root,
             kernel_loss_reported: 0,
             pending: Vec::new(),
-            watcher: None,
-            exports: None,
             sync_running: Arc::default(),
             sync_errors: Arc::default(),
         }
@@ -169,6 +115,7 @@ impl Pipeline {
     /// Drain every record the kernel has submitted.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         let clock = Clock::now();
+        let rules = self.policy.current();
         let mut n = 0u64;
         while let Some(item) = ring.next() {
             n += 1;
@@ -184,54 +131,17 @@ impl Pipeline {
                     continue;
                 }
             };
-            if let Body::Chmod(chmod) = &mut event.body {
-                chmod.name = event::resolve_name(&self.proc_root, event.pid, chmod);
-                if chmod.name.is_none() {
-                    self.counters.name_unresolved += 1;
-                }
-                if event.verdict == Verdict::Allowed
-                    && let Some(rule) = self.chmod.path_rule(chmod)
-                {
-                    // Reported, never enforced: the tracepoint tier cannot match paths.
-                    chmod.rule = rule;
-                    event.verdict = Verdict::Audited;
-                    self.counters.chmod_path_rule_matches += 1;
-                }
-                if event.verdict == Verdict::Killed {
-                    let proc = self.proc_root.clone();
-                    let done = if revert::wait_for_call_end(
-                        &proc,
-                        event.pid,
-                        event.tid,
-                        revert::CALL_END_WAIT,
-                    ) {
-                        let dir = self.enricher.cgroup_dir(event.cgroup_id);
-                        revert::setid_bits(&proc, event.pid, dir.as_deref(), chmod)
-                    } else {
-                        // Undoing a call that has not happened yet would be undone by it.
-                        Revert::Failed(format!(
-                            "the caller was still running {:?} after the kill",
-                            revert::CALL_END_WAIT
-                        ))
-                    };
-                    match &done {
-                        Revert::Reverted { .. } => self.counters.chmod_reverted += 1,
-                        Revert::Failed(why) => {
-                            self.counters.chmod_revert_failed += 1;
-                            tracing::warn!(pid = event.pid, "killed chmod not reverted: {why}");
-                        }
-                        Revert::NotNeeded(_) => {}
-                    }
-                    chmod.revert = Some(done);
-                }
-            }
+            chmod::step(
+                &mut event,
+                &rules.chmod,
+                &self.proc_root,
+                &mut self.enricher,
+                &mut self.counters,
+            );
             let ctx = Context {
                 node: &self.node,
-                policy: &self.policy,
                 clock: &clock,
-                rules: &self.rules,
-                chmod_rules: &self.chmod.names,
-                privilege_rules: &self.privilege_rules,
+                rules: &rules,
             };
             let proto = proto::to_proto(&event, &ctx);
             if let Some(ready) = self.enricher.enrich(&event, proto, Instant::now()) {
@@ -255,8 +165,7 @@ impl Pipeline {
         }
     }
 
-    /// Make journaled events visible to readers (push them to the OS), then publish them live
-    /// and print them.
+    /// Make journaled events visible to readers (push them to the OS), then publish them live.
     pub fn flush(&mut self) {
         let flushed = self.journal().flush();
         if let Err(err) = flushed {
@@ -264,17 +173,7 @@ impl Pipeline {
             tracing::warn!(error = %err, "journal flush failed");
         }
         for event in std::mem::take(&mut self.pending) {
-            if let Some(out) = &mut self.stdout
-                && writeln!(out, "{}", to_json(&event)).is_err()
-            {
-                self.counters.stdout_errors += 1;
-            }
             self.hub.publish(&event);
-        }
-        if let Some(out) = &mut self.stdout
-            && out.flush().is_err()
-        {
-            self.counters.stdout_errors += 1;
         }
     }
 
@@ -319,7 +218,8 @@ impl Pipeline {
         }
     }
 
-    /// Put kernel-side losses (ring buffer full) into the stream, and refresh the status board.
+    /// Put kernel-side losses (ring buffer full) into the stream, and publish the figures to the
+    /// status board.
     pub fn kernel_counters(&mut self, kernel: &[(Counter, u64)]) {
         let full: u64 = kernel
             .iter()
@@ -329,6 +229,7 @@ impl Pipeline {
                     Counter::RingbufFullConnect
                         | Counter::RingbufFullChmod
                         | Counter::RingbufFullPriv
+                        | Counter::RingbufFullProcess
                 )
             })
             .map(|(_, v)| v)
@@ -344,46 +245,17 @@ impl Pipeline {
             self.emit(lost);
             self.flush();
         }
-        let mut board = self
-            .status
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        board.clear();
-        for (c, v) in kernel {
-            board.insert(format!("kernel_{}", c.as_str()), *v);
-        }
-        for (k, v) in self
-            .counters
-            .flat()
-            .into_iter()
-            .chain(self.enrichment_counters())
-        {
-            board.insert(k, v);
-        }
+        self.publish_status(kernel);
     }
 
-    /// Attribution counters: enrichment, the process cache, the pod watcher.
-    pub fn enrichment_counters(&self) -> Vec<(String, u64)> {
-        let e = self.enricher.stats();
-        let p = self.enricher.procs().stats();
-        let watcher = self.watcher.as_ref().map(|w| w.flat()).unwrap_or_default();
-        let mut counters = vec![
-            (
-                "journal_sync_errors".into(),
-                self.sync_errors.load(Ordering::Relaxed),
-            ),
-            ("enrichment_pending".into(), e.pending),
-            ("enrichment_completed_late".into(), e.completed_late),
-            ("enrichment_partial".into(), e.partial),
-            ("enrichment_queue_full".into(), e.queue_full),
-            ("process_cache_entries".into(), p.entries as u64),
-            ("process_cache_filled".into(), p.filled),
-            ("process_cache_unknown".into(), p.unknown),
-            ("process_cache_full".into(), p.full),
-        ];
-        counters.extend(watcher);
-        counters.extend(self.exports.as_ref().map(|e| e.flat()).unwrap_or_default());
-        counters
+    /// Publish the figures the pipeline owns, and the kernel's, to the status board.
+    pub fn publish_status(&self, kernel: &[(Counter, u64)]) {
+        self.status.publish(Snapshot {
+            kernel: kernel.to_vec(),
+            pipeline: self.counters.clone(),
+            enrichment: self.enricher.stats(),
+            procs: self.enricher.procs().stats(),
+            journal_sync_errors: self.sync_errors.load(Ordering::Relaxed),
+        });
     }
 }

@@ -1,13 +1,81 @@
 //! The rules `sensor run` enforces: from a policy file (`--policy`), or from `--mode` and the
-//! built-in metadata list. Also what a reload may change.
+//! built-in default policy; what a reload may change; and [`Shared`], the rules in force as one
+//! snapshot that every reader (the pipeline naming events, the API, the metrics) takes whole and
+//! the [`reload::Reloader`] replaces whole.
 
-use std::path::{Path, PathBuf};
+pub mod reload;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use sensor_common::{Action, KernelRule, rule_flags};
 
 use sensor_policy::{self as parser, LabelSelector, NamespaceScope, PolicyError};
 
 use crate::kernel::DestEntry;
+
+/// The rules in force, shared: readers take an `Arc` of the whole snapshot (never half of an
+/// old and half of a new policy), the reloader swaps it.
+#[derive(Clone)]
+pub struct Shared(Arc<Inner>);
+
+struct Inner {
+    active: RwLock<Arc<ActiveRules>>,
+    counters: Counters,
+}
+
+/// The policy's counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Policy versions applied (1 = the one loaded at start).
+    pub generation: AtomicU64,
+    /// Reloads refused (invalid file, or a change that needs a restart).
+    pub reload_failures: AtomicU64,
+    /// Pod cgroups exempted now (pods outside the policy's namespace/label scope).
+    pub exemptions: AtomicU64,
+}
+
+impl Shared {
+    /// The rules loaded at start: generation 1.
+    pub fn new(rules: ActiveRules) -> Self {
+        let counters = Counters::default();
+        counters.generation.store(1, Ordering::Relaxed);
+        Self(Arc::new(Inner {
+            active: RwLock::new(Arc::new(rules)),
+            counters,
+        }))
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<ActiveRules> {
+        Arc::clone(&self.0.active.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Make `rules` the rules in force (after the kernel maps hold them); returns the new
+    /// generation.
+    pub fn replace(&self, rules: ActiveRules) -> u64 {
+        *self
+            .0
+            .active
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        self.0.counters.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    /// The generation in force now.
+    pub fn generation(&self) -> u64 {
+        self.0.counters.generation.load(Ordering::Relaxed)
+    }
+}
 
 /// What is active in the kernel's destination tries, and how events name it.
 #[derive(Clone, Debug, PartialEq)]

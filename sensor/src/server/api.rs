@@ -3,43 +3,36 @@
 //! unix socket (mode 0600) and, only with TLS, TCP.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
-use prost::Message as _;
 use sensor_proto::v1::{self as pb, sensor_server::SensorServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status, transport::Server};
 
 use crate::{
-    event::filter,
-    event::proto,
-    sinks::hub::{Hub, Shared},
-    sinks::journal::{Journal, JournalReader, ReadItem},
+    event::{filter, proto},
+    sinks::{
+        hub::{Hub, Shared},
+        journal::{
+            Journal,
+            follow::{Followed, Follower},
+        },
+    },
 };
 
 /// Journal records read per blocking batch during replay.
 const REPLAY_BATCH: usize = 512;
 
-/// What `GetStatus` reports, kept current by the pipeline.
-pub struct StatusBoard {
-    pub node: String,
-    pub attachments: Vec<pb::Attachment>,
-    pub counters: Mutex<BTreeMap<String, u64>>,
-    /// The policy in force: (name, source, text).
-    pub policy: Mutex<(String, String, String)>,
-}
-
 #[derive(Clone)]
 pub struct Service {
     pub hub: Arc<Hub>,
     pub journal: Arc<Mutex<Journal>>,
-    pub status: Arc<StatusBoard>,
+    pub status: Arc<super::status::StatusBoard>,
     /// Events a subscriber may have queued before it starts losing them.
     pub queue: usize,
 }
@@ -78,12 +71,21 @@ impl pb::sensor_server::Sensor for Service {
         // Validate the start against the journal now, so errors are statuses, not stream ends.
         // `floor`: no record below it belongs to this request (from a sequence number: the
         // ones before it; since a time: the ones already stored that the time reader skips).
-        let (reader, floor) = {
+        let (follower, floor) = {
             let journal = lock(&self.journal);
-            let reader = match start {
+            let node = &self.status.node;
+            let follower = match start {
                 Start::Live => None,
-                Start::Seq(seq) => Some(journal.reader_from_seq(seq)),
-                Start::Time(t) => Some(journal.reader_from_time(t)),
+                Start::Seq(seq) => Some(journal.reader_from_seq(seq).map(|r| {
+                    let mut follower = Follower::from_reader(r, node);
+                    follower.skip_to(seq);
+                    follower
+                })),
+                Start::Time(t) => Some(
+                    journal
+                        .reader_from_time(t)
+                        .map(|r| Follower::from_reader(r, node)),
+                ),
             }
             .transpose()
             .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
@@ -92,7 +94,7 @@ impl pb::sensor_server::Sensor for Service {
                 Start::Time(_) => journal.next_seq(),
                 Start::Live => 0,
             };
-            (reader, floor)
+            (follower, floor)
         };
         let (tx, rx) = mpsc::channel(64);
         let session = Session {
@@ -104,7 +106,7 @@ impl pb::sensor_server::Sensor for Service {
             tx,
         };
         let follow = req.follow || matches!(start, Start::Live);
-        tokio::spawn(session.run(reader, floor, follow));
+        tokio::spawn(session.run(follower, floor, follow));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -129,19 +131,8 @@ impl pb::sensor_server::Sensor for Service {
                 },
             )
         };
-        let mut counters = self
-            .status
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        counters.insert("subscriber_lost".into(), self.hub.lost_total());
-        let (policy_name, policy_source, policy_text) = self
-            .status
-            .policy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let counters = self.status.counters();
+        let policy = self.status.policy.current();
         Ok(Response::new(pb::GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             node: self.status.node.clone(),
@@ -149,9 +140,9 @@ impl pb::sensor_server::Sensor for Service {
             counters: counters.into_iter().collect(),
             journal: Some(journal),
             subscribers: u32::try_from(self.hub.subscribers()).unwrap_or(u32::MAX),
-            policy_name,
-            policy_source,
-            policy_text,
+            policy_name: policy.policy.clone(),
+            policy_source: policy.source.clone(),
+            policy_text: policy.text.clone(),
         }))
     }
 }
@@ -181,42 +172,39 @@ enum Stop {
 }
 
 impl Session {
-    async fn run(mut self, reader: Option<JournalReader>, floor: u64, follow: bool) {
-        let _ = self.run_inner(reader, floor, follow).await;
+    async fn run(mut self, follower: Option<Follower>, floor: u64, follow: bool) {
+        let _ = self.run_inner(follower, floor, follow).await;
     }
 
     async fn run_inner(
         &mut self,
-        reader: Option<JournalReader>,
+        follower: Option<Follower>,
         floor: u64,
         follow: bool,
     ) -> Result<(), Stop> {
-        if let Some(reader) = reader {
-            self.replay(reader).await?;
-            if !follow {
-                return Ok(());
-            }
-            // The first pass may have found nothing (a start at the next sequence number, or a
-            // time after the last record): the second pass must not fall back to the start.
-            self.next_seq = self.next_seq.max(floor);
-            // Subscribe first, then read what was journaled in between; live events the
-            // second pass already delivered are skipped by sequence number.
+        let Some(follower) = follower else {
             let sub = self
                 .service
                 .hub
                 .subscribe(self.filter.clone(), self.service.queue);
-            let reader = lock(&self.service.journal)
-                .reader_from_seq(self.next_seq.max(1))
-                .map_err(|_| Stop::Done)?;
-            self.replay(reader).await?;
-            self.live(sub.rx).await
-        } else {
-            let sub = self
-                .service
-                .hub
-                .subscribe(self.filter.clone(), self.service.queue);
-            self.live(sub.rx).await
+            return self.live(sub.rx).await;
+        };
+        let mut follower = self.replay(follower).await?;
+        if !follow {
+            return Ok(());
         }
+        // The first pass may have found nothing (a start at the next sequence number, or a
+        // time after the last record): the second pass must not fall back to the start.
+        self.next_seq = self.next_seq.max(floor);
+        follower.skip_to(self.next_seq.max(1));
+        // Subscribe first, then read what was journaled in between; live events the second
+        // pass already delivered are skipped by sequence number.
+        let sub = self
+            .service
+            .hub
+            .subscribe(self.filter.clone(), self.service.queue);
+        self.replay(follower).await?;
+        self.live(sub.rx).await
     }
 
     async fn send(&mut self, event: pb::Event) -> Result<(), Stop> {
@@ -234,48 +222,32 @@ impl Session {
         Ok(())
     }
 
-    async fn replay(&mut self, mut reader: JournalReader) -> Result<(), Stop> {
+    /// Send what the journal holds from the follower's cursor on; returns the follower, its
+    /// cursor past the last record read.
+    async fn replay(&mut self, mut follower: Follower) -> Result<Follower, Stop> {
         loop {
+            let journal = Arc::clone(&self.service.journal);
             let (back, batch) = tokio::task::spawn_blocking(move || {
-                let batch: Vec<_> = reader.by_ref().take(REPLAY_BATCH).collect();
-                (reader, batch)
+                let batch = follower.next_batch(&journal, REPLAY_BATCH);
+                (follower, batch)
             })
             .await
             .map_err(|_| Stop::Done)?;
-            reader = back;
+            follower = back;
+            let batch = batch.map_err(|_| Stop::Done)?;
             if batch.is_empty() {
-                return Ok(());
+                self.next_seq = self.next_seq.max(follower.cursor());
+                return Ok(follower);
             }
             for item in batch {
                 match item {
-                    Ok(ReadItem::Record(rec)) => {
-                        if rec.seq < self.next_seq {
-                            continue;
-                        }
-                        self.next_seq = rec.seq + 1;
-                        match pb::Event::decode(rec.payload.as_slice()) {
-                            Ok(mut event) => {
-                                event.seq = rec.seq;
-                                if filter::matches(&self.filter, &event) {
-                                    self.send(event).await?;
-                                }
-                            }
-                            Err(_) => {
-                                self.send(journal_loss(&self.service, rec.seq, rec.seq))
-                                    .await?
-                            }
+                    Followed::Event(event) => {
+                        self.next_seq = event.seq + 1;
+                        if filter::matches(&self.filter, &event) {
+                            self.send(event).await?;
                         }
                     }
-                    Ok(ReadItem::Gap { from, to }) => {
-                        if to >= self.next_seq {
-                            let from = from.max(self.next_seq);
-                            self.next_seq = to + 1;
-                            self.send(journal_loss(&self.service, from, to)).await?;
-                        }
-                    }
-                    // An I/O error on one read: the reader goes on, and what it could not read
-                    // comes back as a Gap (a journal loss record).
-                    Err(e) => tracing::warn!(error = %e, "journal read error during replay"),
+                    Followed::Lost(loss) => self.send(loss).await?,
                 }
             }
         }
@@ -293,10 +265,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-fn journal_loss(service: &Service, from: u64, to: u64) -> pb::Event {
-    crate::sinks::export::journal_loss(&service.status.node, from, to)
 }
 
 /// Where the API listens.

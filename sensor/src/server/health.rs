@@ -8,7 +8,6 @@
 //! The HTTP `/readyz` of the metrics listener answers from the same state.
 
 use std::{
-    process::ExitCode,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -23,11 +22,10 @@ use tonic::{Request, Response, Status, server::NamedService as _};
 use tonic_health::pb::{
     HealthCheckRequest, HealthCheckResponse,
     health_check_response::ServingStatus,
-    health_client::HealthClient,
     health_server::{Health, HealthServer},
 };
 
-use crate::{attribution::pods::WatcherStats, cmd::HealthArgs, server::api::Service};
+use crate::{attribution::pods::WatcherStats, server::api::Service};
 
 /// The gRPC service name whose health is the daemon's readiness.
 pub const READY_SERVICE: &str = <SensorServer<Service>>::NAME;
@@ -168,46 +166,6 @@ impl Health for HealthService {
 
 /// `sensor health`: ask the daemon's `grpc.health.v1` service; exit 0 when the service is
 /// `SERVING`, 1 otherwise (for exec probes).
-pub fn main(args: HealthArgs) -> ExitCode {
-    match check(&args) {
-        Ok(status) => {
-            println!("{}", status.as_str_name());
-            if status == ServingStatus::Serving {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::cmd::EXIT_FAILURE)
-            }
-        }
-        Err(msg) => {
-            eprintln!("sensor health: error: {msg}");
-            ExitCode::from(crate::cmd::EXIT_FAILURE)
-        }
-    }
-}
-
-fn check(args: &HealthArgs) -> Result<ServingStatus, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_millis(args.timeout_ms);
-    runtime.block_on(async {
-        let call = async {
-            let channel = crate::cmd::client::daemon_channel(&args.server, &args.tls).await?;
-            let response = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: args.service.clone(),
-                })
-                .await
-                .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
-            Ok(response.into_inner().status())
-        };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| format!("no answer within {} ms", args.timeout_ms))?
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,19 +11,18 @@ use std::{
     fmt::{Display, Write as _},
     net::SocketAddr,
     sync::{Arc, Mutex, OnceLock, PoisonError},
-    time::Duration,
 };
 
-use axum::{Router, http::StatusCode, http::header::CONTENT_TYPE, routing};
+use sensor_common::Counter;
 
-use crate::{
-    server::api::StatusBoard, server::health::Readiness, sinks::hub::Hub, sinks::journal::Journal,
+use super::{
+    health::Readiness,
+    status::{Snapshot, StatusBoard},
 };
+use crate::{attribution::pods::WatcherStats, sinks::journal::Journal};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How long a shutdown waits for open scrapes.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -35,30 +34,27 @@ pub enum MetricsError {
     },
 }
 
-/// What the metrics are read from, available once the programs are loaded.
-pub struct Sources {
-    pub status: Arc<StatusBoard>,
-    pub hub: Arc<Hub>,
-    pub journal: Arc<Mutex<Journal>>,
-}
-
 /// The daemon's metrics: build and readiness from the start, everything else once
-/// [`Metrics::set_sources`] is called.
+/// [`Metrics::set_status`] is called.
 pub struct Metrics {
     readiness: Arc<Readiness>,
-    sources: OnceLock<Sources>,
+    status: OnceLock<Arc<StatusBoard>>,
 }
 
 impl Metrics {
     pub fn new(readiness: Arc<Readiness>) -> Self {
         Self {
             readiness,
-            sources: OnceLock::new(),
+            status: OnceLock::new(),
         }
     }
 
-    pub fn set_sources(&self, sources: Sources) {
-        let _ = self.sources.set(sources);
+    pub fn set_status(&self, status: Arc<StatusBoard>) {
+        let _ = self.status.set(status);
+    }
+
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// The exposition text.
@@ -83,44 +79,32 @@ impl Metrics {
             "1 when programs are attached and, on Kubernetes, the pod cache is synced.",
             u8::from(self.readiness.is_ready()),
         );
-        if let Some(sources) = self.sources.get() {
-            let board = sources
-                .status
-                .counters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            event_families(&mut out, &board);
-            kernel_families(&mut out, &board);
-            userspace_families(&mut out, &board, &sources.hub);
-            journal_families(&mut out, &board, &sources.journal);
-            policy_families(&mut out, &board, &sources.status);
+        if let Some(status) = self.status.get() {
+            let snap = status.snapshot();
+            event_families(&mut out, &snap);
+            kernel_families(&mut out, &snap);
+            userspace_families(&mut out, &snap, status);
+            journal_families(&mut out, &snap, &status.journal);
+            policy_families(&mut out, status);
         }
         out.0
     }
 }
 
-fn get(board: &BTreeMap<String, u64>, key: &str) -> u64 {
-    board.get(key).copied().unwrap_or(0)
-}
-
 /// Events by kind and verdict, and loss records by stage. The enforcement series exist from
 /// the start (at 0), so an alert on their increase needs no special case for a new daemon.
-fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
-    let mut events: BTreeMap<(&str, &str), u64> = [("connect", "blocked"), ("connect", "audited")]
-        .into_iter()
-        .map(|k| (k, 0))
-        .collect();
+fn event_families(out: &mut Exposition, snap: &Snapshot) {
+    let mut events: BTreeMap<(String, String), u64> =
+        [("connect", "blocked"), ("connect", "audited")]
+            .into_iter()
+            .map(|(k, v)| ((k.to_owned(), v.to_owned()), 0))
+            .collect();
     let mut losses = Vec::new();
-    for (key, &n) in board {
-        let Some((kind, verdict)) = key.strip_prefix("events_").and_then(|k| k.split_once('/'))
-        else {
-            continue;
-        };
+    for (kind, second, n) in snap.pipeline.counts() {
         if kind == "lost" {
-            losses.push((verdict, n));
+            losses.push((second, n));
         } else {
-            events.insert((kind, verdict), n);
+            events.insert((kind, second), n);
         }
     }
     out.family(
@@ -131,7 +115,7 @@ fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
     for ((kind, verdict), n) in events {
         out.sample(
             "sensor_events_total",
-            &[("kind", kind), ("verdict", verdict)],
+            &[("kind", &kind), ("verdict", &verdict)],
             n,
         );
     }
@@ -141,21 +125,21 @@ fn event_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "In-band loss records emitted, by the stage that lost events.",
     );
     for (stage, n) in losses {
-        out.sample("sensor_loss_records_total", &[("stage", stage)], n);
+        out.sample("sensor_loss_records_total", &[("stage", &stage)], n);
     }
 }
 
-fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
+fn kernel_families(out: &mut Exposition, snap: &Snapshot) {
     out.labelled(
         "sensor_kernel_ringbuf_drops_total",
         "counter",
         "Events the kernel could not put into the full ring buffer (the verdict still applied), by source.",
         "source",
         [
-            ("connect", get(board, "kernel_ringbuf_full_connect")),
-            ("chmod", get(board, "kernel_ringbuf_full_chmod")),
-            ("process", get(board, "kernel_ringbuf_full_process")),
-            ("privilege", get(board, "kernel_ringbuf_full_priv")),
+            ("connect", snap.kernel(Counter::RingbufFullConnect)),
+            ("chmod", snap.kernel(Counter::RingbufFullChmod)),
+            ("process", snap.kernel(Counter::RingbufFullProcess)),
+            ("privilege", snap.kernel(Counter::RingbufFullPriv)),
         ],
     );
     out.family(
@@ -164,18 +148,18 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "Kill-tier decisions in the kernel (syscall tracepoints), by hook and decision: killed (SIGKILL sent), audited, kill_failed (the kernel refused the signal; reported audited).",
     );
     for (hook, decision, counter) in [
-        ("chmod", "killed", "kernel_chmod_killed"),
-        ("chmod", "audited", "kernel_chmod_audited"),
-        ("privilege", "killed", "kernel_priv_killed"),
-        ("privilege", "audited", "kernel_priv_audited"),
-        ("late_socket", "killed", "kernel_late_socket_killed"),
-        ("late_socket", "audited", "kernel_late_socket_audited"),
-        ("any", "kill_failed", "kernel_kill_failed"),
+        ("chmod", "killed", Counter::ChmodKilled),
+        ("chmod", "audited", Counter::ChmodAudited),
+        ("privilege", "killed", Counter::PrivKilled),
+        ("privilege", "audited", Counter::PrivAudited),
+        ("late_socket", "killed", Counter::LateSocketKilled),
+        ("late_socket", "audited", Counter::LateSocketAudited),
+        ("any", "kill_failed", Counter::KillFailed),
     ] {
         out.sample(
             "sensor_kernel_kill_tier_total",
             &[("hook", hook), ("decision", decision)],
-            get(board, counter),
+            snap.kernel(counter),
         );
     }
     out.labelled(
@@ -184,8 +168,8 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "Killed chmods whose set-id bits the daemon removed afterwards, or could not.",
         "result",
         [
-            ("reverted", get(board, "chmod_reverted")),
-            ("failed", get(board, "chmod_revert_failed")),
+            ("reverted", snap.pipeline.chmod_reverted),
+            ("failed", snap.pipeline.chmod_revert_failed),
         ],
     );
     out.family(
@@ -194,15 +178,15 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "LSM-tier decisions in the kernel (BPF LSM hooks), by hook and decision: denied (EPERM, nothing changed), audited (allowed and reported).",
     );
     for (hook, decision, counter) in [
-        ("chmod", "denied", "kernel_lsm_chmod_denied"),
-        ("chmod", "audited", "kernel_lsm_chmod_audited"),
-        ("privilege", "denied", "kernel_lsm_priv_denied"),
-        ("privilege", "audited", "kernel_lsm_priv_audited"),
+        ("chmod", "denied", Counter::LsmChmodDenied),
+        ("chmod", "audited", Counter::LsmChmodAudited),
+        ("privilege", "denied", Counter::LsmPrivDenied),
+        ("privilege", "audited", Counter::LsmPrivAudited),
     ] {
         out.sample(
             "sensor_kernel_lsm_total",
             &[("hook", hook), ("decision", decision)],
-            get(board, counter),
+            snap.kernel(counter),
         );
     }
     out.labelled(
@@ -211,9 +195,9 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "Packet sockets (AF_PACKET) created in scope while a metadata rule applies, by decision: denied (LSM tier, EPERM), killed (kill tier), audited.",
         "decision",
         [
-            ("denied", get(board, "kernel_packet_denied")),
-            ("killed", get(board, "kernel_packet_killed")),
-            ("audited", get(board, "kernel_packet_audited")),
+            ("denied", snap.kernel(Counter::PacketDenied)),
+            ("killed", snap.kernel(Counter::PacketKilled)),
+            ("audited", snap.kernel(Counter::PacketAudited)),
         ],
     );
     out.labelled(
@@ -222,36 +206,37 @@ fn kernel_families(out: &mut Exposition, board: &BTreeMap<String, u64>) {
         "Connect-family calls to a listed destination, by the kernel's decision (counted whether or not the event was delivered).",
         "decision",
         [
-            ("blocked", get(board, "kernel_blocked")),
-            ("audited", get(board, "kernel_audited")),
-            ("exempted", get(board, "kernel_exempted")),
+            ("blocked", snap.kernel(Counter::Blocked)),
+            ("audited", snap.kernel(Counter::Audited)),
+            ("exempted", snap.kernel(Counter::Exempted)),
         ],
     );
     out.single(
         "sensor_kernel_chmod_seen_total",
         "counter",
         "chmod-family calls seen in scope by the kernel.",
-        get(board, "kernel_chmod_seen"),
+        snap.kernel(Counter::ChmodSeen),
     );
     out.single(
         "sensor_kernel_path_read_failures_total",
         "counter",
         "chmod path arguments the kernel could not read from user memory.",
-        get(board, "kernel_path_read_failed"),
+        snap.kernel(Counter::PathReadFailed),
     );
 }
 
-fn userspace_families(out: &mut Exposition, board: &BTreeMap<String, u64>, hub: &Hub) {
+fn userspace_families(out: &mut Exposition, snap: &Snapshot, status: &StatusBoard) {
+    let hub = &status.hub;
     out.labelled(
         "sensor_dropped_events_total",
         "counter",
         "Events lost or not fully delivered in userspace, by stage: decode (undecodable record), journal (append failed; still published live), subscriber (a subscriber's queue was full), stdout (write failed).",
         "stage",
         [
-            ("decode", get(board, "decode_errors")),
-            ("journal", get(board, "journal_errors")),
+            ("decode", snap.pipeline.decode_errors),
+            ("journal", snap.pipeline.journal_errors),
             ("subscriber", hub.lost_total()),
-            ("stdout", get(board, "stdout_errors")),
+            ("stdout", status.exports.stdout_events_write_errors()),
         ],
     );
     let (lag_max, queued) = hub.lag();
@@ -279,85 +264,92 @@ fn userspace_families(out: &mut Exposition, board: &BTreeMap<String, u64>, hub: 
         "Events subscribers lost because their queue was full (each reported to it in-band).",
         hub.lost_total(),
     );
-    for (key, name, kind, help) in [
+    let e = &snap.enrichment;
+    let p = &snap.procs;
+    let w = status
+        .watcher()
+        .map(WatcherStats::named)
+        .unwrap_or_default();
+    let watch = |name: &str| w.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+    for (value, name, kind, help) in [
         (
-            "enrichment_pending",
+            e.pending,
             "sensor_enrichment_pending_events",
             "gauge",
             "Events waiting for their pod to be known.",
         ),
         (
-            "enrichment_completed_late",
+            e.completed_late,
             "sensor_enrichment_completed_late_total",
             "counter",
             "Events completed after waiting for their pod.",
         ),
         (
-            "enrichment_partial",
+            e.partial,
             "sensor_enrichment_partial_total",
             "counter",
             "Events emitted with partial attribution (pod or process unknown in time).",
         ),
         (
-            "enrichment_queue_full",
+            e.queue_full,
             "sensor_enrichment_queue_full_total",
             "counter",
             "Events emitted partial at once because the waiting queue was full.",
         ),
         (
-            "name_unresolved",
+            snap.pipeline.name_unresolved,
             "sensor_chmod_name_unresolved_total",
             "counter",
             "chmod events whose file name could not be resolved through /proc.",
         ),
         (
-            "process_cache_entries",
+            p.entries as u64,
             "sensor_process_cache_entries",
             "gauge",
             "Processes in the process cache.",
         ),
         (
-            "process_cache_unknown",
+            p.unknown,
             "sensor_process_cache_unknown_total",
             "counter",
             "Process lookups that found nothing (neither cached nor in /proc).",
         ),
         (
-            "process_cache_full",
+            p.full,
             "sensor_process_cache_full_total",
             "counter",
             "Processes not cached because the cache was full.",
         ),
         (
-            "pod_watch_synced",
+            watch("pod_watch_synced"),
             "sensor_pod_watch_synced",
             "gauge",
             "1 once the pod watcher has its first complete list (0 in host mode).",
         ),
         (
-            "pod_watch_events",
+            watch("pod_watch_events"),
             "sensor_pod_watch_events_total",
             "counter",
             "Pod events applied to the pod index.",
         ),
         (
-            "pod_watch_relists",
+            watch("pod_watch_relists"),
             "sensor_pod_watch_relists_total",
             "counter",
             "Complete pod lists after the first.",
         ),
         (
-            "pod_watch_errors",
+            watch("pod_watch_errors"),
             "sensor_pod_watch_errors_total",
             "counter",
             "Failed pod list or watch requests.",
         ),
     ] {
-        out.single(name, kind, help, get(board, key));
+        out.single(name, kind, help, value);
     }
 }
 
-fn journal_families(out: &mut Exposition, board: &BTreeMap<String, u64>, journal: &Mutex<Journal>) {
+fn journal_families(out: &mut Exposition, snap: &Snapshot, journal: &Mutex<Journal>) {
     let (stats, range) = {
         let j = journal.lock().unwrap_or_else(PoisonError::into_inner);
         (j.stats(), j.range())
@@ -412,15 +404,15 @@ fn journal_families(out: &mut Exposition, board: &BTreeMap<String, u64>, journal
         "sensor_journal_sync_errors_total",
         "counter",
         "Journal fdatasyncs that failed.",
-        get(board, "journal_sync_errors"),
+        snap.journal_sync_errors,
     );
 }
 
-fn policy_families(out: &mut Exposition, board: &BTreeMap<String, u64>, status: &StatusBoard) {
-    let (policy, source) = {
-        let p = status.policy.lock().unwrap_or_else(PoisonError::into_inner);
-        (p.0.clone(), p.1.clone())
-    };
+fn policy_families(out: &mut Exposition, status: &StatusBoard) {
+    let counters = status.policy.counters();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let active = status.policy.current();
+    let (policy, source) = (&active.policy, &active.source);
     out.family(
         "sensor_policy_info",
         "gauge",
@@ -428,26 +420,26 @@ fn policy_families(out: &mut Exposition, board: &BTreeMap<String, u64>, status: 
     );
     out.sample(
         "sensor_policy_info",
-        &[("policy", &policy), ("source", &source)],
+        &[("policy", policy), ("source", source)],
         1,
     );
     out.single(
         "sensor_policy_generation",
         "gauge",
         "Policy versions applied (1 = the one loaded at start).",
-        get(board, "policy_generation"),
+        load(&counters.generation),
     );
     out.single(
         "sensor_policy_reload_failures_total",
         "counter",
         "Policy reloads refused (invalid file, or a change that needs a restart).",
-        get(board, "policy_reload_failures"),
+        load(&counters.reload_failures),
     );
     out.single(
         "sensor_policy_exempted_cgroups",
         "gauge",
         "Pod cgroups exempted now (pods outside the policy's namespace/label scope).",
-        get(board, "policy_exemptions"),
+        load(&counters.exemptions),
     );
     let mut hooks: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for a in &status.attachments {
@@ -539,84 +531,10 @@ impl Exposition {
     }
 }
 
-/// The HTTP listener; [`Server::stop`] ends it.
-pub struct Server {
-    pub addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Bind `addr` now (a bad address fails before anything is loaded) and serve on `runtime`.
-pub fn start(
-    runtime: &tokio::runtime::Runtime,
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> Result<Server, MetricsError> {
-    let bind_err = |source| MetricsError::Bind { addr, source };
-    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
-    std_listener.set_nonblocking(true).map_err(bind_err)?;
-    let bound = std_listener.local_addr().map_err(bind_err)?;
-    let listener = {
-        let _ctx = runtime.enter();
-        tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
-    };
-    let readiness = Arc::clone(&metrics.readiness);
-    let app = Router::new()
-        .route(
-            "/metrics",
-            routing::get(move || {
-                let metrics = Arc::clone(&metrics);
-                async move { ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], metrics.render()) }
-            }),
-        )
-        .route("/healthz", routing::get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            routing::get(move || {
-                let readiness = Arc::clone(&readiness);
-                async move {
-                    match readiness.check() {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                        Err(why) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready: {why}\n"),
-                        ),
-                    }
-                }
-            }),
-        );
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let task = runtime.spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::warn!(error = %err, "metrics listener failed");
-        }
-    });
-    tracing::info!(addr = %bound, "metrics listening");
-    Ok(Server {
-        addr: bound,
-        stop,
-        task,
-    })
-}
-
-impl Server {
-    /// Stop accepting, let open scrapes finish (bounded).
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
-            tracing::warn!("metrics listener did not stop within {STOP_TIMEOUT:?}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use sensor_proto::v1 as pb;
+
     use super::*;
 
     #[test]
@@ -647,16 +565,22 @@ mod tests {
     }
 
     #[test]
-    fn board_keys_become_labelled_families() {
-        let board: BTreeMap<String, u64> = [
-            ("events_connect/blocked", 3),
-            ("events_lost/kernel", 1),
-            ("kernel_ringbuf_full_chmod", 7),
-            ("decode_errors", 2),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    fn snapshot_figures_become_labelled_families() {
+        let mut pipeline = crate::pipeline::counters::Counters::default();
+        pipeline.decode_errors = 2;
+        for _ in 0..3 {
+            pipeline.record(&pb::Event {
+                verdict: pb::Verdict::Blocked as i32,
+                body: Some(pb::event::Body::Connect(pb::Connect::default())),
+                ..Default::default()
+            });
+        }
+        pipeline.record(&crate::event::proto::lost(pb::LossStage::Kernel, 1, "n", 0));
+        let board = Snapshot {
+            kernel: vec![(Counter::RingbufFullChmod, 7)],
+            pipeline,
+            ..Default::default()
+        };
         let mut e = Exposition::default();
         event_families(&mut e, &board);
         kernel_families(&mut e, &board);

@@ -2,4 +2,6 @@
 
 pub mod api;
 pub mod health;
+pub mod http;
 pub mod metrics;
+pub mod status;

@@ -11,7 +11,7 @@ use std::sync::{
 use sensor_proto::v1 as pb;
 use tokio::sync::mpsc;
 
-use crate::{event::filter, event::json::now_unix_ns, event::proto};
+use crate::event::{filter, proto, time::now_unix_ns};
 
 /// Events as they travel to subscribers (shared, never copied per subscriber).
 pub type Shared = Arc<pb::Event>;

@@ -73,8 +73,8 @@ pub struct WatcherStats {
 }
 
 impl WatcherStats {
-    /// Every counter as `name -> value` (for the status API).
-    pub fn flat(&self) -> Vec<(String, u64)> {
+    /// Every counter by its status-API name.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
         [
             ("pod_watch_events", self.events.load(Ordering::Relaxed)),
             ("pod_watch_relists", self.relists.load(Ordering::Relaxed)),
@@ -88,9 +88,6 @@ impl WatcherStats {
                 self.failing.load(Ordering::Relaxed).into(),
             ),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
     }
 }
 

@@ -9,6 +9,7 @@
 //! record (stage `journal`) with the count. Flood control (`fold`) folds identical events
 //! within a window into one record with a count, and never holds back the first of a window.
 
+mod config;
 pub mod fold;
 pub mod ocsf;
 mod sink;
@@ -27,14 +28,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prost::Message as _;
 use sensor_proto::v1 as pb;
 
 use crate::{
-    event::json::{now_unix_ns, to_json},
-    event::proto,
-    sinks::journal::{Journal, ReadItem},
+    event::time::now_unix_ns,
+    sinks::journal::{
+        Journal,
+        follow::{Followed, Follower},
+    },
 };
+pub use config::{Destination, ExportConfig, ExportFlags, Format, configs};
 use fold::Folder;
 pub use sink::FileMark;
 use sink::{RotatingFile, Sink};
@@ -56,131 +59,6 @@ pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
 pub const DEFAULT_MAX_FILES: u32 = 5;
 /// Default flood-control window.
 pub const DEFAULT_FOLD_WINDOW: &str = "10s";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Stdout,
-    File(PathBuf),
-}
-
-impl Destination {
-    /// `stdout` or `file:PATH` (the `--export` flag).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "stdout" => Ok(Self::Stdout),
-            _ => match s.strip_prefix("file:") {
-                Some("") => Err("file: needs a path (file:/var/log/sensor/events.jsonl)".into()),
-                Some(path) => Ok(Self::File(PathBuf::from(path))),
-                None => Err(format!("'{s}': expected stdout or file:PATH")),
-            },
-        }
-    }
-
-    /// As given to `--export`.
-    fn spec(&self) -> String {
-        match self {
-            Self::Stdout => "stdout".into(),
-            Self::File(p) => format!("file:{}", p.display()),
-        }
-    }
-
-    /// The state file name of this destination in the state directory.
-    fn state_name(&self) -> String {
-        match self {
-            Self::Stdout => "stdout.cursor".into(),
-            Self::File(p) => format!("file{}.cursor", p.display()).replace('/', "_"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// One event per line, the field names of the event stream (README "Event format").
-    Json,
-    /// One OCSF 1.5.0 object per line (docs/export.md).
-    Ocsf,
-}
-
-impl Format {
-    pub fn line(self, event: &pb::Event) -> String {
-        match self {
-            Self::Json => to_json(event),
-            Self::Ocsf => ocsf::to_ocsf(event).to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ExportConfig {
-    pub destination: Destination,
-    pub format: Format,
-    /// Rotate the file when it reaches this size.
-    pub max_bytes: u64,
-    /// Files kept: the active one and `max_files - 1` rotated ones.
-    pub max_files: u32,
-    /// Flood-control window; zero turns folding off.
-    pub fold_window: Duration,
-    /// Where the cursor is kept.
-    pub state_dir: PathBuf,
-    /// Node name in loss records.
-    pub node: String,
-}
-
-/// The exporters `sensor run` flags ask for, validated (one-line messages naming the flag).
-pub fn configs(
-    args: &crate::cmd::ExportArgs,
-    journal_dir: &Path,
-    node: &str,
-    stdout_events: bool,
-) -> Result<Vec<ExportConfig>, String> {
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
-        journal_dir
-            .parent()
-            .unwrap_or_else(|| Path::new("/"))
-            .join("export")
-    });
-    let mut configs: Vec<ExportConfig> = Vec::new();
-    for destination in &args.destinations {
-        if configs.iter().any(|c| &c.destination == destination) {
-            return Err(format!("--export {}: given twice", destination.spec()));
-        }
-        match destination {
-            Destination::Stdout if stdout_events => {
-                return Err(
-                    "--export stdout conflicts with --stdout-events (both write events to stdout)"
-                        .into(),
-                );
-            }
-            Destination::Stdout => {}
-            Destination::File(path) => {
-                let dir = match path.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                if !dir.is_dir() {
-                    return Err(format!(
-                        "--export file:{}: directory {} does not exist",
-                        path.display(),
-                        dir.display()
-                    ));
-                }
-                if path.is_dir() {
-                    return Err(format!("--export file:{}: is a directory", path.display()));
-                }
-            }
-        }
-        configs.push(ExportConfig {
-            destination: destination.clone(),
-            format: args.format,
-            max_bytes: args.max_bytes,
-            max_files: args.max_files,
-            fold_window: args.fold_window,
-            state_dir: state_dir.clone(),
-            node: node.to_owned(),
-        });
-    }
-    Ok(configs)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -224,35 +102,44 @@ pub struct Exporters {
 
 /// The counters of every exporter, for the status board and the stop line.
 #[derive(Debug, Clone, Default)]
-pub struct ExportCounters(Vec<Arc<ExportStats>>);
+pub struct ExportCounters {
+    /// The `--export` destinations.
+    exports: Vec<Arc<ExportStats>>,
+    /// `--stdout-events`.
+    stdout_events: Option<Arc<ExportStats>>,
+}
 
 impl ExportCounters {
-    /// Counters over all exporters (`lag`: the largest).
-    pub fn flat(&self) -> Vec<(String, u64)> {
+    /// Counters over all `--export` destinations (`lag`: the largest), by status-API name.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
         let sum = |f: fn(&ExportStats) -> &AtomicU64| {
-            self.0
+            self.exports
                 .iter()
                 .map(|s| f(s).load(Ordering::Relaxed))
                 .sum::<u64>()
         };
         let lag = self
-            .0
+            .exports
             .iter()
             .map(|s| s.lag.load(Ordering::Relaxed))
             .max()
             .unwrap_or(0);
-        vec![
-            ("export_records".into(), sum(|s| &s.records)),
-            ("export_folded".into(), sum(|s| &s.folded)),
-            ("export_fold_table_full".into(), sum(|s| &s.fold_table_full)),
-            ("export_lost".into(), sum(|s| &s.lost)),
-            ("export_write_errors".into(), sum(|s| &s.write_errors)),
-            (
-                "export_rolled_back_bytes".into(),
-                sum(|s| &s.rolled_back_bytes),
-            ),
-            ("export_lag".into(), lag),
+        [
+            ("export_records", sum(|s| &s.records)),
+            ("export_folded", sum(|s| &s.folded)),
+            ("export_fold_table_full", sum(|s| &s.fold_table_full)),
+            ("export_lost", sum(|s| &s.lost)),
+            ("export_write_errors", sum(|s| &s.write_errors)),
+            ("export_rolled_back_bytes", sum(|s| &s.rolled_back_bytes)),
+            ("export_lag", lag),
         ]
+    }
+
+    /// Failed writes of `--stdout-events` (retried).
+    pub fn stdout_events_write_errors(&self) -> u64 {
+        self.stdout_events
+            .as_ref()
+            .map_or(0, |s| s.write_errors.load(Ordering::Relaxed))
     }
 }
 
@@ -269,7 +156,14 @@ impl Exporters {
         for cfg in configs {
             exporters.push(Exporter::open(cfg, Arc::clone(journal))?);
         }
-        let stats = ExportCounters(exporters.iter().map(|e| Arc::clone(&e.stats)).collect());
+        let mut stats = ExportCounters::default();
+        for e in &exporters {
+            if e.cfg.persist {
+                stats.exports.push(Arc::clone(&e.stats));
+            } else {
+                stats.stdout_events = Some(Arc::clone(&e.stats));
+            }
+        }
         let threads = exporters.len();
         for exporter in exporters {
             let (stop, done_tx) = (Arc::clone(&stop), done_tx.clone());
@@ -316,9 +210,10 @@ struct Exporter {
     cfg: ExportConfig,
     journal: Arc<Mutex<Journal>>,
     sink: Sink,
-    state_path: PathBuf,
-    /// The next journal record to read.
-    cursor: u64,
+    /// Where the cursor is kept (`None`: not kept).
+    state_path: Option<PathBuf>,
+    /// The journal from the next record to export.
+    follower: Follower,
     /// The cursor of the last saved state: everything before it is written.
     committed: u64,
     folder: Folder,
@@ -338,16 +233,6 @@ fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A `lost` record for journal records `from..=to` the exporter could not read.
-pub fn journal_loss(node: &str, from: u64, to: u64) -> pb::Event {
-    let mut e = proto::lost(pb::LossStage::Journal, to - from + 1, node, now_unix_ns());
-    if let Some(pb::event::Body::Lost(l)) = &mut e.body {
-        l.first_seq = from;
-        l.last_seq = to;
-    }
-    e
-}
-
 impl Exporter {
     fn open(cfg: ExportConfig, journal: Arc<Mutex<Journal>>) -> Result<Self, ExportError> {
         let io = |what, path: &Path| {
@@ -355,11 +240,16 @@ impl Exporter {
             move |source| ExportError::Io { what, path, source }
         };
         std::fs::create_dir_all(&cfg.state_dir).map_err(io("state directory", &cfg.state_dir))?;
-        let state_path = cfg.state_dir.join(cfg.destination.state_name());
-        let mut state = State::load(&state_path).map_err(|msg| ExportError::State {
-            path: state_path.clone(),
-            msg,
-        })?;
+        let state_path = cfg
+            .persist
+            .then(|| cfg.state_dir.join(cfg.destination.state_name()));
+        let mut state = match &state_path {
+            Some(path) => State::load(path).map_err(|msg| ExportError::State {
+                path: path.clone(),
+                msg,
+            })?,
+            None => None,
+        };
         let stats = Arc::new(ExportStats::default());
         let sink = match &cfg.destination {
             Destination::Stdout => Sink::Stdout(std::io::stdout()),
@@ -398,11 +288,11 @@ impl Exporter {
         };
         tracing::info!(destination = ?cfg.destination, format = ?cfg.format, cursor, "exporter ready");
         Ok(Self {
+            follower: Follower::from_seq(cursor, &cfg.node),
             cfg,
             journal,
             sink,
             state_path,
-            cursor,
             committed: cursor,
             folder,
             stats,
@@ -454,54 +344,38 @@ impl Exporter {
         if !self.buf.is_empty() && !self.commit() {
             return false;
         }
-        let reader = lock(&self.journal).reader_from_seq(self.cursor);
-        let reader = match reader {
-            Ok(r) => r,
-            Err(err) => {
-                self.warn(&format!("journal: {err}"));
-                return false;
+        loop {
+            let batch = match self.follower.next_batch(&self.journal, BATCH_RECORDS) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    self.warn(&format!("journal: {err}"));
+                    return false;
+                }
+            };
+            if batch.is_empty() {
+                return self.commit();
             }
-        };
-        for item in reader {
-            match item {
-                Ok(ReadItem::Record(rec)) => {
-                    if rec.seq < self.cursor {
-                        continue;
-                    }
-                    self.cursor = rec.seq + 1;
-                    match pb::Event::decode(rec.payload.as_slice()) {
-                        Ok(mut event) => {
-                            event.seq = rec.seq;
-                            self.folder.push(event, &mut self.out);
+            for item in batch {
+                match item {
+                    Followed::Event(event) => self.folder.push(event, &mut self.out),
+                    Followed::Lost(loss) => {
+                        if let Some(pb::event::Body::Lost(l)) = &loss.body {
+                            self.stats.lost.fetch_add(l.count, Ordering::Relaxed);
                         }
-                        Err(_) => self.lose(rec.seq, rec.seq),
+                        self.out.push(loss);
                     }
                 }
-                Ok(ReadItem::Gap { from, to }) => {
-                    if to >= self.cursor {
-                        let from = from.max(self.cursor);
-                        self.cursor = to + 1;
-                        self.lose(from, to);
-                    }
+                self.uncommitted += 1;
+                self.render();
+                if (self.uncommitted >= BATCH_RECORDS
+                    || self.buf.len() >= BATCH_BYTES
+                    || self.file_full())
+                    && !self.commit()
+                {
+                    return false;
                 }
-                Err(err) => self.warn(&format!("journal read: {err}")),
-            }
-            self.uncommitted += 1;
-            self.render();
-            if (self.uncommitted >= BATCH_RECORDS
-                || self.buf.len() >= BATCH_BYTES
-                || self.file_full())
-                && !self.commit()
-            {
-                return false;
             }
         }
-        self.commit()
-    }
-
-    fn lose(&mut self, from: u64, to: u64) {
-        self.stats.lost.fetch_add(to - from + 1, Ordering::Relaxed);
-        self.out.push(journal_loss(&self.cfg.node, from, to));
     }
 
     fn file_full(&self) -> bool {
@@ -559,16 +433,23 @@ impl Exporter {
     }
 
     fn save_state(&mut self) -> bool {
-        let state = State::new(self.cursor, self.sink.mark(), &self.folder);
-        match state.save(&self.state_path) {
+        let cursor = self.follower.cursor();
+        let Some(state_path) = &self.state_path else {
+            self.uncommitted = 0;
+            self.committed = cursor;
+            return true;
+        };
+        let state = State::new(cursor, self.sink.mark(), &self.folder);
+        match state.save(state_path) {
             Ok(()) => {
                 self.uncommitted = 0;
-                self.committed = self.cursor;
+                self.committed = cursor;
                 true
             }
             Err(err) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.warn(&format!("state {}: {err}", self.state_path.display()));
+                let what = format!("state {}: {err}", state_path.display());
+                self.warn(&what);
                 false
             }
         }

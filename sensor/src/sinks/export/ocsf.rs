@@ -17,7 +17,8 @@ use sensor_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    event::json::{kind_name, to_compact, verdict_name},
+    event::compact::to_compact,
+    event::names::{kind_name, verdict_name},
     event::proto::kind_of,
 };
 

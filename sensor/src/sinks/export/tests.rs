@@ -1,13 +1,15 @@
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use prost::Message as _;
 use serde_json::Value;
 
 use super::*;
 use crate::sinks::journal::JournalConfig;
+use crate::sinks::journal::follow::Follower;
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TestDir(PathBuf);
@@ -315,6 +317,7 @@ impl Setup {
                 fold_window: window,
                 state_dir: self.state.clone(),
                 node: "node-a".into(),
+                persist: true,
             },
             Arc::clone(&self.journal),
         )
@@ -430,7 +433,7 @@ fn open_fold_windows_survive_a_restart() {
     let s = setup("fold-restart", u64::MAX);
     let mut exporter = s.exporter(1 << 20, Duration::from_secs(3600));
     s.append((0..100).map(|i| chmod(42, "/tmp/f", pb::Verdict::Audited, BASE_NS + i)));
-    exporter.cursor = 1;
+    exporter.follower = Follower::from_seq(1, "node-a");
     assert!(exporter.pass());
     drop(exporter);
     s.append((100..250).map(|i| chmod(42, "/tmp/f", pb::Verdict::Audited, BASE_NS + i)));
@@ -462,60 +465,6 @@ fn an_exporter_behind_retention_writes_one_loss_record_with_the_count() {
     assert_eq!(lines[0]["lost"]["count"], first - 1);
     assert_exactly(&seqs(&lines), first, 3000);
     assert_eq!(exporter.stats.lost.load(Ordering::Relaxed), first - 1);
-}
-
-fn export_args(extra: &[&str]) -> Result<crate::cmd::ExportArgs, String> {
-    use clap::Parser as _;
-    let mut argv = vec!["sensor", "run"];
-    argv.extend_from_slice(extra);
-    match crate::cmd::Cli::try_parse_from(argv) {
-        Ok(cli) => match cli.command {
-            crate::cmd::Command::Run(args) => Ok(args.export),
-            _ => unreachable!(),
-        },
-        Err(e) => Err(e.render().to_string()),
-    }
-}
-
-#[test]
-fn bad_export_flags_name_the_flag_and_what_is_wrong() {
-    let err = export_args(&["--export", "syslog"]).unwrap_err();
-    assert!(
-        err.contains("--export") && err.contains("expected stdout or file:PATH"),
-        "{err}"
-    );
-    let err = export_args(&["--export-fold-window", "2h"]).unwrap_err();
-    assert!(
-        err.contains("--export-fold-window") && err.contains("at most 1h"),
-        "{err}"
-    );
-    let err = export_args(&["--export-max-files", "1"]).unwrap_err();
-    assert!(err.contains("--export-max-files"), "{err}");
-    let err = export_args(&["--export-format", "xml"]).unwrap_err();
-    assert!(err.contains("--export-format"), "{err}");
-
-    let j = Path::new("/var/lib/sensor/journal");
-    let args = export_args(&["--export", "stdout"]).unwrap();
-    let err = configs(&args, j, "n", true).unwrap_err();
-    assert!(err.contains("--stdout-events"), "{err}");
-    let args = export_args(&["--export", "file:/nonexistent-dir/x.jsonl"]).unwrap();
-    let err = configs(&args, j, "n", false).unwrap_err();
-    assert!(
-        err.contains("directory /nonexistent-dir does not exist"),
-        "{err}"
-    );
-    let args = export_args(&["--export", "stdout", "--export", "stdout"]).unwrap();
-    let err = configs(&args, j, "n", false).unwrap_err();
-    assert_eq!(err, "--export stdout: given twice");
-    let args = export_args(&["--export", "stdout", "--export", "file:/tmp/e.jsonl"]).unwrap();
-    let c = configs(&args, j, "n", false).unwrap();
-    assert_eq!(c.len(), 2);
-    assert_eq!(c[1].state_dir, Path::new("/var/lib/sensor/export"));
-    assert_eq!(c[1].fold_window, Duration::from_secs(10));
-    assert_eq!(
-        (c[1].max_bytes, c[1].max_files),
-        (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES)
-    );
 }
 
 #[test]

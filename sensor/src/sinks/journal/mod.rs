@@ -18,26 +18,32 @@
 //!
 //! One process at a time: the directory is locked (`flock`) while a [`Journal`] is open.
 
+pub mod follow;
 mod format;
 mod reader;
+mod segment;
 #[cfg(test)]
 mod tests;
+mod types;
 
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::{
     collections::VecDeque,
-    fmt,
     fs::{self, File, OpenOptions},
-    io::{self, BufReader, Read as _},
+    io,
     os::unix::fs::FileExt as _,
-    path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use format::{Frame, HEADER_LEN};
+use format::HEADER_LEN;
 pub use format::{HeaderProblem, MAX_PAYLOAD, RecordProblem};
 use reader::SegmentView;
 pub use reader::{JournalReader, ReadItem};
+use segment::{
+    IndexEntry, Scan, Segment, create_segment, gaps, mtime_ns, now_ns, rewrite_header,
+    scan_segment, search_tail, truncate,
+};
+use types::io_err;
+pub use types::*;
 
 /// The first sequence number handed out. 0 is never assigned: it means "none" on the wire.
 pub const FIRST_SEQ: u64 = 1;
@@ -45,283 +51,6 @@ pub const FIRST_SEQ: u64 = 1;
 pub const SPARSE_EVERY: u64 = 256;
 /// `append` hands the buffer to the OS once it holds this much.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-/// At most this much of a damaged newest segment is searched for later records.
-const TAIL_SEARCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-#[derive(Debug, Clone)]
-pub struct JournalConfig {
-    pub dir: PathBuf,
-    /// Rotate when the active segment reaches this many bytes.
-    pub segment_bytes: u64,
-    /// Retention by size: oldest segments are deleted while all segments together exceed this.
-    pub max_total_bytes: u64,
-    /// Retention by age: oldest segments whose newest record is older than this are deleted.
-    pub max_age: Option<Duration>,
-}
-
-impl Default for JournalConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("/var/lib/sensor/journal"),
-            segment_bytes: 8 << 20,
-            max_total_bytes: 256 << 20,
-            max_age: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub seq: u64,
-    /// Wall clock, ns since the Unix epoch.
-    pub time_ns: i64,
-    /// Opaque bytes (protobuf).
-    pub payload: Vec<u8>,
-}
-
-/// First and last readable (flushed) record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JournalRange {
-    pub first_seq: u64,
-    pub first_time_ns: i64,
-    pub last_seq: u64,
-    pub last_time_ns: i64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JournalStats {
-    /// Bytes of all segment files (flushed).
-    pub bytes: u64,
-    pub segments: u64,
-    /// Readable (flushed) records.
-    pub records: u64,
-    /// Appended, not yet flushed.
-    pub buffered_records: u64,
-    pub next_seq: u64,
-    /// Deleted by retention since open.
-    pub dropped_segments: u64,
-    pub dropped_records: u64,
-    pub dropped_bytes: u64,
-    /// Cut from a torn tail of the newest segment at open.
-    pub truncated_bytes: u64,
-    /// Damaged bytes left in place (bad headers, damaged records and what follows), seen at open.
-    pub unreadable_bytes: u64,
-    /// Segments with a bad header or a damaged record, seen at open.
-    pub corrupt_segments: u64,
-}
-
-/// What [`Journal::open`] found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Segment files indexed (including skipped ones with a bad header).
-    pub segments: usize,
-    /// Readable records.
-    pub records: u64,
-    pub next_seq: u64,
-    /// Cut from a torn tail of the newest segment.
-    pub truncated_bytes: u64,
-    /// Damaged bytes left in place.
-    pub unreadable_bytes: u64,
-    /// One entry per problem, in file order.
-    pub issues: Vec<RecoveryIssue>,
-    /// Seq ranges `from..=to` between the oldest segment and the end that are not readable.
-    pub gaps: Vec<(u64, u64)>,
-}
-
-impl Recovery {
-    /// Nothing was damaged, cut or ignored.
-    pub fn is_clean(&self) -> bool {
-        self.issues.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryIssue {
-    pub path: PathBuf,
-    pub kind: IssueKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IssueKind {
-    /// Not a segment file name (or not a regular file): ignored.
-    NotASegment,
-    /// Header missing or not understood: the segment is skipped (left on disk until retention).
-    BadHeader(HeaderProblem),
-    /// The newest segment was shorter than a header (a crash while rotating): header rewritten.
-    TornHeader { bytes: u64 },
-    /// The newest segment ended in a torn record (a crash while writing): cut at `offset`.
-    TornTail {
-        offset: u64,
-        bytes: u64,
-        problem: RecordProblem,
-    },
-    /// A damaged record at `offset`: the records before it stay readable, the rest of the
-    /// segment is not (left in place; readers see a gap).
-    Corrupt {
-        offset: u64,
-        unreadable_bytes: u64,
-        problem: RecordProblem,
-    },
-}
-
-impl fmt::Display for IssueKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotASegment => f.write_str("not a segment file, ignored"),
-            Self::BadHeader(p) => write!(f, "bad segment header ({p}), segment skipped"),
-            Self::TornHeader { bytes } => {
-                write!(
-                    f,
-                    "newest segment has a torn header ({bytes} bytes), rewritten"
-                )
-            }
-            Self::TornTail {
-                offset,
-                bytes,
-                problem,
-            } => write!(
-                f,
-                "torn tail at offset {offset} ({problem}): cut {bytes} bytes"
-            ),
-            Self::Corrupt {
-                offset,
-                unreadable_bytes,
-                problem,
-            } => write!(
-                f,
-                "damaged record at offset {offset} ({problem}): {unreadable_bytes} bytes unreadable"
-            ),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("journal: {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("journal {path}: locked by another process")]
-    Locked { path: PathBuf },
-    #[error("journal: record payload of {len} bytes exceeds the maximum of {max}")]
-    RecordTooLarge { len: usize, max: usize },
-    #[error("journal {path}: sequence numbers exhausted")]
-    SeqExhausted { path: PathBuf },
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
-    move |source| JournalError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    seq: u64,
-    offset: u64,
-    /// Largest `time_ns` of the records before this one in the segment (`i64::MIN` for none).
-    prefix_max_time: i64,
-}
-
-/// Index of one segment (for the active one: of its flushed part).
-#[derive(Debug)]
-struct Segment {
-    path: PathBuf,
-    /// From the file name.
-    first_seq: u64,
-    records: u64,
-    /// Bytes of the file.
-    file_bytes: u64,
-    /// End of the readable prefix (0 when the header is bad).
-    readable_end: u64,
-    first_time: i64,
-    last_time: i64,
-    min_time: i64,
-    max_time: i64,
-    /// Modification time, for the age of a segment without records.
-    mtime_ns: i64,
-    sparse: Vec<IndexEntry>,
-}
-
-impl Segment {
-    fn new(path: PathBuf, first_seq: u64, file_bytes: u64, mtime_ns: i64) -> Self {
-        Self {
-            path,
-            first_seq,
-            records: 0,
-            file_bytes,
-            readable_end: HEADER_LEN,
-            first_time: 0,
-            last_time: 0,
-            min_time: 0,
-            max_time: 0,
-            mtime_ns,
-            sparse: Vec::new(),
-        }
-    }
-
-    fn last_seq(&self) -> Option<u64> {
-        (self.records > 0).then(|| self.first_seq + self.records - 1)
-    }
-
-    /// One past the last record (the segment's first seq when empty).
-    fn end_seq(&self) -> u64 {
-        self.first_seq.saturating_add(self.records)
-    }
-
-    fn push(&mut self, seq: u64, time_ns: i64, offset: u64, len: u64) {
-        if self.records.is_multiple_of(SPARSE_EVERY) {
-            self.sparse.push(IndexEntry {
-                seq,
-                offset,
-                prefix_max_time: if self.records == 0 {
-                    i64::MIN
-                } else {
-                    self.max_time
-                },
-            });
-        }
-        if self.records == 0 {
-            self.first_time = time_ns;
-            self.min_time = time_ns;
-            self.max_time = time_ns;
-        } else {
-            self.min_time = self.min_time.min(time_ns);
-            self.max_time = self.max_time.max(time_ns);
-        }
-        self.last_time = time_ns;
-        self.records += 1;
-        self.readable_end = offset + len;
-    }
-
-    /// Time of the newest record, for age retention.
-    fn newest_time(&self) -> i64 {
-        if self.records > 0 {
-            self.max_time
-        } else {
-            self.mtime_ns
-        }
-    }
-
-    fn view(&self, start: Option<&IndexEntry>, file: Option<File>) -> Option<SegmentView> {
-        let last_seq = self.last_seq()?;
-        let (start_offset, start_seq) =
-            start.map_or((HEADER_LEN, self.first_seq), |e| (e.offset, e.seq));
-        Some(SegmentView {
-            path: self.path.clone(),
-            last_seq,
-            start_offset,
-            start_seq,
-            limit: self.readable_end,
-            file,
-        })
-    }
-}
 
 #[derive(Debug)]
 struct Pending {
@@ -355,14 +84,6 @@ pub struct Journal {
     /// by the caller of [`Journal::prepare_sync`], never at the seal itself (an fdatasync of
     /// a full segment would stall every append behind it for tens of milliseconds).
     unsynced: Vec<File>,
-}
-
-/// What scanning one segment file found.
-struct Scan {
-    segment: Segment,
-    header: Result<(), HeaderProblem>,
-    /// The first damaged record, if any.
-    problem: Option<(u64, RecordProblem)>,
 }
 
 impl Journal {
@@ -822,153 +543,4 @@ impl Drop for Journal {
             tracing::warn!(error = %e, "journal: buffered records lost on close");
         }
     }
-}
-
-/// Scans one segment file: header, then records while they are well-formed and contiguous from
-/// the seq in its name (and below `ceiling`, the next segment's first seq).
-fn scan_segment(
-    path: &Path,
-    first_seq: u64,
-    ceiling: Option<u64>,
-    mtime_ns: i64,
-) -> Result<Scan, JournalError> {
-    let file = File::open(path).map_err(io_err("open segment", path))?;
-    let file_bytes = file.metadata().map_err(io_err("stat segment", path))?.len();
-    let mut segment = Segment::new(path.to_owned(), first_seq, file_bytes, mtime_ns);
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut header = Vec::with_capacity(HEADER_LEN as usize);
-    (&mut reader)
-        .take(HEADER_LEN)
-        .read_to_end(&mut header)
-        .map_err(io_err("read segment", path))?;
-    if let Err(problem) = format::check_header(&header, first_seq) {
-        return Ok(Scan {
-            segment,
-            header: Err(problem),
-            problem: None,
-        });
-    }
-    let mut offset = HEADER_LEN;
-    let mut body = Vec::new();
-    let problem = loop {
-        let frame = format::read_record(&mut reader, file_bytes - offset, &mut body)
-            .map_err(io_err("read segment", path))?;
-        match frame {
-            Frame::End => break None,
-            Frame::Bad(problem) => break Some((offset, problem)),
-            Frame::Record { seq, time_ns, len } => {
-                let expected = segment.end_seq();
-                if seq != expected || ceiling.is_some_and(|c| seq >= c) || seq == u64::MAX {
-                    break Some((
-                        offset,
-                        RecordProblem::BadSeq {
-                            expected,
-                            found: seq,
-                        },
-                    ));
-                }
-                segment.push(seq, time_ns, offset, len);
-                offset += len;
-            }
-        }
-    };
-    Ok(Scan {
-        segment,
-        header: Ok(()),
-        problem,
-    })
-}
-
-/// Searches `from..to` of a damaged newest segment for well-formed records with seq >= `min_seq`.
-fn search_tail(path: &Path, from: u64, to: u64, min_seq: u64) -> Result<Option<u64>, JournalError> {
-    let len = to.saturating_sub(from).min(TAIL_SEARCH_MAX_BYTES);
-    if len == 0 {
-        return Ok(None);
-    }
-    let file = File::open(path).map_err(io_err("open segment", path))?;
-    let mut region = vec![0u8; len as usize];
-    file.read_exact_at(&mut region, from)
-        .map_err(io_err("read segment", path))?;
-    Ok(format::highest_valid_seq(&region, min_seq))
-}
-
-fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open segment", path))?;
-    file.set_len(len)
-        .map_err(io_err("truncate segment", path))?;
-    file.sync_data().map_err(io_err("sync segment", path))
-}
-
-fn rewrite_header(path: &Path, first_seq: u64) -> Result<(), JournalError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open segment", path))?;
-    file.set_len(0).map_err(io_err("truncate segment", path))?;
-    file.write_all_at(&format::encode_header(first_seq), 0)
-        .map_err(io_err("write segment", path))?;
-    file.sync_data().map_err(io_err("sync segment", path))
-}
-
-/// Creates an empty segment (header only, synced, its name synced in the directory).
-fn create_segment(
-    dir: &File,
-    dir_path: &Path,
-    first_seq: u64,
-) -> Result<(File, Segment), JournalError> {
-    let path = dir_path.join(format::segment_file_name(first_seq));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err("create segment", &path))?;
-    let written = file
-        .write_all_at(&format::encode_header(first_seq), 0)
-        .and_then(|()| file.sync_data())
-        .and_then(|()| dir.sync_all());
-    if let Err(source) = written {
-        let _ = fs::remove_file(&path);
-        return Err(io_err("create segment", &path)(source));
-    }
-    let segment = Segment::new(path, first_seq, HEADER_LEN, now_ns());
-    Ok((file, segment))
-}
-
-/// Seq ranges not readable between the oldest segment's first seq and `end`.
-fn gaps(segments: &[Segment], end: u64) -> Vec<(u64, u64)> {
-    let mut gaps = Vec::new();
-    let Some(mut expected) = segments.first().map(|s| s.first_seq) else {
-        return gaps;
-    };
-    for segment in segments {
-        let Some(last) = segment.last_seq() else {
-            continue;
-        };
-        if segment.first_seq > expected {
-            gaps.push((expected, segment.first_seq - 1));
-        }
-        expected = last + 1;
-    }
-    if expected < end {
-        gaps.push((expected, end - 1));
-    }
-    gaps
-}
-
-fn now_ns() -> i64 {
-    system_time_ns(SystemTime::now())
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.modified().map_or(0, system_time_ns)
-}
-
-fn system_time_ns(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

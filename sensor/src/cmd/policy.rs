@@ -1,0 +1,78 @@
+//! `sensor policy`: check policy files, print the built-in default, show what the daemon runs.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Subcommand};
+
+use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE, EXIT_USAGE, status::fetch};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files: exit 0 when all are valid, else every error as
+    /// `file:line:column: what is wrong` and exit 2.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the built-in default policy.
+    Default,
+    /// Print the policy the running daemon enforces (name, source, text).
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    /// Print the policy as one JSON object (`name`, `source`, `text`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+pub fn main(cmd: PolicyCommand) -> ExitCode {
+    match cmd {
+        PolicyCommand::Check { files } => {
+            let errors = sensor_policy::check_files(&files);
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if errors.is_empty() {
+                println!("{} policy file(s) valid", files.len());
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("sensor policy check: {} error(s)", errors.len());
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+        PolicyCommand::Show(args) => show(&args),
+        PolicyCommand::Default => {
+            print!("{}", sensor_policy::DEFAULT_POLICY_YAML);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `sensor policy show`: the policy the daemon runs.
+fn show(args: &ShowArgs) -> ExitCode {
+    match fetch(&args.server, &args.tls) {
+        Ok(s) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!("# policy '{}' from {}", s.policy_name, s.policy_source);
+            print!("{}", s.policy_text);
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("sensor policy show: error: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

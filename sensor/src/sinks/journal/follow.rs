@@ -1,0 +1,135 @@
+//! Following the journal from a cursor: the one reader of stored events, used by gRPC replay
+//! and by every exporter. Each journal record comes out once, in sequence order, as the event
+//! it holds (its `seq` set); what can no longer be read (deleted by retention, damaged,
+//! undecodable) comes out as one `lost` record (stage `journal`) with the exact range, so a
+//! follower never skips silently.
+
+use std::sync::{Mutex, PoisonError};
+
+use prost::Message as _;
+use sensor_proto::v1 as pb;
+
+use super::{Journal, JournalError, JournalReader, ReadItem};
+use crate::event::{proto, time::now_unix_ns};
+
+/// One item a follower hands out.
+#[derive(Debug)]
+pub enum Followed {
+    /// A stored event, `seq` set.
+    Event(pb::Event),
+    /// Records `first_seq..=last_seq` could not be read: a `lost` record saying so.
+    Lost(pb::Event),
+}
+
+impl Followed {
+    pub fn into_event(self) -> pb::Event {
+        match self {
+            Self::Event(e) | Self::Lost(e) => e,
+        }
+    }
+}
+
+/// A position in the journal and the reader that continues from it.
+pub struct Follower {
+    /// Every record below it has been handed out (or reported lost).
+    cursor: u64,
+    node: String,
+    reader: Option<JournalReader>,
+}
+
+/// A `lost` record for journal records `from..=to` a reader could not read.
+pub fn journal_loss(node: &str, from: u64, to: u64) -> pb::Event {
+    let mut e = proto::lost(pb::LossStage::Journal, to - from + 1, node, now_unix_ns());
+    if let Some(pb::event::Body::Lost(l)) = &mut e.body {
+        l.first_seq = from;
+        l.last_seq = to;
+    }
+    e
+}
+
+impl Follower {
+    /// From sequence number `cursor` on (`node` names the node in loss records).
+    pub fn from_seq(cursor: u64, node: &str) -> Self {
+        Self {
+            cursor,
+            node: node.to_owned(),
+            reader: None,
+        }
+    }
+
+    /// From wherever `reader` starts (a reader made from a time).
+    pub fn from_reader(reader: JournalReader, node: &str) -> Self {
+        Self {
+            cursor: 0,
+            node: node.to_owned(),
+            reader: Some(reader),
+        }
+    }
+
+    /// The next sequence number to hand out.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Move the cursor forward to `seq` (never back): records below it are not handed out.
+    pub fn skip_to(&mut self, seq: u64) {
+        if seq > self.cursor {
+            self.cursor = seq;
+            // A reader from a time may sit below the new cursor: records before it are skipped
+            // as they come.
+        }
+    }
+
+    /// Up to `max` items from the cursor on; an empty batch means the journal holds nothing
+    /// more now (the next call looks again). Reads from disk: call it off the async runtime.
+    pub fn next_batch(
+        &mut self,
+        journal: &Mutex<Journal>,
+        max: usize,
+    ) -> Result<Vec<Followed>, JournalError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let reader = match &mut self.reader {
+                Some(r) => r,
+                None => {
+                    let r = journal
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .reader_from_seq(self.cursor.max(super::FIRST_SEQ))?;
+                    self.reader.insert(r)
+                }
+            };
+            let Some(item) = reader.next() else {
+                // Caught up with this reader's snapshot: the next call opens a fresh one.
+                self.reader = None;
+                break;
+            };
+            match item {
+                Ok(ReadItem::Record(rec)) => {
+                    if rec.seq < self.cursor {
+                        continue;
+                    }
+                    self.cursor = rec.seq + 1;
+                    out.push(match pb::Event::decode(rec.payload.as_slice()) {
+                        Ok(mut event) => {
+                            event.seq = rec.seq;
+                            Followed::Event(event)
+                        }
+                        Err(_) => Followed::Lost(journal_loss(&self.node, rec.seq, rec.seq)),
+                    });
+                }
+                Ok(ReadItem::Gap { from, to }) => {
+                    if to >= self.cursor {
+                        let from = from.max(self.cursor);
+                        self.cursor = to + 1;
+                        out.push(Followed::Lost(journal_loss(&self.node, from, to)));
+                    }
+                }
+                // An I/O error on one read: the reader goes on, and what it could not read
+                // comes back as a Gap (a journal loss record).
+                Err(e) => tracing::warn!(error = %e, "journal read error"),
+            }
+        }
+        Ok(out)
+    }
+}
