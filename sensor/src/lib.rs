@@ -28,3 +28,39 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     line
 }
+
+/// Helpers of the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::{
+        path::{Path, PathBuf},
+        sync::atomic::{AtomicU64, Ordering},
+    };
+
+    /// A fresh directory under the system temp dir, removed on drop (also when a test fails).
+    pub struct TestDir(pub PathBuf);
+
+    impl TestDir {
+        pub fn new(name: &str) -> Self {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "sensor-unit-{}-{name}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -8,13 +8,12 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE};
+use super::{DaemonAddr, EXIT_FAILURE};
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Service to check: `` (empty, the default) is liveness, `sensor.v1.Sensor` is readiness
     /// (programs attached and, on Kubernetes, the pod cache synced).
     #[arg(long, value_name = "NAME", default_value = "")]
@@ -22,8 +21,6 @@ pub struct HealthArgs {
     /// Give up (exit 1) after this long.
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub timeout_ms: u64,
-    #[command(flatten)]
-    pub tls: ClientTls,
 }
 
 pub fn main(args: HealthArgs) -> ExitCode {
@@ -51,7 +48,8 @@ fn check(args: &HealthArgs) -> Result<ServingStatus, String> {
     let timeout = Duration::from_millis(args.timeout_ms);
     runtime.block_on(async {
         let call = async {
-            let channel = super::client::daemon_channel(&args.server, &args.tls).await?;
+            let channel =
+                super::client::daemon_channel(&args.daemon.server, &args.daemon.tls).await?;
             let response = HealthClient::new(channel)
                 .check(HealthCheckRequest {
                     service: args.service.clone(),

@@ -78,6 +78,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The daemon a client command talks to.
+#[derive(Debug, Args, Clone)]
+pub struct DaemonAddr {
+    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
+    pub server: String,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
 /// TLS settings of a client of an `https://` daemon.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ClientTls {

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
 
-use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE, EXIT_USAGE, status::fetch};
+use super::{DaemonAddr, EXIT_FAILURE, EXIT_USAGE, status::fetch};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -22,14 +22,11 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Print the policy as one JSON object (`name`, `source`, `text`).
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub tls: ClientTls,
 }
 
 pub fn main(cmd: PolicyCommand) -> ExitCode {
@@ -57,7 +54,7 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
 
 /// `sensor policy show`: the policy the daemon runs.
 fn show(args: &ShowArgs) -> ExitCode {
-    match fetch(&args.server, &args.tls) {
+    match fetch(&args.daemon) {
         Ok(s) if args.json => {
             println!(
                 "{}",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use sensor_proto::v1 as pb;
 
-use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE};
+use super::{DaemonAddr, EXIT_FAILURE};
 use crate::{
     event::time::rfc3339,
     kernel::catalog::{protection_tiers, tier_name},
@@ -13,14 +13,11 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Daemon to ask: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Print the status as one JSON object.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub tls: ClientTls,
 }
 
 pub fn main(args: StatusArgs) -> ExitCode {
@@ -34,14 +31,15 @@ pub fn main(args: StatusArgs) -> ExitCode {
 }
 
 /// `GetStatus` of the daemon at `server`.
-pub fn fetch(server: &str, tls: &ClientTls) -> Result<pb::GetStatusResponse, String> {
+pub fn fetch(daemon: &DaemonAddr) -> Result<pb::GetStatusResponse, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut client =
-            pb::sensor_client::SensorClient::new(super::client::daemon_channel(server, tls).await?);
+        let mut client = pb::sensor_client::SensorClient::new(
+            super::client::daemon_channel(&daemon.server, &daemon.tls).await?,
+        );
         client
             .get_status(pb::GetStatusRequest {})
             .await
@@ -51,7 +49,7 @@ pub fn fetch(server: &str, tls: &ClientTls) -> Result<pb::GetStatusResponse, Str
 }
 
 fn status(args: &StatusArgs) -> Result<(), String> {
-    let status = fetch(&args.server, &args.tls)?;
+    let status = fetch(&args.daemon)?;
     if args.json {
         println!("{}", to_json(&status));
     } else {

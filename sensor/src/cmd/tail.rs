@@ -16,7 +16,7 @@ use futures_util::FutureExt as _;
 use sensor_proto::v1::{self as pb, get_events_request::Start};
 use tonic::Code;
 
-use super::{ClientTls, DEFAULT_SOCKET, EXIT_FAILURE, EXIT_USAGE};
+use super::{DaemonAddr, EXIT_FAILURE, EXIT_USAGE};
 use crate::{
     event::compact::to_compact,
     event::filter,
@@ -26,9 +26,8 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// Daemon to read from: a unix socket path (`unix:PATH` or `/PATH`) or `https://HOST:PORT`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SOCKET, env = "SENSOR_SERVER")]
-    pub server: String,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = TailFormat::Compact)]
     pub output: TailFormat,
@@ -64,8 +63,6 @@ pub struct TailArgs {
     /// asking a daemon (`--server` is then not used).
     #[arg(long, value_name = "PATH", conflicts_with = "follow")]
     pub file: Option<PathBuf>,
-    #[command(flatten)]
-    pub tls: ClientTls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -266,20 +263,21 @@ async fn follow(
     let mut backoff = Duration::from_millis(100);
     let mut connected_once = false;
     loop {
-        let mut client = match crate::cmd::client::connect(&args.server, &args.tls).await {
-            Ok(c) => c,
-            Err(reason) if !connected_once || !args.follow => {
-                return Err(TailError::Connect {
-                    server: args.server.clone(),
-                    reason,
-                });
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
+        let mut client =
+            match crate::cmd::client::connect(&args.daemon.server, &args.daemon.tls).await {
+                Ok(c) => c,
+                Err(reason) if !connected_once || !args.follow => {
+                    return Err(TailError::Connect {
+                        server: args.daemon.server.clone(),
+                        reason,
+                    });
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
         if start.is_none() {
             // Without a start: the last few stored events (like tail(1)), or with -f only
             // what comes next. Resolved to a sequence number so a reconnect has no gap.
@@ -344,7 +342,10 @@ async fn follow(
             }
         }
         printer.flush()?;
-        eprintln!("sensor tail: stream ended; reconnecting to {}", args.server);
+        eprintln!(
+            "sensor tail: stream ended; reconnecting to {}",
+            args.daemon.server
+        );
         tokio::time::sleep(backoff).await;
     }
 }

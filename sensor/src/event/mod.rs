@@ -121,3 +121,20 @@ impl PathArg {
         }
     }
 }
+
+#[cfg(test)]
+impl Chmod {
+    /// An fchmodat event body for tests.
+    pub fn for_test(path: PathArg, fd: Option<i32>, mode: u32) -> Self {
+        Self {
+            syscall: ModeCall::Fchmodat,
+            mode,
+            fd,
+            flags: 0,
+            path,
+            name: None,
+            rule: sensor_common::NO_RULE,
+            revert: None,
+        }
+    }
+}

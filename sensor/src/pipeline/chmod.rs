@@ -106,8 +106,6 @@ pub fn resolve_name(proc_root: &Path, pid: u32, chmod: &Chmod) -> Option<PathBuf
 
 #[cfg(test)]
 mod tests {
-    use sensor_common::ModeCall;
-
     use super::*;
 
     #[test]
@@ -117,16 +115,7 @@ mod tests {
         std::fs::create_dir_all(&fd_dir).unwrap();
         std::os::unix::fs::symlink("/data/dir", fd_dir.join("7")).unwrap();
         std::os::unix::fs::symlink("/work", dir.join("5/cwd")).unwrap();
-        let c = |path, fd| Chmod {
-            syscall: ModeCall::Fchmodat,
-            mode: 0,
-            fd,
-            flags: 0,
-            path,
-            name: None,
-            rule: sensor_common::NO_RULE,
-            revert: None,
-        };
+        let c = |path, fd| Chmod::for_test(path, fd, 0);
         let proc = dir.as_path();
         let name = |chmod: &Chmod| resolve_name(proc, 5, chmod);
         assert_eq!(

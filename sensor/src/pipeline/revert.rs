@@ -180,21 +180,10 @@ fn open_in_root(root: &File, target: &Path) -> std::io::Result<File> {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use sensor_common::ModeCall;
-
     use super::*;
 
     fn chmod(path: PathArg, fd: Option<i32>, mode: u32) -> Chmod {
-        Chmod {
-            syscall: ModeCall::Fchmodat,
-            mode,
-            fd,
-            flags: 0,
-            path,
-            name: None,
-            rule: sensor_common::NO_RULE,
-            revert: None,
-        }
+        Chmod::for_test(path, fd, mode)
     }
 
     fn temp_dir(tag: &str) -> PathBuf {

@@ -1,8 +1,4 @@
-use std::{
-    fs,
-    path::PathBuf,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::{fs, path::PathBuf, sync::atomic::Ordering};
 
 use prost::Message as _;
 use serde_json::Value;
@@ -10,29 +6,7 @@ use serde_json::Value;
 use super::*;
 use crate::sinks::journal::JournalConfig;
 use crate::sinks::journal::follow::Follower;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sensor-export-{}-{name}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::testing::TestDir;
 
 const BASE_NS: i64 = 1_764_000_000_000_000_000;
 const SECOND: i64 = 1_000_000_000;
