@@ -1,5 +1,6 @@
 //! Metadata-endpoint blocking on the live kernel: cgroup sock_addr programs at a test cgroup,
-//! destinations on the `lo` of a test network namespace (design.md §10).
+//! destinations on the `lo` of a test network namespace (docs/testing.md, 'Safety rules for
+//! tests').
 
 use sensor_tests::{NetNs, Place, ProbeResult, Sensor, TestCgroup, probe_net, require_root};
 use serde_json::Value;

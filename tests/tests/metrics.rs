@@ -1,7 +1,8 @@
 //! `--metrics-addr`: Prometheus `/metrics` parsed by a real parser (PyPI `prometheus-client`,
 //! installed by `cargo xtask setup`) after a known scenario, `/healthz` and `/readyz`, the gRPC
 //! health statuses (`sensor health`), and a graceful SIGTERM. Listeners bind 127.0.0.1 port 0;
-//! connects to metadata addresses happen only in a test network namespace (design.md §10).
+//! connects to metadata addresses happen only in a test network namespace (docs/testing.md,
+//! 'Safety rules for tests').
 
 use std::{
     collections::BTreeMap,

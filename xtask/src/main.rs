@@ -93,19 +93,36 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
-/// Run a command in the workspace root; fail with its status.
-fn cargo(args: &[&str]) -> Result<()> {
+/// `cargo ARGS` in the workspace root (announced on stderr).
+fn cargo_command(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(workspace_root())
+    let mut cmd = Command::new(&cargo);
+    cmd.args(args).current_dir(workspace_root());
+    cmd
+}
+
+/// Run cargo in the workspace root; fail with its status.
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = cargo_command(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// As [`cargo`], returning what cargo printed on stdout (its stderr goes to ours).
+fn cargo_stdout(args: &[&str]) -> Result<String> {
+    let out = cargo_command(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("cargo {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs the `policy_parse` fuzz target for `seconds`, seeded with the repo's policies; the
@@ -149,15 +166,20 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }
 
-/// `cargo build --target x86_64-unknown-linux-musl ARGS` (static binaries; needs
-/// [`setup::musl_toolchain`]).
-fn cargo_musl(args: &[&str]) -> Result<()> {
+/// The arguments of `cargo SUBCOMMAND --target x86_64-unknown-linux-musl ARGS` (static
+/// binaries; needs [`setup::musl_toolchain`]).
+fn musl<'a>(subcommand: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     // ring's C and assembly parts are built with musl's compiler wrapper.
     // SAFETY: single-threaded at this point; read by the cargo child process.
     unsafe { std::env::set_var("CC_x86_64_unknown_linux_musl", "musl-gcc") };
-    let mut all = vec!["build", "--target", setup::MUSL_TARGET];
+    let mut all = vec![subcommand, "--target", setup::MUSL_TARGET];
     all.extend_from_slice(args);
-    cargo(&all)
+    all
+}
+
+/// `cargo build --target x86_64-unknown-linux-musl ARGS`.
+fn cargo_musl(args: &[&str]) -> Result<()> {
+    cargo(&musl("build", args))
 }
 
 /// The static release binary for deploy/Dockerfile.

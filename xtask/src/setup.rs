@@ -1,7 +1,7 @@
 //! Set-up for a fresh machine, idempotent and fast when already done:
-//! nightly `rust-src`, `bpf-linker` built against the nightly's own LLVM (design.md §8), the
-//! Debian packages the tests use, and the pseudo file systems (bpffs, securityfs, tracefs,
-//! cgroup2) mounted where missing.
+//! nightly `rust-src`, `bpf-linker` built against the nightly's own LLVM (docs/testing.md,
+//! 'Toolchain'), the Debian packages the tests use, and the pseudo file systems (bpffs,
+//! securityfs, tracefs, cgroup2) mounted where missing.
 
 use std::{
     fs,

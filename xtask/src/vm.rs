@@ -1,13 +1,19 @@
-//! Lane 3, the VM lane (design.md §7, §9): the LSM tier and whatever the host kernel refuses,
-//! tested in QEMU (TCG; KVM here cannot boot stock kernels) on Debian's cloud kernels.
+//! Lane 3, the VM lane (docs/testing.md, 'The VM lane'): the LSM tier and whatever the host
+//! kernel refuses, tested in QEMU (TCG; KVM here cannot boot stock kernels) on Debian's cloud
+//! kernels.
 //!
 //! - kernels: `linux-image-<series>…-cloud-amd64`, resolved by name at run time (the ABI numbers
 //!   rotate on the mirror) through a private apt state under `~/.cache/sensor/vm/apt` (the
 //!   host's /etc/apt is left alone; signatures are checked with debian-archive-keyring), cached
 //!   with their extracted `vmlinuz` under `~/.cache/sensor/vm/kernels/<package>/`: with a cached
 //!   kernel of the wanted series nothing touches the network;
-//! - guest: `sensor`, `vm-guest` and `vm-exit` built static (musl, `[profile.vm]`), busybox, and
-//!   an `/init` script, packed into a `newc` cpio written here;
+//! - boots: [`BOOTS`], each a kernel series with an extra command line and a label; one kernel
+//!   may be booted more than once (a different `lsm=` list, say);
+//! - guest: `sensor`, the guest tests (`tests/vm/tests/guest.rs`, a libtest binary, as
+//!   `/bin/vm-tests`), `vm-guest` (their child operations) and `vm-exit`, built static (musl,
+//!   `[profile.vm]`), busybox, and an `/init` script made for the boot (it exports the boot's
+//!   label as `SENSOR_VM_BOOT` and runs the boot's tests), packed into a `newc` cpio written
+//!   here per boot;
 //! - verdict: `/init` ends the VM through QEMU's `isa-debug-exit` device: status 33 = the tests
 //!   passed, 35 = some failed, anything else (0: init died, the kernel panicked) = the guest
 //!   died without reporting. The guest has no network device.
@@ -29,6 +35,39 @@ use crate::{Totals, setup};
 /// `linux-image-6.1.0-<abi>-cloud-amd64` (bookworm) and
 /// `linux-image-6.12.<n>+deb12-cloud-amd64` (bookworm-backports).
 pub const KERNELS: [(&str, &str); 2] = [("6.1", "linux-image-6.1."), ("6.12", "linux-image-6.12.")];
+
+/// One boot of the lane: a kernel series of [`KERNELS`] booted with an extra command line.
+pub struct Boot {
+    /// The kernel series (a label of [`KERNELS`]).
+    pub series: &'static str,
+    /// The boot's name in the lane's output and in the guest, whose `/init` exports it as
+    /// `SENSOR_VM_BOOT` (the tests read it to know which boot they run in).
+    pub label: &'static str,
+    /// Appended to the kernel command line (e.g. `lsm=lockdown,capability,landlock,yama,
+    /// apparmor,tomoyo`). Without an `lsm=` of its own, the lane adds `lsm=<CONFIG_LSM>,bpf`
+    /// when the kernel's default list lacks `bpf`.
+    pub cmdline: &'static str,
+    /// libtest filters for `/bin/vm-tests` (none: every test), so that a boot can run the
+    /// tests that fit it.
+    pub tests: &'static [&'static str],
+}
+
+/// Every boot of the lane, in order: each kernel series once, every test, with `bpf` among
+/// the active LSMs.
+pub const BOOTS: [Boot; 2] = [
+    Boot {
+        series: "6.1",
+        label: "6.1",
+        cmdline: "",
+        tests: &[],
+    },
+    Boot {
+        series: "6.12",
+        label: "6.12",
+        cmdline: "",
+        tests: &[],
+    },
+];
 const PACKAGE_SUFFIX: &str = "-cloud-amd64";
 /// Suites of the private apt state (bookworm-security carries the newest 6.1 ABI).
 const SOURCES: &str = "\
@@ -45,8 +84,10 @@ const EXIT_FAILED: i32 = (0x11 << 1) | 1;
 /// The first line `/init` prints (boot time is measured to it).
 const INIT_MARKER: &str = "vm-init: started";
 
+/// `/init`, with `@BOOT@` (the boot's label) and `@TESTS@` (its test filters) filled in.
 const INIT: &str = r#"#!/bin/sh
-# The VM lane's init (xtask/src/vm.rs): mount, run the guest tests, report through vm-exit.
+# The VM lane's init (xtask/src/vm.rs): mount, run the boot's guest tests, report through
+# vm-exit.
 export PATH=/bin
 echo
 echo "vm-init: started"
@@ -63,14 +104,18 @@ mount -t securityfs securityfs /sys/kernel/security
 echo "vm-init: kernel $(uname -r)"
 echo "vm-init: lsm $(cat /sys/kernel/security/lsm)"
 export SENSOR_BIN=/bin/sensor
-/bin/vm-guest
+export VM_GUEST_BIN=/bin/vm-guest
+export SENSOR_VM_BOOT=@BOOT@
+echo "vm-init: boot $SENSOR_VM_BOOT"
+/bin/vm-tests --test-threads=1 --nocapture --color never @TESTS@
 if [ $? -eq 0 ]; then /bin/vm-exit 0x10; else /bin/vm-exit 0x11; fi
 echo "vm-init: vm-exit did not end the VM"
 "#;
 /// Busybox applets linked in the image (`/init` installs the rest at boot).
 const APPLETS: [&str; 6] = ["sh", "mount", "mkdir", "cat", "echo", "uname"];
 
-/// `cargo xtask vm`: set up, build the guest, boot each kernel of `only` (all when empty).
+/// `cargo xtask vm`: set up, build the guest, run each boot of the kernel series `only` (all
+/// when empty).
 pub fn run(only: Option<&str>) -> Result<()> {
     let mut totals = Totals::default();
     let mut failures = Vec::new();
@@ -88,26 +133,53 @@ pub fn run(only: Option<&str>) -> Result<()> {
 /// Lane 3 for `cargo xtask test`: every failure (set-up, download, build, boot, tests) lands in
 /// `failures`; nothing is skipped.
 pub fn lane(only: Option<&str>, totals: &mut Totals, failures: &mut Vec<String>) {
-    let initrd = match prepare() {
-        Ok(initrd) => initrd,
+    let image = match prepare() {
+        Ok(image) => image,
         Err(err) => {
             failures.push(format!("vm lane: {err:#}"));
             return;
         }
     };
-    for (label, prefix) in KERNELS {
-        if only.is_some_and(|k| k != label) {
-            continue;
-        }
-        let result = kernel(label, prefix).and_then(|k| boot(label, &k, &initrd, totals));
+    for b in BOOTS.iter().filter(|b| only.is_none_or(|k| k == b.series)) {
+        let result = image
+            .initrd(b)
+            .and_then(|initrd| Ok((initrd, kernel(b.series)?)))
+            .and_then(|(initrd, k)| boot(b, &k, &initrd, totals));
         if let Err(err) = result {
-            failures.push(format!("vm lane, kernel {label}: {err:#}"));
+            failures.push(format!("vm lane, boot {}: {err:#}", b.label));
         }
     }
 }
 
-/// Set-up and the guest's initramfs.
-fn prepare() -> Result<PathBuf> {
+/// The guest's files: everything but `/init` (made per boot).
+struct Image(Cpio);
+
+impl Image {
+    /// The initramfs of boot `b`, written under the target dir.
+    fn initrd(&self, b: &Boot) -> Result<PathBuf> {
+        let mut cpio = self.0.clone();
+        cpio.file("init", init_script(b).as_bytes(), 0o755);
+        let bytes = cpio.finish();
+        let initrd = crate::target_dir().join(format!("vm/initramfs-{}.cpio", b.label));
+        fs::create_dir_all(initrd.parent().expect("has a parent"))?;
+        fs::write(&initrd, &bytes).with_context(|| format!("writing {}", initrd.display()))?;
+        eprintln!(
+            "xtask: vm: {} ({:.1} MiB)",
+            initrd.display(),
+            bytes.len() as f64 / f64::from(1 << 20)
+        );
+        Ok(initrd)
+    }
+}
+
+/// `/init` for boot `b`.
+fn init_script(b: &Boot) -> String {
+    INIT.replace("@BOOT@", b.label)
+        .replace("@TESTS@", &b.tests.join(" "))
+}
+
+/// Set-up, and the guest's binaries built and packed.
+fn prepare() -> Result<Image> {
     setup::ebpf_toolchain()?;
     setup::musl_toolchain()?;
     setup::install_debian(&["qemu-system-x86", "busybox-static"])?;
@@ -121,12 +193,12 @@ fn prepare() -> Result<PathBuf> {
         "sensor-vm-tests",
         "--bins",
     ])?;
+    let tests = guest_tests()?;
     eprintln!(
         "xtask: vm: guest binaries built in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     let bins = crate::target_dir().join(setup::MUSL_TARGET).join("vm");
-    let initrd = crate::target_dir().join("vm/initramfs.cpio");
     let mut cpio = Cpio::default();
     for dir in ["bin", "dev", "proc", "sys", "tmp", "run", "root"] {
         cpio.dir(dir);
@@ -139,16 +211,36 @@ fn prepare() -> Result<PathBuf> {
     for bin in ["sensor", "vm-guest", "vm-exit"] {
         cpio.file(&format!("bin/{bin}"), &read(bins.join(bin))?, 0o755);
     }
-    cpio.file("init", INIT.as_bytes(), 0o755);
-    let bytes = cpio.finish();
-    fs::create_dir_all(initrd.parent().expect("has a parent"))?;
-    fs::write(&initrd, &bytes).with_context(|| format!("writing {}", initrd.display()))?;
-    eprintln!(
-        "xtask: vm: {} ({:.1} MiB)",
-        initrd.display(),
-        bytes.len() as f64 / f64::from(1 << 20)
-    );
-    Ok(initrd)
+    cpio.file("bin/vm-tests", &read(&tests)?, 0o755);
+    Ok(Image(cpio))
+}
+
+/// The guest tests' libtest binary, built static (`cargo test --no-run`); cargo names its
+/// path in its JSON messages.
+fn guest_tests() -> Result<PathBuf> {
+    let out = crate::cargo_stdout(&crate::musl(
+        "test",
+        &[
+            "--no-run",
+            "--profile",
+            "vm",
+            "--package",
+            "sensor-vm-tests",
+            "--test",
+            "guest",
+            "--message-format=json-render-diagnostics",
+        ],
+    ))?;
+    test_executable(&out, "guest").context("cargo named no executable for the guest tests")
+}
+
+/// The `executable` of the test target `name` in cargo's JSON messages.
+fn test_executable(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
 fn read(path: impl AsRef<Path>) -> Result<Vec<u8>> {
@@ -169,7 +261,11 @@ struct Kernel {
 }
 
 /// The newest cached kernel of the series; downloads one only when none is cached.
-fn kernel(label: &str, prefix: &str) -> Result<Kernel> {
+fn kernel(label: &str) -> Result<Kernel> {
+    let (_, prefix) = KERNELS
+        .into_iter()
+        .find(|(l, _)| *l == label)
+        .with_context(|| format!("no kernel series {label}"))?;
     let kernels = cache_dir().join("kernels");
     if let Some(k) = newest(cached(&kernels, prefix)?) {
         return Kernel::open(k, &kernels);
@@ -343,30 +439,42 @@ impl Apt {
     }
 }
 
-/// Boots `kernel` with `initrd`, streams the serial console, adds the guest's `test result:`
-/// line to `totals` and turns QEMU's exit status into the verdict.
-fn boot(label: &str, kernel: &Kernel, initrd: &Path, totals: &mut Totals) -> Result<()> {
+/// Boots `kernel` with `initrd` as boot `b` says, streams the serial console, adds the guest's
+/// `test result:` line to `totals` and turns QEMU's exit status into the verdict.
+fn boot(b: &Boot, kernel: &Kernel, initrd: &Path, totals: &mut Totals) -> Result<()> {
+    let label = b.label;
     println!(
         "xtask: vm {label}: booting {} {}",
         kernel.package, kernel.version
     );
     let mut append = "console=ttyS0 panic=-1 loglevel=4".to_owned();
-    match kernel.lsm_param()? {
-        // The guest test `guest_has_bpf_lsm_and_btf` checks the active list either way.
-        None => println!("xtask: vm {label}: the kernel's default LSM list includes bpf"),
-        Some(lsm) => {
-            println!("xtask: vm {label}: the kernel's default LSM list lacks bpf: adding {lsm}");
-            append.push(' ');
-            append.push_str(&lsm);
+    if has_param(b.cmdline, "lsm") {
+        println!("xtask: vm {label}: the boot sets its own LSM list");
+    } else {
+        match kernel.lsm_param()? {
+            // The guest test `guest_has_bpf_lsm_and_btf` checks the active list either way.
+            None => println!("xtask: vm {label}: the kernel's default LSM list includes bpf"),
+            Some(lsm) => {
+                println!(
+                    "xtask: vm {label}: the kernel's default LSM list lacks bpf: adding {lsm}"
+                );
+                append.push(' ');
+                append.push_str(&lsm);
+            }
         }
     }
+    if !b.cmdline.is_empty() {
+        append.push(' ');
+        append.push_str(b.cmdline);
+    }
+    println!("xtask: vm {label}: kernel command line: {append}");
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "2",
         ])
         .args(["-m", "2048", "-nographic", "-no-reboot"])
-        // No network device, ever (design.md §10).
+        // No network device, ever (docs/testing.md, 'Safety rules for tests').
         .args(["-nic", "none"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
@@ -431,6 +539,13 @@ fn boot(label: &str, kernel: &Kernel, initrd: &Path, totals: &mut Totals) -> Res
     }
 }
 
+/// Whether the kernel command line `cmdline` sets parameter `name` (`name=...`).
+fn has_param(cmdline: &str, name: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|p| p.split_once('=').is_some_and(|(n, _)| n == name))
+}
+
 /// `line` without the terminal escapes (SeaBIOS clears the screen) and control characters.
 fn printable(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -453,7 +568,7 @@ fn printable(line: &str) -> String {
 }
 
 /// A `newc` cpio archive (the initramfs format the kernel unpacks), built in memory.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Cpio {
     bytes: Vec<u8>,
     inode: u32,
@@ -521,7 +636,9 @@ impl Cpio {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cpio, is_kernel, newest, printable};
+    use super::{
+        BOOTS, Cpio, KERNELS, has_param, init_script, is_kernel, newest, printable, test_executable,
+    };
 
     #[test]
     fn strips_terminal_escapes() {
@@ -561,6 +678,48 @@ mod tests {
             pick("linux-image-6.12.").as_deref(),
             Some("linux-image-6.12.117+deb12-cloud-amd64")
         );
+    }
+
+    #[test]
+    fn boots_name_known_series_and_shell_safe_labels() {
+        let safe = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        for b in &BOOTS {
+            assert!(KERNELS.iter().any(|(l, _)| *l == b.series), "{}", b.series);
+            assert!(safe(b.label), "{}", b.label);
+            assert!(b.tests.iter().all(|t| safe(t)), "{:?}", b.tests);
+            let same = BOOTS.iter().filter(|o| o.label == b.label).count();
+            assert_eq!(same, 1, "the label {} names one boot", b.label);
+        }
+        let init = init_script(&BOOTS[0]);
+        assert!(init.contains("export SENSOR_VM_BOOT=6.1\n"), "{init}");
+        assert!(!init.contains('@'), "{init}");
+    }
+
+    #[test]
+    fn finds_lsm_among_the_boot_parameters() {
+        assert!(has_param(
+            "lsm=lockdown,capability,landlock,yama,apparmor,tomoyo",
+            "lsm"
+        ));
+        assert!(has_param("quiet lsm=bpf", "lsm"));
+        assert!(!has_param("", "lsm"));
+        assert!(!has_param("lsm.debug nolsm=1", "lsm"));
+    }
+
+    #[test]
+    fn finds_the_test_executable_in_cargo_messages() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"sensor_vm_tests"},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"guest"},"executable":"/t/deps/guest-1f"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executable(messages, "guest"),
+            Some("/t/deps/guest-1f".into())
+        );
+        assert_eq!(test_executable(messages, "other"), None);
     }
 
     #[test]
