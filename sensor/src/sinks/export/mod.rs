@@ -212,7 +212,9 @@ struct Exporter {
     sink: Sink,
     /// Where the cursor is kept (`None`: not kept).
     state_path: Option<PathBuf>,
-    /// The journal from the next record to export.
+    /// The next journal record to export: everything before it is rendered.
+    cursor: u64,
+    /// The journal from `cursor` on (it may read ahead of it within a batch).
     follower: Follower,
     /// The cursor of the last saved state: everything before it is written.
     committed: u64,
@@ -289,6 +291,7 @@ impl Exporter {
         tracing::info!(destination = ?cfg.destination, format = ?cfg.format, cursor, "exporter ready");
         Ok(Self {
             follower: Follower::from_seq(cursor, &cfg.node),
+            cursor,
             cfg,
             journal,
             sink,
@@ -344,6 +347,8 @@ impl Exporter {
         if !self.buf.is_empty() && !self.commit() {
             return false;
         }
+        // A batch cut short by a failed write: read again after the last rendered record.
+        self.follower.reset(self.cursor);
         loop {
             let batch = match self.follower.next_batch(&self.journal, BATCH_RECORDS) {
                 Ok(batch) => batch,
@@ -356,6 +361,7 @@ impl Exporter {
                 return self.commit();
             }
             for item in batch {
+                self.cursor = item.next_seq();
                 match item {
                     Followed::Event(event) => self.folder.push(event, &mut self.out),
                     Followed::Lost(loss) => {
@@ -433,7 +439,7 @@ impl Exporter {
     }
 
     fn save_state(&mut self) -> bool {
-        let cursor = self.follower.cursor();
+        let cursor = self.cursor;
         let Some(state_path) = &self.state_path else {
             self.uncommitted = 0;
             self.committed = cursor;

@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use super::*;
 use crate::sinks::journal::JournalConfig;
-use crate::sinks::journal::follow::Follower;
 use crate::testing::TestDir;
 
 const BASE_NS: i64 = 1_764_000_000_000_000_000;
@@ -407,7 +406,7 @@ fn open_fold_windows_survive_a_restart() {
     let s = setup("fold-restart", u64::MAX);
     let mut exporter = s.exporter(1 << 20, Duration::from_secs(3600));
     s.append((0..100).map(|i| chmod(42, "/tmp/f", pb::Verdict::Audited, BASE_NS + i)));
-    exporter.follower = Follower::from_seq(1, "node-a");
+    exporter.cursor = 1;
     assert!(exporter.pass());
     drop(exporter);
     s.append((100..250).map(|i| chmod(42, "/tmp/f", pb::Verdict::Audited, BASE_NS + i)));

@@ -22,6 +22,17 @@ pub enum Followed {
 }
 
 impl Followed {
+    /// The sequence number after this item: where a reader that has handled it continues.
+    pub fn next_seq(&self) -> u64 {
+        match self {
+            Self::Event(e) => e.seq + 1,
+            Self::Lost(e) => match &e.body {
+                Some(pb::event::Body::Lost(l)) => l.last_seq + 1,
+                _ => e.seq + 1,
+            },
+        }
+    }
+
     pub fn into_event(self) -> pb::Event {
         match self {
             Self::Event(e) | Self::Lost(e) => e,
@@ -77,6 +88,15 @@ impl Follower {
             self.cursor = seq;
             // A reader from a time may sit below the new cursor: records before it are skipped
             // as they come.
+        }
+    }
+
+    /// Continue from `seq` instead (back or forward): a caller that handled only part of a
+    /// batch goes on after the last item it handled.
+    pub fn reset(&mut self, seq: u64) {
+        if seq != self.cursor {
+            self.cursor = seq;
+            self.reader = None;
         }
     }
 
