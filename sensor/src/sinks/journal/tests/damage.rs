@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// The record at `seq` reads back as written.
+fn assert_reads_back(journal: &Journal, seq: u64, time_ns: i64, payload: &[u8]) {
+    let item = journal
+        .reader_from_seq(seq)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        item,
+        ReadItem::Record(Record {
+            seq,
+            time_ns,
+            payload: payload.to_vec()
+        })
+    );
+}
+
 /// Builds a journal of several segments whose newest one ends with record `last` (40-byte
 /// payload); returns (template dir, last seq, newest segment path, offset of the last record).
 fn torn_tail_template() -> (TestDir, u64, PathBuf, u64) {
@@ -53,20 +71,7 @@ fn check_torn_tail_recovery(dir: &Path, last: u64, newest: &Path, offset: u64, c
 
     assert_eq!(journal.append(42, b"after recovery").unwrap(), last);
     journal.sync().unwrap();
-    let item = journal
-        .reader_from_seq(last)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        item,
-        ReadItem::Record(Record {
-            seq: last,
-            time_ns: 42,
-            payload: b"after recovery".to_vec()
-        })
-    );
+    assert_reads_back(&journal, last, 42, b"after recovery");
     drop(journal);
     let (journal, recovery) = Journal::open(cfg).unwrap();
     assert!(recovery.is_clean(), "{recovery:?}");
@@ -410,20 +415,7 @@ fn random_damage_never_panics_and_never_yields_a_bad_record() {
         // The journal stays writable, and what it writes reads back.
         let seq = journal.append(7, b"after damage").unwrap();
         journal.flush().unwrap();
-        let item = journal
-            .reader_from_seq(seq)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            item,
-            ReadItem::Record(Record {
-                seq,
-                time_ns: 7,
-                payload: b"after damage".to_vec()
-            })
-        );
+        assert_reads_back(&journal, seq, 7, b"after damage");
     }
     assert!(damaged_runs > 400, "{damaged_runs}");
 }
