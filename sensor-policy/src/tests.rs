@@ -89,7 +89,7 @@ fn default_policy_is_the_documented_one() {
     assert!(!ns.matches("kube-system"));
     assert_eq!(p.scope.pod_selector, None);
     assert!(p.scope.cgroups.is_empty());
-    assert_eq!(p.rules.len(), 2);
+    assert_eq!(p.rules.len(), 3);
     assert_eq!(p.rules[0].action, Action::Enforce);
     assert_eq!(
         p.rules[0].kind,
@@ -106,13 +106,22 @@ fn default_policy_is_the_documented_one() {
     assert!(chmod.matches(0o4755, Some("/usr/bin/x")));
     assert!(chmod.matches(0o2755, None));
     assert!(!chmod.matches(0o755, Some("/usr/bin/x")));
+    // Every privilege raise, logged (audit) by default.
+    assert_eq!(p.rules[2].action, Action::Audit);
+    let RuleKind::Privilege(privilege) = &p.rules[2].kind else {
+        panic!("rule 2 is not a privilege rule")
+    };
+    assert_eq!(privilege.raises, Raise::ALL);
 }
 
 #[test]
 fn compiling_the_default_gives_the_seven_built_in_destinations() {
     let c = compile(&default_policy());
     assert_eq!(c.policy, "default");
-    assert_eq!(c.rule_names, ["block-metadata", "deny-setid-chmod"]);
+    assert_eq!(
+        c.rule_names,
+        ["block-metadata", "deny-setid-chmod", "log-privilege-raises"]
+    );
     let v4: Vec<String> = c.cidr_v4.iter().map(|r| r.prefix.to_string()).collect();
     let v6: Vec<String> = c.cidr_v6.iter().map(|r| r.prefix.to_string()).collect();
     assert_eq!(
@@ -142,7 +151,15 @@ fn compiling_the_default_gives_the_seven_built_in_destinations() {
             paths: vec![],
         }]
     );
-    assert!(c.privilege.is_empty());
+    assert_eq!(c.privilege.len(), 1);
+    assert_eq!(
+        (
+            c.privilege[0].rule,
+            c.privilege[0].action,
+            c.privilege[0].raises
+        ),
+        (2, Action::Audit, 0b1_1111)
+    );
     let ns = c.scope.namespaces.unwrap();
     assert_eq!(
         (ns.include, ns.exclude),

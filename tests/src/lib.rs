@@ -301,12 +301,17 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// Start `sensor tail --server SOCKET ARGS`.
+    /// Start `sensor tail --server SOCKET ARGS`, with `--all` (telemetry too) unless the args
+    /// filter by kind or verdict themselves.
     pub fn start(socket: &Path, args: &[&str]) -> Self {
+        let filtered = args
+            .iter()
+            .any(|a| ["--kind", "--verdict", "--all"].contains(a));
         let mut child = Command::new(sensor_bin())
             .arg("tail")
             .arg("--server")
             .arg(socket)
+            .args((!filtered).then_some("--all"))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -298,7 +298,7 @@ fn ocsf_export_of_every_event_kind_validates_and_tail_prints_the_same_objects() 
     )
     .unwrap();
     let out = Command::new(sensor_tests::sensor_bin())
-        .args(["tail", "-o", "ocsf", "--file"])
+        .args(["tail", "-o", "ocsf", "--all", "--file"])
         .arg(&replay)
         .output()
         .unwrap();

@@ -584,7 +584,7 @@ fn tail_replays_an_exported_file_with_filters() {
     };
     // The same bytes back, unfiltered.
     assert_eq!(
-        replay(&["-o", "json"]),
+        replay(&["-o", "json", "--all"]),
         std::fs::read_to_string(&exported).unwrap()
     );
     let audited: Vec<Value> = replay(&["-o", "json", "--verdict", "audited"])

@@ -8,6 +8,9 @@ use sensor_common::programs::PREFIX;
 
 /// Name prefix of every netns and cgroup the tests create.
 const TEST_PREFIX: &str = "sensor-test";
+/// Cgroups the sensor itself makes: its own scope (`sensor run` without a scope) and the
+/// throwaway cgroup of `sensor demo`.
+const SENSOR_CGROUPS: [&str; 2] = ["sensor-protected", "sensor-demo"];
 
 pub fn find() -> Result<Vec<String>> {
     let mut found = Vec::new();
@@ -18,7 +21,7 @@ pub fn find() -> Result<Vec<String>> {
     }
     for root in crate::setup::cgroup2_mounts()? {
         for name in dir_names(&root) {
-            if name.starts_with(TEST_PREFIX) {
+            if name.starts_with(TEST_PREFIX) || SENSOR_CGROUPS.iter().any(|p| name.starts_with(p)) {
                 found.push(format!("cgroup {}/{name}", root.display()));
             }
         }
@@ -26,6 +29,19 @@ pub fn find() -> Result<Vec<String>> {
     for name in dir_names(Path::new("/sys/fs/bpf")) {
         if name.starts_with("sensor") {
             found.push(format!("bpffs pin /sys/fs/bpf/{name}"));
+        }
+    }
+    if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        for name in entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+        {
+            if name.starts_with("sensor-demo-") {
+                found.push(format!(
+                    "sensor demo directory {}",
+                    std::env::temp_dir().join(name).display()
+                ));
+            }
         }
     }
     for prog in aya::programs::loaded_programs() {

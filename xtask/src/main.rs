@@ -7,7 +7,8 @@
 //! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
 //! - `cargo xtask fuzz [SECONDS]`: a longer run of the policy-parser fuzz target (the test
 //!   command runs it for [`FUZZ_SECONDS_IN_TEST`]).
-//! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages.
+//! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages,
+//!   with its man pages and shell completions.
 //! - `cargo xtask vm [--kernel 6.1|6.12]`: the VM lane alone (QEMU, Debian kernels; see `vm`).
 
 mod bench;
@@ -188,7 +189,32 @@ fn dist() -> Result<()> {
     setup::musl_toolchain()?;
     cargo_musl(&["--release", "--package", "sensor", "--bin", "sensor"])?;
     let dir = target_dir().join(setup::MUSL_TARGET).join("release");
-    println!("xtask: {}", dir.join("sensor").display());
+    let bin = dir.join("sensor");
+    println!("xtask: {}", bin.display());
+    // Man pages and shell completions, from the binary's own command line.
+    let man = dir.join("man");
+    let status = Command::new(&bin).arg("man").arg(&man).status()?;
+    if !status.success() {
+        bail!("sensor man {} failed ({status})", man.display());
+    }
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for (shell, file) in [
+        ("bash", "sensor.bash"),
+        ("zsh", "_sensor"),
+        ("fish", "sensor.fish"),
+    ] {
+        let out = Command::new(&bin).args(["completions", shell]).output()?;
+        if !out.status.success() {
+            bail!("sensor completions {shell} failed ({})", out.status);
+        }
+        std::fs::write(completions.join(file), out.stdout)?;
+    }
+    println!(
+        "xtask: man pages in {}, completions in {}",
+        man.display(),
+        completions.display()
+    );
     println!(
         "xtask: image: docker build -f deploy/Dockerfile -t sensor:{} {}",
         env!("CARGO_PKG_VERSION"),

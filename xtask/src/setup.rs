@@ -12,8 +12,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the test suite runs: `ip` (network namespaces), coreutils `chmod`, python3
-/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`).
-const DEBIAN_PACKAGES: [&str; 3] = ["iproute2", "coreutils", "python3"];
+/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal).
+const DEBIAN_PACKAGES: [&str; 4] = ["iproute2", "coreutils", "python3", "tmux"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

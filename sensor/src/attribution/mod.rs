@@ -60,7 +60,16 @@ pub struct Enricher {
     /// Pod index generation at the last full poll.
     polled_generation: u64,
     /// cgroup id -> what its path says (None: not a pod's cgroup).
-    parsed: HashMap<u64, Option<ContainerRef>>,
+    parsed: HashMap<u64, Parsed>,
+}
+
+/// What a cgroup's path says, parsed once per cgroup id.
+#[derive(Clone)]
+struct Parsed {
+    /// The path, relative to the cgroup2 mount.
+    path: std::sync::Arc<str>,
+    /// The pod and container it names, if it is a pod's cgroup.
+    target: Option<ContainerRef>,
 }
 
 enum PodMatch {
@@ -147,7 +156,11 @@ impl Enricher {
         now: Instant,
     ) -> Option<pb::Event> {
         let process_known = self.attribute_process(event, &mut proto, now);
-        let complete = match self.match_pod(event.cgroup_id) {
+        let parsed = self.parsed(event.cgroup_id);
+        if let (Some(p), Some(parsed)) = (&mut proto.process, &parsed) {
+            p.cgroup = parsed.path.to_string();
+        }
+        let complete = match self.match_pod(parsed) {
             PodMatch::NotAPod => process_known,
             PodMatch::Found(pod) => {
                 proto.pod = Some(*pod);
@@ -222,23 +235,26 @@ impl Enricher {
         complete
     }
 
-    fn match_pod(&mut self, cgroup_id: u64) -> PodMatch {
+    /// The cgroup's path and what it says (`None`: the index does not know the id).
+    fn parsed(&mut self, cgroup_id: u64) -> Option<Parsed> {
         // A cgroup's id never changes meaning while it exists: parse each path once.
-        let target = match self.parsed.get(&cgroup_id) {
-            Some(t) => t.clone(),
-            None => {
-                let Some(path) = self.cgroups.as_mut().and_then(|c| c.path(cgroup_id)) else {
-                    return PodMatch::NotAPod;
-                };
-                let t = parse_cgroup_path(&path);
-                if self.parsed.len() >= PARSED_CACHE_CAP {
-                    self.parsed.clear();
-                }
-                self.parsed.insert(cgroup_id, t.clone());
-                t
-            }
+        if let Some(p) = self.parsed.get(&cgroup_id) {
+            return Some(p.clone());
+        }
+        let path = self.cgroups.as_mut().and_then(|c| c.path(cgroup_id))?;
+        let parsed = Parsed {
+            target: parse_cgroup_path(&path),
+            path: path.into(),
         };
-        let Some(target) = target else {
+        if self.parsed.len() >= PARSED_CACHE_CAP {
+            self.parsed.clear();
+        }
+        self.parsed.insert(cgroup_id, parsed.clone());
+        Some(parsed)
+    }
+
+    fn match_pod(&self, parsed: Option<Parsed>) -> PodMatch {
+        let Some(target) = parsed.and_then(|p| p.target) else {
             return PodMatch::NotAPod;
         };
         self.lookup(&target)

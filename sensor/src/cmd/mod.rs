@@ -4,6 +4,10 @@
 //! reads `SENSOR_*`.
 
 pub mod client;
+pub mod completions;
+pub mod demo;
+mod demo_step;
+pub mod exec;
 pub mod health;
 pub mod logging;
 pub mod policy;
@@ -17,8 +21,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::{
-    health::HealthArgs, policy::PolicyCommand, run::RunArgs, status::StatusArgs, tail::TailArgs,
-    uninstall::UninstallArgs,
+    completions::Shell, demo::DemoArgs, exec::ExecArgs, health::HealthArgs, policy::PolicyCommand,
+    run::RunArgs, status::StatusArgs, tail::TailArgs, uninstall::UninstallArgs,
 };
 
 /// Exit code for bad flags and unusable input (nothing was attached).
@@ -56,6 +60,26 @@ pub enum Command {
     Uninstall(UninstallArgs),
     /// Ask the daemon's gRPC health service (exit 0 when SERVING, else 1): for exec probes.
     Health(HealthArgs),
+    /// Run a command inside a protected scope cgroup: `sensor exec -- chmod u+s ./f`.
+    Exec(ExecArgs),
+    /// Show every protection working on this host, safely: a throwaway network namespace (the
+    /// metadata addresses on its own loopback) and cgroup, a sensor of its own, a scripted set
+    /// of attempts in enforce and then in audit, each with its event. Needs root.
+    Demo(DemoArgs),
+    /// Print a shell completion script: `source <(sensor completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages into DIR (`cargo xtask dist` does).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// One step of `sensor demo`, run by the demo in the network namespace and cgroup it made.
+    #[command(hide = true)]
+    DemoStep(demo::StepArgs),
 }
 
 /// Where a pinned daemon keeps its links by default (the DaemonSet's `--pin-dir`).
@@ -75,6 +99,11 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => policy::main(cmd),
         Command::Uninstall(args) => uninstall::main(&args),
         Command::Health(args) => health::main(args),
+        Command::Exec(args) => exec::main(&args),
+        Command::Demo(args) => demo::main(&args),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { dir } => completions::man(&dir),
+        Command::DemoStep(args) => demo::step(&args),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use sensor_proto::v1 as pb;
 
 use super::{DaemonAddr, EXIT_FAILURE};
@@ -15,9 +15,18 @@ use crate::{
 pub struct StatusArgs {
     #[command(flatten)]
     pub daemon: DaemonAddr,
-    /// Print the status as one JSON object.
-    #[arg(long)]
+    /// Output format: readable text, or one JSON object.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = StatusFormat::Text)]
+    pub output: StatusFormat,
+    /// The same as `-o json`.
+    #[arg(long, hide = true)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
 }
 
 pub fn main(args: StatusArgs) -> ExitCode {
@@ -50,7 +59,7 @@ pub fn fetch(daemon: &DaemonAddr) -> Result<pb::GetStatusResponse, String> {
 
 fn status(args: &StatusArgs) -> Result<(), String> {
     let status = fetch(&args.daemon)?;
-    if args.json {
+    if args.json || args.output == StatusFormat::Json {
         println!("{}", to_json(&status));
     } else {
         print!("{}", to_text(&status));
@@ -71,6 +80,7 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             .collect::<std::collections::BTreeMap<_, _>>(),
         "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
+        "scopes": s.scopes.iter().map(|sc| serde_json::json!({"path": sc.path, "cgroup_id": sc.cgroup_id, "created": sc.created})).collect::<Vec<_>>(),
     })
 }
 
@@ -82,6 +92,15 @@ fn to_text(s: &pb::GetStatusResponse) -> String {
         "sensor {} on {} ({} subscriber(s))",
         s.version, s.node, s.subscribers
     );
+    let _ = writeln!(out, "\nscope:");
+    for sc in &s.scopes {
+        let own = if sc.created {
+            " (made by the sensor; `sensor exec -- COMMAND` runs a command in it)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {}{own}", sc.path);
+    }
     let _ = writeln!(out, "\nprotections (tier):");
     for (what, tier) in protection_tiers(s.attachments.iter().map(|a| a.program.as_str())) {
         let _ = writeln!(out, "  {what:<22} {}", tier_name(tier));

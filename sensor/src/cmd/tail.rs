@@ -56,6 +56,11 @@ pub struct TailArgs {
     /// Only these verdicts (blocked, audited, allowed, killed).
     #[arg(long, value_name = "VERDICT")]
     pub verdict: Vec<String>,
+    /// Every event, telemetry too (exec, exit, allowed, policy changes). Without it, and
+    /// without --kind or --verdict, only decisions (blocked, killed, audited) and loss records
+    /// are shown.
+    #[arg(short = 'a', long, conflicts_with_all = ["kind", "verdict"])]
+    pub all: bool,
     /// Stop after N events (loss records are always printed and not counted).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -188,13 +193,22 @@ impl Printer {
     }
 }
 
+/// The verdicts `sensor tail` shows without --all, --kind or --verdict: the decisions.
+const DECISIONS: [&str; 3] = ["blocked", "killed", "audited"];
+
 fn tail(args: &TailArgs) -> Result<(), TailError> {
+    let decisions_only = !args.all && args.kind.is_empty() && args.verdict.is_empty();
+    let verdicts = if decisions_only {
+        DECISIONS.map(str::to_owned).to_vec()
+    } else {
+        args.verdict.clone()
+    };
     let filter = filter::build(
         &args.kind,
         &args.namespace,
         &args.pod,
         &args.label,
-        &args.verdict,
+        &verdicts,
     )
     .map_err(|e| TailError::Usage(e.to_string()))?;
     let since = args
@@ -253,6 +267,56 @@ fn replay_file(
     printer.flush()
 }
 
+/// Journal records looked at, from the end, before giving up on finding [`DEFAULT_LAST`]
+/// events that pass the filter: wider each time.
+const LOOK_BACK: [u64; 3] = [1_000, 100_000, u64::MAX];
+
+/// The last [`DEFAULT_LAST`] stored events before `next` that pass `filter` (loss records
+/// among them included).
+async fn last_matching(
+    client: &mut pb::sensor_client::SensorClient<tonic::transport::Channel>,
+    filter: &pb::Filter,
+    next: u64,
+) -> Result<Vec<pb::Event>, TailError> {
+    let mut found = std::collections::VecDeque::new();
+    for window in LOOK_BACK {
+        let from = next.saturating_sub(window).max(1);
+        let request = pb::GetEventsRequest {
+            start: Some(Start::FromSeq(from)),
+            follow: false,
+            filter: Some(filter.clone()),
+            limit: 0,
+        };
+        let mut stream = client
+            .get_events(request)
+            .await
+            .map_err(|s| TailError::Refused(s.message().to_owned()))?
+            .into_inner();
+        found.clear();
+        while let Some(event) = stream
+            .message()
+            .await
+            .map_err(|s| TailError::Stream(s.message().to_owned()))?
+        {
+            if event.seq != 0 && event.seq >= next {
+                break;
+            }
+            found.push_back(event);
+            if found.len() > DEFAULT_LAST as usize {
+                found.pop_front();
+            }
+        }
+        let events = found
+            .iter()
+            .filter(|e| kind_of(e) != pb::EventKind::Lost)
+            .count();
+        if events >= DEFAULT_LAST as usize || from == 1 {
+            break;
+        }
+    }
+    Ok(found.into())
+}
+
 async fn follow(
     args: &TailArgs,
     filter: pb::Filter,
@@ -279,19 +343,22 @@ async fn follow(
                 }
             };
         if start.is_none() {
-            // Without a start: the last few stored events (like tail(1)), or with -f only
-            // what comes next. Resolved to a sequence number so a reconnect has no gap.
+            // Without a start: the last few stored events that pass the filter (like
+            // tail(1)), or with -f only what comes next. Resolved to a sequence number so a
+            // reconnect has no gap.
             let status = client
                 .get_status(pb::GetStatusRequest {})
                 .await
                 .map_err(|s| TailError::Refused(s.message().to_owned()))?;
             let journal = status.into_inner().journal.unwrap_or_default();
             let next = journal.next_seq.max(1);
-            start = Some(Start::FromSeq(if args.follow {
-                next
-            } else {
-                next.saturating_sub(DEFAULT_LAST).max(1)
-            }));
+            if !args.follow {
+                for event in last_matching(&mut client, &filter, next).await? {
+                    printer.print(&event)?;
+                }
+                return printer.flush();
+            }
+            start = Some(Start::FromSeq(next));
         }
         connected_once = true;
         let request = pb::GetEventsRequest {

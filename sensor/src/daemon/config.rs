@@ -55,6 +55,28 @@ pub struct Flags {
     pub proc_root: PathBuf,
 }
 
+/// The cgroup the sensor makes for itself, below the cgroup2 mount, when it is given no scope
+/// on a host that is not a Kubernetes node.
+pub const OWN_SCOPE: &str = "sensor-protected";
+
+/// The sensor's own scope cgroup while it runs: removed when dropped, if empty (a cgroup with
+/// processes in it stays, and says so).
+pub struct OwnScope(pub PathBuf);
+
+impl Drop for OwnScope {
+    fn drop(&mut self) {
+        match std::fs::remove_dir(&self.0) {
+            Ok(()) => {
+                tracing::info!(scope = %self.0.display(), "removed the sensor's own scope cgroup")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::info!(scope = %self.0.display(), error = %e, "the sensor's own scope cgroup stays (processes are still in it)")
+            }
+        }
+    }
+}
+
 /// Everything `sensor run` needs, validated.
 pub struct RunConfig {
     pub rules: ActiveRules,
@@ -75,6 +97,8 @@ pub struct RunConfig {
     pub tier: TierChoice,
     pub metrics_addr: Option<SocketAddr>,
     pub proc_root: PathBuf,
+    /// The scope cgroup the daemon made itself, if it did.
+    pub own_scope: Option<OwnScope>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,15 +165,18 @@ impl RunConfig {
             // No cgroups given: every pod, at the kubelet's pod parent cgroup (on a node).
             roots.extend(kubepods_root());
         }
-        let scopes = roots
+        let mut scopes = roots
             .iter()
             .map(|p| ScopeRoot::open(p))
             .collect::<Result<Vec<_>, _>>()?;
-        if scopes.is_empty() {
-            return Err(RunError::Usage(
-                "no scope: give --scope-cgroup, a policy with scope.cgroups, or run on a Kubernetes node (kubepods cgroup)".into(),
-            ));
-        }
+        // Neither: a plain host. Protect a cgroup of our own (`sensor exec` runs commands in it).
+        let own_scope = if scopes.is_empty() {
+            let (scope, guard) = own_scope()?;
+            scopes.push(scope);
+            guard
+        } else {
+            None
+        };
         let listen = listen_config(&flags)?;
         if let Some(dir) = &flags.pin_dir {
             pins::check(dir)?;
@@ -185,8 +212,33 @@ impl RunConfig {
             tier: flags.tier,
             metrics_addr: flags.metrics_addr,
             proc_root: flags.proc_root,
+            own_scope,
         })
     }
+}
+
+/// The sensor's own scope cgroup, created when missing (the guard removes it again).
+fn own_scope() -> Result<(ScopeRoot, Option<OwnScope>), RunError> {
+    let root = cgroup2_root().map_err(|e| {
+        RunError::Usage(format!(
+            "no scope: give --scope-cgroup or a policy with scope.cgroups ({e})"
+        ))
+    })?;
+    let path = root.join(OWN_SCOPE);
+    let guard = match std::fs::create_dir(&path) {
+        // Ours by name, also when an earlier run left it (with processes in it).
+        Ok(()) => Some(OwnScope(path.clone())),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(OwnScope(path.clone())),
+        Err(e) => {
+            return Err(RunError::Usage(format!(
+                "no scope given, and creating {} failed ({e}): give --scope-cgroup PATH",
+                path.display()
+            )));
+        }
+    };
+    let mut scope = ScopeRoot::open(&path)?;
+    scope.created = true;
+    Ok((scope, guard))
 }
 
 fn listen_config(flags: &Flags) -> Result<Listen, RunError> {

@@ -15,7 +15,7 @@ use sensor_common::programs::PREFIX;
 use sensor_proto::v1 as pb;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use self::config::{Flags, RunConfig, RunError};
+pub use self::config::{Flags, OWN_SCOPE, OwnScope, RunConfig, RunError};
 use self::stream::Signals;
 use crate::{
     attribution::{
@@ -55,6 +55,13 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     // Input is valid; from here on, logs.
     for what in &cfg.rules.not_enforced {
         tracing::warn!(policy = %cfg.rules.policy, "not enforced at this tier: {what}");
+    }
+    for scope in cfg.scopes.iter().filter(|s| s.created) {
+        tracing::info!(
+            scope = %scope.path.display(),
+            "no scope given: protecting a cgroup of the sensor's own (removed on exit when empty); run a command in it with `sensor exec -- COMMAND` (or `echo $$ > {}/cgroup.procs`)",
+            scope.path.display()
+        );
     }
     // Signal handlers before anything is attached: a SIGTERM right after "ready" must detach
     // cleanly, not kill the process with the default action.
@@ -137,6 +144,14 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         Arc::clone(&hub),
         Arc::clone(&journal),
         exporters.counters(),
+        cfg.scopes
+            .iter()
+            .map(|s| pb::Scope {
+                path: s.path.display().to_string(),
+                cgroup_id: s.id,
+                created: s.created,
+            })
+            .collect(),
     ));
 
     // Attribution: processes, cgroups, pods (Kubernetes only).

@@ -1,4 +1,10 @@
-//! The compact one-line text of `sensor tail`.
+//! The compact one-line text of `sensor tail`: aligned columns, so a decision stands out.
+//!
+//! `TIME  #SEQ  VERDICT  KIND  WHERE  PROCESS  RULE  WHAT`: WHERE is the pod
+//! (`namespace/name`) or the cgroup, PROCESS the executable and its parent, RULE the rule that
+//! decided, WHAT the destination or the file. Fixed-width columns keep the start of each
+//! column (a long value is cut on the left, where it says least, and marked with `…`); WHAT
+//! takes the rest of the line. Colour (the verdict) only when asked.
 
 use std::fmt::Write as _;
 
@@ -13,6 +19,14 @@ use super::{
 /// ANSI colours for the compact format.
 const RESET: &str = "\x1b[0m";
 
+/// Column widths (characters).
+const SEQ: usize = 7;
+const LABEL: usize = 7;
+const KIND: usize = 9;
+const WHERE: usize = 30;
+const PROCESS: usize = 30;
+const RULE: usize = 24;
+
 fn verdict_colour(v: pb::Verdict) -> &'static str {
     match v {
         pb::Verdict::Blocked | pb::Verdict::Killed => "\x1b[1;31m",
@@ -22,11 +36,132 @@ fn verdict_colour(v: pb::Verdict) -> &'static str {
     }
 }
 
-/// One readable line per event: time, sequence, verdict, what, who, where.
-pub fn to_compact(e: &pb::Event, colour: bool) -> String {
+/// `text` in exactly `width` characters: padded, or cut on the left and marked (`width` 0:
+/// as it is).
+fn column(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if width == 0 {
+        return text.to_owned();
+    }
+    if n <= width {
+        format!("{text:<width$}")
+    } else {
+        let keep: String = text.chars().skip(n - (width - 1)).collect();
+        format!("…{keep}")
+    }
+}
+
+/// The last component of a path.
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Where the event happened: the pod, else the cgroup.
+fn place(e: &pb::Event) -> String {
+    if let Some(pod) = e.pod.as_ref().filter(|p| !p.name.is_empty()) {
+        return format!("{}/{}", pod.namespace, pod.name);
+    }
+    match &e.process {
+        Some(p) if !p.cgroup.is_empty() => p.cgroup.clone(),
+        Some(p) if p.cgroup_id != 0 => format!("cgroup #{}", p.cgroup_id),
+        _ => "-".into(),
+    }
+}
+
+/// The process (executable, else comm) and its parent.
+fn process(e: &pb::Event) -> String {
+    let Some(p) = &e.process else {
+        return "-".into();
+    };
+    let name = if p.exe.is_empty() {
+        p.comm.as_str()
+    } else {
+        base(&p.exe)
+    };
+    let parent = match p.ancestors.first() {
+        Some(a) if !a.exe.is_empty() => base(&a.exe).to_owned(),
+        Some(a) if !a.comm.is_empty() => a.comm.clone(),
+        _ if p.ppid != 0 => format!("pid {}", p.ppid),
+        _ => String::new(),
+    };
+    if p.pid == 0 {
+        return "-".into();
+    }
+    if parent.is_empty() {
+        format!("{name}[{}]", p.pid)
+    } else {
+        format!("{name}[{}] < {parent}", p.pid)
+    }
+}
+
+/// What the call was about: the destination, the file, the raise.
+fn what(e: &pb::Event) -> String {
     use pb::event::Body as B;
-    let mut line = String::new();
-    let time = rfc3339(e.time_unix_ns);
+    let mut out = String::new();
+    match &e.body {
+        Some(B::Connect(c)) => {
+            let _ = write!(
+                out,
+                "{}:{} {} ({})",
+                c.dst_addr,
+                c.dst_port,
+                PROTOCOLS.name(c.protocol),
+                enum_name(c.hook().as_str_name(), "CONNECT_HOOK_"),
+            );
+        }
+        Some(B::Chmod(c)) => {
+            let target = if c.name.is_empty() { &c.path } else { &c.name };
+            let setid = setid_names(c.mode).join("+");
+            let _ = write!(
+                out,
+                "{} {:04o} {target}",
+                enum_name(c.syscall().as_str_name(), "CHMOD_SYSCALL_"),
+                c.mode
+            );
+            if !setid.is_empty() {
+                let _ = write!(out, " [{setid}]");
+            }
+            if let Some(r) = &c.revert {
+                let _ = match r.state() {
+                    pb::RevertState::Reverted => write!(out, ": set-id bits removed"),
+                    pb::RevertState::NotNeeded => write!(out, ": nothing to revert ({})", r.detail),
+                    _ => write!(out, ": NOT reverted ({})", r.detail),
+                };
+            }
+        }
+        Some(B::Privilege(p)) => {
+            let _ = write!(out, "{} ({}, {})", p.new_value, p.what, p.old_value);
+        }
+        Some(B::Exec(x)) => out.push_str(&x.exe),
+        Some(B::Exit(_)) | None => {}
+        Some(B::Lost(_) | B::PolicyChange(_)) => unreachable!("own lines"),
+    }
+    if let Some(r) = &e.repeat {
+        let _ = write!(
+            out,
+            " (x{} since {}, seq {}..={})",
+            r.count,
+            rfc3339(r.first_time_unix_ns),
+            r.first_seq,
+            r.last_seq
+        );
+    }
+    out
+}
+
+/// One readable line per event, in aligned columns.
+pub fn to_compact(e: &pb::Event, colour: bool) -> String {
+    render(e, colour, true)
+}
+
+/// The same line without padding (an OCSF `message`).
+pub fn to_summary(e: &pb::Event) -> String {
+    render(e, false, false)
+}
+
+fn render(e: &pb::Event, colour: bool, aligned: bool) -> String {
+    let w = |width: usize| if aligned { width } else { 0 };
+    use pb::event::Body as B;
     let (label, colour_code) = match &e.body {
         Some(B::Lost(_)) => ("LOST".to_owned(), verdict_colour(pb::Verdict::Unspecified)),
         Some(B::PolicyChange(p)) => {
@@ -42,63 +177,22 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
             verdict_colour(e.verdict()),
         ),
     };
-    let _ = write!(line, "{time} ");
-    if e.seq != 0 {
-        let _ = write!(line, "#{} ", e.seq);
-    }
-    if colour {
-        let _ = write!(line, "{colour_code}{label:<7}{RESET} ");
+    let seq = if e.seq == 0 {
+        String::new()
     } else {
-        let _ = write!(line, "{label:<7} ");
+        format!("#{}", e.seq)
+    };
+    let mut line = format!("{} ", rfc3339(e.time_unix_ns));
+    if !seq.is_empty() || aligned {
+        let _ = write!(line, "{:>width$} ", seq, width = w(SEQ));
     }
-    let who = e
-        .process
-        .as_ref()
-        .map_or_else(String::new, |p| format!("{}[{}]", p.comm, p.pid));
-    let pod = e
-        .pod
-        .as_ref()
-        .map_or_else(String::new, |p| format!(" {}/{}", p.namespace, p.name));
+    let label = column(&label, w(LABEL));
+    if colour {
+        let _ = write!(line, "{colour_code}{label}{RESET} ");
+    } else {
+        let _ = write!(line, "{label} ");
+    }
     match &e.body {
-        Some(B::Connect(c)) => {
-            let _ = write!(
-                line,
-                "connect {who}{pod} -> {}:{} {} ({}, {})",
-                c.dst_addr,
-                c.dst_port,
-                PROTOCOLS.name(c.protocol),
-                enum_name(c.hook().as_str_name(), "CONNECT_HOOK_"),
-                e.rule
-            );
-        }
-        Some(B::Chmod(c)) => {
-            let target = if !c.name.is_empty() {
-                c.name.clone()
-            } else {
-                c.path.clone()
-            };
-            let setid = setid_names(c.mode).join("+");
-            let _ = write!(
-                line,
-                "chmod {who}{pod} {} {:04o} {target}{}",
-                enum_name(c.syscall().as_str_name(), "CHMOD_SYSCALL_"),
-                c.mode,
-                if setid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{setid}]")
-                }
-            );
-            if let Some(r) = &c.revert {
-                let _ = match r.state() {
-                    pb::RevertState::Reverted => write!(line, ": set-id bits removed"),
-                    pb::RevertState::NotNeeded => {
-                        write!(line, ": nothing to revert ({})", r.detail)
-                    }
-                    _ => write!(line, ": NOT reverted ({})", r.detail),
-                };
-            }
-        }
         Some(B::Lost(l)) => {
             let _ = write!(
                 line,
@@ -121,29 +215,18 @@ pub fn to_compact(e: &pb::Event, colour: bool) -> String {
                 let _ = write!(line, "; {e}");
             }
         }
-        Some(B::Exec(x)) => {
-            let _ = write!(line, "exec {who}{pod} {}", x.exe);
-        }
-        Some(B::Privilege(p)) => {
+        _ => {
+            let rule = if e.rule.is_empty() { "-" } else { &e.rule };
             let _ = write!(
                 line,
-                "privilege {who}{pod} {} ({}, {})",
-                p.new_value, p.what, p.old_value
+                "{} {} {} {} {}",
+                column(&kind_name(kind_of(e)), w(KIND)),
+                column(&place(e), w(WHERE)),
+                column(&process(e), w(PROCESS)),
+                column(rule, w(RULE)),
+                what(e)
             );
         }
-        Some(B::Exit(_)) | None => {
-            let _ = write!(line, "{} {who}{pod}", kind_name(kind_of(e)));
-        }
     }
-    if let Some(r) = &e.repeat {
-        let _ = write!(
-            line,
-            " (x{} since {}, seq {}..={})",
-            r.count,
-            rfc3339(r.first_time_unix_ns),
-            r.first_seq,
-            r.last_seq
-        );
-    }
-    line
+    line.trim_end().to_owned()
 }

@@ -206,9 +206,13 @@ fn json_round_trips() {
         rule: "no-root".into(),
         ..connect_event()
     };
+    let line = to_compact(&privilege, false);
     assert!(
-        to_compact(&privilege, false)
-            .ends_with("privilege curl[3] setresuid(0, -1, -1) (setuid-root, uid 1000)")
+        line.contains("KILLED  privilege cgroup #9")
+            && line.contains(" curl[3] ")
+            && line.contains(" no-root ")
+            && line.ends_with(" setresuid(0, -1, -1) (setuid-root, uid 1000)"),
+        "{line}"
     );
     for e in [
         privilege,
@@ -259,14 +263,39 @@ fn bad_json_lines_say_what_is_wrong() {
 }
 
 #[test]
-fn compact_lines_are_readable() {
+fn compact_lines_are_readable_and_aligned() {
     let line = to_compact(&connect_event(), false);
     assert_eq!(
         line,
-        "2025-11-24T16:00:00.123456789Z #12 BLOCKED connect curl[3] -> 169.254.169.254:53 udp (sendmsg4, metadata-imds-v4)"
+        "2025-11-24T16:00:00.123456789Z     #12 BLOCKED connect   cgroup #9                      curl[3]                        metadata-imds-v4         169.254.169.254:53 udp (sendmsg4)"
     );
+    let mut chmod = killed_chmod_event();
+    if let Some(p) = &mut chmod.process {
+        p.exe = "/usr/bin/python3".into();
+        p.cgroup = "/sensor-test-1/a-very-long-cgroup-name-that-does-not-fit".into();
+        p.ancestors = vec![pb::Ancestor {
+            pid: 2,
+            exe: "/bin/bash".into(),
+            comm: "bash".into(),
+        }];
+    }
+    if let Some(pod) = &mut chmod.pod {
+        pod.name.clear();
+    }
+    let chmod = to_compact(&chmod, false);
     assert!(
-        to_compact(&chmod_event(), false).ends_with("chmod curl[3] fchmodat 2750 /tmp/x [setgid]")
+        chmod.ends_with(
+            "KILLED  chmod     …cgroup-name-that-does-not-fit python3[3] < bash              deny-setid-chmod         fchmodat 2750 /tmp/x [setgid]: set-id bits removed"
+        ),
+        "{chmod}"
+    );
+    // The columns start at the same place (in characters, as a terminal shows them).
+    let at = |l: &str, word: &str| l[..l.find(word).unwrap()].chars().count();
+    assert_eq!(at(&line, "BLOCKED"), at(&chmod, "KILLED"));
+    assert_eq!(at(&line, "cgroup #9"), at(&chmod, "…cgroup"));
+    assert_eq!(
+        at(&line, "metadata-imds-v4"),
+        at(&chmod, "deny-setid-chmod")
     );
     assert!(to_compact(&connect_event(), true).contains("\x1b[1;31mBLOCKED"));
 }

@@ -44,6 +44,9 @@ struct JsonEvent {
     comm: String,
     #[serde(default)]
     cgroup_id: u64,
+    /// The cgroup v2 path, relative to the cgroup2 mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cgroup: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exe: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -263,6 +266,7 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
         gid: p.gid,
         comm: p.comm,
         cgroup_id: p.cgroup_id,
+        cgroup: (!p.cgroup.is_empty()).then_some(p.cgroup),
         exe: (!p.exe.is_empty()).then_some(p.exe),
         args: p.args,
         ppid: (p.ppid != 0).then_some(p.ppid),
@@ -533,6 +537,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
             gid: j.gid,
             comm: j.comm,
             cgroup_id: j.cgroup_id,
+            cgroup: j.cgroup.unwrap_or_default(),
             exe: j.exe.unwrap_or_default(),
             args: j.args,
             ppid: j.ppid.unwrap_or(0),

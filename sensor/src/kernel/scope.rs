@@ -19,6 +19,10 @@ const CGROUP2_ROOT_INO: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
+    #[error(
+        "scope cgroup {path} does not exist: create it (mkdir -p {path}), or leave --scope-cgroup out and the sensor protects a cgroup it creates itself"
+    )]
+    Missing { path: PathBuf },
     #[error("scope cgroup {path}: {source}")]
     Open {
         path: PathBuf,
@@ -42,6 +46,8 @@ pub struct ScopeRoot {
     /// cgroup v2 id (inode number of the directory).
     pub id: u64,
     pub dir: File,
+    /// The daemon made this cgroup itself (and removes it on exit when empty).
+    pub created: bool,
 }
 
 impl ScopeRoot {
@@ -50,7 +56,15 @@ impl ScopeRoot {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(open_err)?;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ScopeError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(open_err(e)),
+        };
         if !meta.is_dir() {
             return Err(ScopeError::NotDir {
                 path: path.to_owned(),
@@ -71,6 +85,7 @@ impl ScopeRoot {
             path: path.to_owned(),
             id: meta.ino(),
             dir,
+            created: false,
         })
     }
 }
@@ -100,10 +115,12 @@ mod tests {
     #[test]
     fn missing_path_is_rejected_with_its_name() {
         let err = ScopeRoot::open(Path::new("/nonexistent/sensor-scope")).unwrap_err();
-        assert!(matches!(err, ScopeError::Open { .. }));
+        assert!(matches!(err, ScopeError::Missing { .. }));
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/sensor-scope"), "{text}");
         assert!(
-            err.to_string().contains("/nonexistent/sensor-scope"),
-            "{err}"
+            text.contains("mkdir -p") && text.contains("leave --scope-cgroup out"),
+            "{text}"
         );
     }
 

@@ -143,6 +143,7 @@ impl pb::sensor_server::Sensor for Service {
             policy_name: policy.policy.clone(),
             policy_source: policy.source.clone(),
             policy_text: policy.text.clone(),
+            scopes: self.status.scopes.clone(),
         }))
     }
 }

@@ -49,6 +49,8 @@ pub struct StatusBoard {
     pub hub: Arc<Hub>,
     pub journal: Arc<Mutex<Journal>>,
     pub exports: ExportCounters,
+    /// The scope roots.
+    pub scopes: Vec<pb::Scope>,
     watcher: OnceLock<Arc<WatcherStats>>,
     snapshot: Mutex<Snapshot>,
 }
@@ -61,8 +63,10 @@ impl StatusBoard {
         hub: Arc<Hub>,
         journal: Arc<Mutex<Journal>>,
         exports: ExportCounters,
+        scopes: Vec<pb::Scope>,
     ) -> Self {
         Self {
+            scopes,
             node: node.to_owned(),
             attachments,
             policy,

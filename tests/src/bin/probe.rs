@@ -13,6 +13,8 @@
 //! probe [--netns NAME] [--cgroup DIR] exec PROG ARGS... # exec (pid is kept)
 //! probe [--uid UID] uconnect PATH                       # connect to a unix socket
 //! probe become-root                                     # setresuid(0, 0, 0) (run set-uid-root)
+//! probe [--cgroup DIR] become-root-from UID             # as root: setresuid(UID, 0, 0), then
+//!                                                       # setresuid(0, 0, 0) with real uid UID
 //! ```
 //!
 //! `--linger-ms N` keeps the process alive N ms after the operation (a process that is still
@@ -248,6 +250,27 @@ fn main() -> ExitCode {
             }
             let (errno, received) = icmp_echo(d.ip(), op == "raw");
             println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":{received}}}");
+        }
+        ("become-root-from", _) => {
+            let Some(real) = args.get(1).and_then(|u| u.parse::<u32>().ok()) else {
+                return fail("become-root-from needs a UID");
+            };
+            // SAFETY: plain syscalls. The first is no raise (the caller is root); the second
+            // asks for uid 0 with a real uid that is not 0.
+            let errno = unsafe {
+                if libc::setresuid(real, 0, 0) != 0 {
+                    return fail(&format!(
+                        "setresuid({real}, 0, 0): {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                if libc::setresuid(0, 0, 0) == 0 {
+                    0
+                } else {
+                    errno(&std::io::Error::last_os_error())
+                }
+            };
+            println!("{{\"pid\":{pid},\"errno\":{errno},\"received\":false}}");
         }
         ("become-root", _) => {
             // SAFETY: plain syscall.

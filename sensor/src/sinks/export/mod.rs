@@ -241,7 +241,10 @@ impl Exporter {
             let path = path.to_owned();
             move |source| ExportError::Io { what, path, source }
         };
-        std::fs::create_dir_all(&cfg.state_dir).map_err(io("state directory", &cfg.state_dir))?;
+        if cfg.persist {
+            std::fs::create_dir_all(&cfg.state_dir)
+                .map_err(io("state directory", &cfg.state_dir))?;
+        }
         let state_path = cfg
             .persist
             .then(|| cfg.state_dir.join(cfg.destination.state_name()));

@@ -17,7 +17,7 @@ use sensor_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    event::compact::to_compact,
+    event::compact::to_summary,
     event::names::{kind_name, verdict_name},
     event::proto::kind_of,
 };
@@ -184,7 +184,7 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         "type_uid": class.uid * 100 + activity_id,
         "type_name": format!("{}: {activity_name}", class.name),
         "time": ms(e.time_unix_ns),
-        "message": to_compact(e, false),
+        "message": to_summary(e),
         "device": {
             "hostname": e.node,
             "name": e.node,
