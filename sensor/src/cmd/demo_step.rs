@@ -211,9 +211,9 @@ struct IfreqFlags {
     _pad: [u8; 22],
 }
 
-const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
-const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
-const SIOCSIFADDR: libc::c_ulong = 0x8916;
+const SIOCGIFFLAGS: libc::Ioctl = 0x8913;
+const SIOCSIFFLAGS: libc::Ioctl = 0x8914;
+const SIOCSIFADDR: libc::Ioctl = 0x8916;
 
 /// A network namespace of our own, its loopback up with the metadata address, and listeners
 /// on it (TCP and UDP) until stdin closes.
