@@ -43,7 +43,8 @@ pub use sink::FileMark;
 use sink::{RotatingFile, Sink};
 use state::State;
 
-/// How often an exporter that has caught up looks for new journal records.
+/// At the latest, how often an exporter that has caught up looks for new journal records (a
+/// journal flush wakes it at once).
 const POLL: Duration = Duration::from_millis(50);
 /// Lines written (and the cursor committed) at least this often during a long catch-up.
 const BATCH_RECORDS: usize = 1024;
@@ -310,6 +311,8 @@ impl Exporter {
     }
 
     fn run(mut self, stop: &AtomicBool) {
+        let flushes = lock(&self.journal).flushes();
+        let mut seen = 0;
         loop {
             let stopping = stop.load(Ordering::Acquire);
             let caught_up = self.pass();
@@ -336,7 +339,9 @@ impl Exporter {
                 continue;
             }
             if !stopping {
-                thread::sleep(POLL);
+                // Woken by the next journal flush (or at the latest after POLL, for the stop
+                // flag and fold windows that close by time).
+                seen = flushes.wait_after(seen, POLL);
             }
         }
     }

@@ -32,6 +32,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io,
     os::unix::fs::FileExt as _,
+    time::Duration,
 };
 
 use format::HEADER_LEN;
@@ -84,9 +85,47 @@ pub struct Journal {
     /// by the caller of [`Journal::prepare_sync`], never at the seal itself (an fdatasync of
     /// a full segment would stall every append behind it for tens of milliseconds).
     unsynced: Vec<File>,
+    /// Wakes followers (exporters) when a flush made new records readable.
+    flushes: std::sync::Arc<Flushes>,
+}
+
+/// Flushes of the journal, for followers that wait for new records instead of polling.
+#[derive(Debug, Default)]
+pub struct Flushes {
+    count: std::sync::Mutex<u64>,
+    flushed: std::sync::Condvar,
+}
+
+impl Flushes {
+    fn notify(&self) {
+        *self
+            .count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        self.flushed.notify_all();
+    }
+
+    /// Wait until a flush after the one numbered `seen` (at most `timeout`); returns the
+    /// number of the latest flush.
+    pub fn wait_after(&self, seen: u64, timeout: Duration) -> u64 {
+        let count = self
+            .count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (count, _) = self
+            .flushed
+            .wait_timeout_while(count, timeout, |n| *n <= seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *count
+    }
 }
 
 impl Journal {
+    /// Where followers wait for new records.
+    pub fn flushes(&self) -> std::sync::Arc<Flushes> {
+        std::sync::Arc::clone(&self.flushes)
+    }
+
     /// Opens or creates the journal in `config.dir`: scans the segments, cuts a torn tail of the
     /// newest one, rebuilds the index and reports what it found and did.
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
@@ -261,6 +300,7 @@ impl Journal {
             next_seq,
             stats,
             unsynced: Vec::new(),
+            flushes: std::sync::Arc::default(),
         };
         journal.apply_retention();
         Ok((journal, recovery))
@@ -302,7 +342,11 @@ impl Journal {
     /// Hands buffered records to the OS: readers made from now on see them. Rotates the active
     /// segment once it has reached `segment_bytes`.
     pub fn flush(&mut self) -> Result<(), JournalError> {
+        let had = !self.active.buf.is_empty();
         self.write_buffer()?;
+        if had {
+            self.flushes.notify();
+        }
         if self.active_bytes() >= self.config.segment_bytes && self.active_records() > 0 {
             self.rotate()?;
         }
