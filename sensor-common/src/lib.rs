@@ -112,6 +112,21 @@ pub mod programs {
     pub const LSM_CAPSET: &str = "sensor_lsm_capset";
     pub const LSM_SETID_EXEC: &str = "sensor_lsm_setid_exec";
     pub const LSM_SETXATTR: &str = "sensor_lsm_setxattr";
+    /// Listed destinations through a socket created outside the scope (LSM tier).
+    pub const LSM_SOCKET_CONNECT: &str = "sensor_lsm_socket_connect";
+    pub const LSM_SOCKET_SENDMSG: &str = "sensor_lsm_socket_sendmsg";
+    /// The override tier (fmod_ret on the `security_*` function of each LSM hook, where BPF LSM
+    /// is built but not active), each named after its hook.
+    pub const OVR_PATH_CHMOD: &str = "sensor_ovr_path_chmod";
+    pub const OVR_PATH_MKNOD: &str = "sensor_ovr_path_mknod";
+    pub const OVR_FIX_SETUID: &str = "sensor_ovr_fix_setuid";
+    pub const OVR_FIX_SETGID: &str = "sensor_ovr_fix_setgid";
+    pub const OVR_CAPSET: &str = "sensor_ovr_capset";
+    pub const OVR_SETID_EXEC: &str = "sensor_ovr_setid_exec";
+    pub const OVR_SETXATTR: &str = "sensor_ovr_setxattr";
+    pub const OVR_SOCKET_CREATE: &str = "sensor_ovr_socket_create";
+    pub const OVR_SOCKET_CONNECT: &str = "sensor_ovr_socket_connect";
+    pub const OVR_SOCKET_SENDMSG: &str = "sensor_ovr_socket_sendmsg";
     /// Every program name starts with this; leftover checks look for it.
     pub const PREFIX: &str = "sensor_";
 }
@@ -266,6 +281,11 @@ wire_enum! {
         Syscall = 6 => "syscall",
         /// A packet socket (AF_PACKET) refused at creation: no destination (0.0.0.0:0).
         Packet = 7 => "packet",
+        /// LSM and override tiers, `socket_connect`: a socket created outside the scope.
+        SocketConnect = 8 => "lsm:socket_connect",
+        /// LSM and override tiers, `socket_sendmsg` (sendto, sendmsg, sendmmsg, io_uring): a
+        /// socket created outside the scope.
+        SocketSendmsg = 9 => "lsm:socket_sendmsg",
     }
 }
 
@@ -590,6 +610,22 @@ pub struct KernelOffsets {
     pub cred_cap_effective: u32,
     /// `struct task_struct.cred`
     pub task_cred: u32,
+    /// `struct socket`: sk, type.
+    pub socket_sk: u32,
+    pub socket_type: u32,
+    /// `struct sock`: `__sk_common.skc_family`, `sk_protocol`, `sk_cgrp_data.cgroup`.
+    pub sock_family: u32,
+    pub sock_protocol: u32,
+    pub sock_cgroup: u32,
+    /// `struct cgroup`: level, kn, ancestors (the array).
+    pub cgroup_level: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_ancestors: u32,
+    /// `struct kernfs_node.id` (the cgroup id).
+    pub kernfs_id: u32,
+    /// `struct msghdr`: msg_name, msg_namelen.
+    pub msghdr_name: u32,
+    pub msghdr_namelen: u32,
     /// 1 once the daemon wrote the offsets (programs act on nothing before).
     pub valid: u32,
 }

@@ -10,11 +10,12 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
     macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{PrivilegeCall, Raise};
 
 use crate::{
+    kstruct::HookArgs,
     kstruct::{current_cred, lsm_ret, offsets, read},
     privilege::raise_decision,
     shared::{ARG1, Tier, arg, current_in_scope},
@@ -24,6 +25,19 @@ use crate::{
 
 #[lsm(hook = "capset")]
 pub fn sensor_lsm_capset(ctx: LsmContext) -> i32 {
+    capset_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_capset` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_capset")]
+pub fn sensor_ovr_capset(ctx: *mut core::ffi::c_void) -> i32 {
+    capset_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn capset_hook(ctx: &impl HookArgs) -> i32 {
     let old: *const u8 = ctx.arg(1);
     let effective: *const u8 = ctx.arg(2);
     let inheritable: *const u8 = ctx.arg(3);

@@ -26,7 +26,7 @@ use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes},
     macros::{lsm, map, tracepoint},
     maps::Array,
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{
     ChmodEvent, Counter, EventKind, KernelOffsets, KernelRule, KernelRuleSet, ModeCall, NO_RULE,
@@ -34,6 +34,7 @@ use sensor_common::{
 };
 
 use crate::{
+    kstruct::HookArgs,
     kstruct::{lsm_ret, offsets, read},
     shared::{
         ARG0, ARG1, ARG2, ARG3, SENSOR_EVENTS, count, current_in_scope, fill_header,
@@ -52,6 +53,19 @@ static SENSOR_CHMOD_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[lsm(hook = "path_chmod")]
 pub fn sensor_lsm_path_chmod(ctx: LsmContext) -> i32 {
+    path_chmod_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_path_chmod` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_path_chmod")]
+pub fn sensor_ovr_path_chmod(ctx: *mut core::ffi::c_void) -> i32 {
+    path_chmod_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn path_chmod_hook(ctx: &impl HookArgs) -> i32 {
     let path: *const u8 = ctx.arg(0);
     let mode: u64 = ctx.arg(1);
     let previous: i32 = ctx.arg(2);

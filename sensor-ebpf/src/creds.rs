@@ -14,11 +14,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_uid_gid,
     macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{PrivilegeCall, Raise};
 
 use crate::{
+    kstruct::HookArgs,
     kstruct::{lsm_ret, offsets, read},
     privilege::raise_decision,
     shared::{ARG0, Tier, arg, current_in_scope},
@@ -36,8 +37,22 @@ pub fn sensor_lsm_fix_setgid(ctx: LsmContext) -> i32 {
     fix_setid(&ctx, true)
 }
 
+/// Override tier: fmod_ret on `security_task_fix_setuid` / `security_task_fix_setgid` (the
+/// hook's arguments, then the previous return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_task_fix_setuid")]
+pub fn sensor_ovr_fix_setuid(ctx: *mut core::ffi::c_void) -> i32 {
+    fix_setid(&FExitContext::new(ctx), false)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_task_fix_setgid")]
+pub fn sensor_ovr_fix_setgid(ctx: *mut core::ffi::c_void) -> i32 {
+    fix_setid(&FExitContext::new(ctx), true)
+}
+
 #[inline(always)]
-fn fix_setid(ctx: &LsmContext, gid: bool) -> i32 {
+fn fix_setid(ctx: &impl HookArgs, gid: bool) -> i32 {
     let new: *const u8 = ctx.arg(0);
     let old: *const u8 = ctx.arg(1);
     let previous: i32 = ctx.arg(3);

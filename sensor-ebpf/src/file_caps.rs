@@ -11,11 +11,12 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes},
     macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{PrivilegeCall, Raise};
 
 use crate::{
+    kstruct::HookArgs,
     kstruct::lsm_ret,
     privilege::raise_decision,
     shared::{ARG1, ARG3, Tier, arg, current_in_scope},
@@ -44,6 +45,19 @@ fn is_file_caps(buf: &[u8; 24], read: usize) -> bool {
 
 #[lsm(hook = "inode_setxattr")]
 pub fn sensor_lsm_setxattr(ctx: LsmContext) -> i32 {
+    setxattr_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_inode_setxattr` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_inode_setxattr")]
+pub fn sensor_ovr_setxattr(ctx: *mut core::ffi::c_void) -> i32 {
+    setxattr_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn setxattr_hook(ctx: &impl HookArgs) -> i32 {
     let name: *const u8 = ctx.arg(2);
     let previous: i32 = ctx.arg(6);
     let mut buf = [0u8; 24];

@@ -4,9 +4,11 @@
 //! program returns for a verdict.
 
 use aya_ebpf::{
+    Argument,
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
     maps::Array,
+    programs::{FExitContext, LsmContext},
 };
 use sensor_common::{KernelOffsets, Verdict};
 
@@ -42,6 +44,27 @@ pub fn current_cred() -> Option<(*const u8, &'static KernelOffsets)> {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let cred: *const u8 = read(task, off.task_cred)?;
     (!cred.is_null()).then_some((cred, off))
+}
+
+/// The arguments of a security hook, as BPF LSM (`lsm/HOOK`) and the override tier
+/// (fmod_ret on `security_HOOK`) both see them: the hook's arguments, then the return value of
+/// the programs before (0 or an earlier denial).
+pub trait HookArgs {
+    fn arg<T: Argument>(&self, n: usize) -> T;
+}
+
+impl HookArgs for LsmContext {
+    #[inline(always)]
+    fn arg<T: Argument>(&self, n: usize) -> T {
+        LsmContext::arg(self, n)
+    }
+}
+
+impl HookArgs for FExitContext {
+    #[inline(always)]
+    fn arg<T: Argument>(&self, n: usize) -> T {
+        FExitContext::arg(self, n)
+    }
 }
 
 /// What an LSM program returns for a verdict, keeping an earlier program's denial.

@@ -1,18 +1,21 @@
-//! The sensor's kernel programs. One hook area per file:
+//! The sensor's kernel programs, one file per protection (see ARCHITECTURE.md, "Where things
+//! live"):
 //! - `connect`: cgroup sock_addr hooks (connect4/6, sendmsg4/6) that block or audit listed
 //!   destinations for every task below the cgroup they are attached to;
 //! - `egress`: a cgroup skb egress program for raw and ping sockets (packets to listed
 //!   destinations that the sock_addr hooks never see);
-//! - `packet`: packet sockets refused (LSM tier) or their creators killed while a metadata
-//!   rule applies;
-//! - `late_socket`: connect/sendto tracepoints for sockets created outside the scope (kill tier);
-//! - `chmod`: syscall tracepoints for the chmod family (detection) for tasks in scope;
-//! - `creds`: set*id syscall tracepoints (kill tier for raises to uid/gid 0);
-//! - `setid`: kill tier for set-id file creation, file capabilities, capset and set-id exec;
-//! - `process`: exec and exit of tasks in scope, for the daemon's process cache;
-//! - `lsm`: BPF LSM programs (the LSM tier: deny with EPERM before the change happens).
+//! - `packet`: packet sockets refused while a metadata rule applies;
+//! - `late_socket`: sockets created outside the scope (`socket_connect` / `socket_sendmsg`,
+//!   or the connect/sendto tracepoints on the kill tier);
+//! - `chmod`, `setid_create`: the chmod family and files created with a set-id mode;
+//! - `creds`, `capset`, `setid_exec`, `file_caps` (with `privilege`, their shared decision):
+//!   the privilege raises;
+//! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
 //!
-//! Everything they report goes through one ring buffer (`shared`).
+//! Each protection has an LSM program (BPF LSM), its override twin (fmod_ret on the
+//! `security_*` function) and kill-tier tracepoints, where it has those tiers; `kstruct` reads
+//! kernel structs at offsets from the running kernel's BTF. Everything they report goes through
+//! one ring buffer (`shared`).
 #![no_std]
 #![no_main]
 

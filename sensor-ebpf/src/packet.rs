@@ -11,12 +11,13 @@
 use aya_ebpf::{
     macros::{lsm, map, tracepoint},
     maps::Array,
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{Action, ConnectHook, Counter, DestRule, NO_RULE, Verdict};
 
 use crate::{
     connect::{Destination, report},
+    kstruct::HookArgs,
     shared::{count, current_exempt, current_in_scope, kill_current},
 };
 
@@ -30,6 +31,19 @@ const SOCK_TYPE_MASK: u32 = 0xf;
 
 #[lsm(hook = "socket_create")]
 pub fn sensor_lsm_socket_create(ctx: LsmContext) -> i32 {
+    socket_create_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_socket_create` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_socket_create")]
+pub fn sensor_ovr_socket_create(ctx: *mut core::ffi::c_void) -> i32 {
+    socket_create_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn socket_create_hook(ctx: &impl HookArgs) -> i32 {
     let family: i32 = ctx.arg(0);
     let sock_type: i32 = ctx.arg(1);
     let protocol: i32 = ctx.arg(2);

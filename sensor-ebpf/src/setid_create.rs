@@ -15,12 +15,13 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
     macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{ModeCall, NO_RULE, rule_flags};
 
 use crate::{
     chmod::{self, Call},
+    kstruct::HookArgs,
     kstruct::{S_ISGID, S_ISUID, lsm_ret, offsets},
     shared::{ARG0, ARG1, ARG2, ARG3, arg, current_in_scope},
 };
@@ -32,6 +33,19 @@ const O_TMPFILE: u64 = 0o20_000_000 | 0o200_000;
 
 #[lsm(hook = "path_mknod")]
 pub fn sensor_lsm_path_mknod(ctx: LsmContext) -> i32 {
+    path_mknod_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_path_mknod` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_path_mknod")]
+pub fn sensor_ovr_path_mknod(ctx: *mut core::ffi::c_void) -> i32 {
+    path_mknod_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn path_mknod_hook(ctx: &impl HookArgs) -> i32 {
     let dentry: *const u8 = ctx.arg(1);
     let mode: u64 = ctx.arg(2);
     let previous: i32 = ctx.arg(4);

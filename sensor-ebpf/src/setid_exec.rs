@@ -12,11 +12,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_uid_gid,
     macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{PrivilegeCall, Raise};
 
 use crate::{
+    kstruct::HookArgs,
     kstruct::{S_ISGID, S_ISUID, S_IXGRP, current_cred, lsm_ret, offsets, read},
     privilege::raise_decision,
     shared::{Tier, current_in_scope},
@@ -26,6 +27,19 @@ use crate::{
 
 #[lsm(hook = "bprm_creds_from_file")]
 pub fn sensor_lsm_setid_exec(ctx: LsmContext) -> i32 {
+    setid_exec_hook(&ctx)
+}
+
+/// Override tier: fmod_ret on `security_bprm_creds_from_file` (the hook's arguments, then the previous
+/// return value), where BPF LSM is not active.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/security_bprm_creds_from_file")]
+pub fn sensor_ovr_setid_exec(ctx: *mut core::ffi::c_void) -> i32 {
+    setid_exec_hook(&FExitContext::new(ctx))
+}
+
+#[inline(always)]
+fn setid_exec_hook(ctx: &impl HookArgs) -> i32 {
     let file: *const u8 = ctx.arg(1);
     let previous: i32 = ctx.arg(2);
     let Some(off) = offsets() else {

@@ -94,6 +94,13 @@ pub fn current_exempt() -> bool {
     current_below(&SENSOR_EXEMPT)
 }
 
+/// Whether the cgroup `id` is one of the scope roots.
+#[inline(always)]
+pub fn scope_root(id: u64) -> bool {
+    // SAFETY: the value is not kept.
+    unsafe { SENSOR_SCOPE.get(id) }.is_some()
+}
+
 /// Walk the current task's cgroup ancestors (root first, bounded) against `set`.
 #[inline(always)]
 fn current_below(set: &HashMap<u64, u32>) -> bool {

@@ -654,7 +654,8 @@ fn sensor_status_names_every_program_and_its_tier() {
         v["protections"],
         serde_json::json!({
             "metadata-connect": "cgroup", "metadata-raw-packet": "cgroup",
-            "metadata-packet": "kill", "metadata-late-socket": "kill", "chmod": "kill", "setid-create": "kill",
+            "metadata-packet": "kill", "metadata-late-connect": "kill",
+            "metadata-late-send": "kill", "chmod": "kill", "setid-create": "kill",
             "setuid-root": "kill", "setgid-root": "kill", "capset": "kill",
             "setid-exec": "kill", "file-caps": "kill",
         }),

@@ -52,9 +52,14 @@ pub struct Boot {
     pub tests: &'static [&'static str],
 }
 
-/// Every boot of the lane, in order: each kernel series once, every test, with `bpf` among
-/// the active LSMs.
-pub const BOOTS: [Boot; 2] = [
+/// The active LSM list of the override boots: the Debian default without `bpf`, as managed
+/// node images boot (BPF LSM built, not active).
+const LSM_WITHOUT_BPF: &str = "lsm=lockdown,capability,landlock,yama,apparmor,tomoyo";
+
+/// Every boot of the lane, in order: each kernel series twice, every test each time: with
+/// `bpf` among the active LSMs (the `lsm` tier), and without it (labels ending `-override`:
+/// the `override` tier, fmod_ret on the `security_*` functions).
+pub const BOOTS: [Boot; 4] = [
     Boot {
         series: "6.1",
         label: "6.1",
@@ -62,9 +67,21 @@ pub const BOOTS: [Boot; 2] = [
         tests: &[],
     },
     Boot {
+        series: "6.1",
+        label: "6.1-override",
+        cmdline: LSM_WITHOUT_BPF,
+        tests: &[],
+    },
+    Boot {
         series: "6.12",
         label: "6.12",
         cmdline: "",
+        tests: &[],
+    },
+    Boot {
+        series: "6.12",
+        label: "6.12-override",
+        cmdline: LSM_WITHOUT_BPF,
         tests: &[],
     },
 ];

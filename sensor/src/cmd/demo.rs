@@ -390,7 +390,7 @@ fn event_of(sensor: &DemoSensor, pid: u32, cgroup_id: u64) -> Option<pb::Event> 
 
 fn cgroup_id(path: &Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(
-        &std::fs::metadata(path).map_or_else(|_| std::fs::metadata("/").expect("/ exists"), |m| m),
+        &std::fs::metadata(path).unwrap_or_else(|_| std::fs::metadata("/").expect("/ exists")),
     )
 }
 

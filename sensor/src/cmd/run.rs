@@ -114,9 +114,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", env = "SENSOR_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
     /// Enforcement tier of the privilege hooks (chmod family, set-id file creation, set*id,
-    /// capset, set-id exec, file capabilities). `auto`: BPF LSM for every hook the running
-    /// kernel accepts (the call fails with EPERM, nothing changes), the kill tier (syscall
-    /// tracepoints, SIGKILL) for the others. `lsm`: LSM or fail at start-up. `kill`: the kill
+    /// capset, set-id exec, file capabilities, packet sockets). `auto`: per hook, BPF LSM where
+    /// the kernel runs it, else the override tier (fmod_ret on the hook's security_* function),
+    /// both failing the call with EPERM before anything changes, else the kill tier (syscall
+    /// tracepoints, SIGKILL). `lsm`, `override`: that tier or fail at start-up. `kill`: the kill
     /// tier only. `sensor status` names the tier of every hook.
     #[arg(long, value_enum, default_value_t = Tier::Auto, env = "SENSOR_TIER")]
     pub tier: Tier,
@@ -186,11 +187,14 @@ pub enum Mode {
 /// `--tier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tier {
-    /// BPF LSM for every hook the running kernel accepts, the kill tier for the others.
+    /// Per hook, the best tier the running kernel accepts: BPF LSM, then override, then kill.
     Auto,
     /// BPF LSM or fail at start-up (naming the hook and the kernel's answer).
     Lsm,
-    /// The kill tier only (syscall tracepoints), even where BPF LSM would load.
+    /// fmod_ret on the hooks' security_* functions (for kernels with BPF LSM built but not
+    /// active) or fail at start-up.
+    Override,
+    /// The kill tier only (syscall tracepoints), even where a better tier would load.
     Kill,
 }
 
@@ -266,6 +270,7 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, RunError> {
         tier: match args.tier {
             Tier::Auto => TierChoice::Auto,
             Tier::Lsm => TierChoice::Lsm,
+            Tier::Override => TierChoice::Override,
             Tier::Kill => TierChoice::Kill,
         },
         metrics_addr: args.metrics_addr,

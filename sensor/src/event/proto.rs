@@ -47,6 +47,8 @@ fn hook(h: ConnectHook) -> pb::ConnectHook {
         ConnectHook::Egress => pb::ConnectHook::Egress,
         ConnectHook::Syscall => pb::ConnectHook::Syscall,
         ConnectHook::Packet => pb::ConnectHook::Packet,
+        ConnectHook::SocketConnect => pb::ConnectHook::SocketConnect,
+        ConnectHook::SocketSendmsg => pb::ConnectHook::SocketSendmsg,
     }
 }
 

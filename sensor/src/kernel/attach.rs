@@ -15,6 +15,7 @@ use aya::{
 use super::{
     Attachment, Config, ProgramsError, TierChoice,
     catalog::{self, Hook, PROTECTIONS, Program, Tier, Variant},
+    fmod_ret,
     pins::{LINK_PREFIX, PinDir},
 };
 
@@ -24,6 +25,8 @@ pub struct Attached {
     pub attachments: Vec<Attachment>,
     /// Pinned mode: our links (closing them leaves them attached: the pins hold them).
     pub pinned: Vec<PinnedLink>,
+    /// The override tier's links, made through the bpf syscall.
+    pub raw_links: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Why a variant was not attached.
@@ -54,46 +57,67 @@ pub fn attach_all(
     offsets: bool,
     available: &BTreeSet<&'static str>,
 ) -> Result<Attached, ProgramsError> {
+    let lsm_active = bpf_lsm_active();
     let mut attacher = Attacher {
         ebpf,
         config,
         available,
         btf: None,
+        relocated: None,
         attached: Attached::default(),
     };
-    if config.tier == TierChoice::Kill {
-        tracing::info!("--tier kill: privilege hooks use syscall tracepoints (kill tier)");
+    match config.tier {
+        TierChoice::Kill => {
+            tracing::info!("--tier kill: privilege hooks use syscall tracepoints (kill tier)");
+        }
+        TierChoice::Override => {
+            tracing::info!("--tier override: privilege hooks use fmod_ret (override tier)");
+        }
+        TierChoice::Auto | TierChoice::Lsm => {}
     }
-    let mut fell_back: Vec<(&'static str, String)> = Vec::new();
+    let mut fell_back: Vec<(Tier, &'static str, String)> = Vec::new();
     for protection in &PROTECTIONS {
         let variants: Vec<&Variant> = protection
             .variants
             .iter()
-            .filter(|v| !(v.tier == Tier::Lsm && config.tier == TierChoice::Kill))
+            .filter(|v| allowed(config.tier, v.tier))
             .collect();
         for (i, variant) in variants.iter().enumerate() {
-            let lsm_required = variant.tier == Tier::Lsm && config.tier == TierChoice::Lsm;
+            let required = matches!(
+                (variant.tier, config.tier),
+                (Tier::Lsm, TierChoice::Lsm) | (Tier::Override, TierChoice::Override)
+            );
             if !offsets && variant.programs.iter().any(|p| p.needs_offsets) {
                 // Warned about once, when the offsets could not be read.
-                if lsm_required {
-                    return Err(ProgramsError::LsmUnavailable {
-                        hook: "all",
-                        why: "kernel struct offsets unavailable".into(),
-                    });
+                if required {
+                    return Err(unavailable(
+                        variant,
+                        "kernel struct offsets unavailable".into(),
+                    ));
                 }
+                continue;
+            }
+            if variant.tier == Tier::Lsm
+                && let Some(why) = &lsm_active
+            {
+                // Loaded and attached, an LSM program would never run.
+                if required {
+                    return Err(unavailable(variant, why.clone()));
+                }
+                fell_back.push((Tier::Lsm, hook_of(variant), why.clone()));
                 continue;
             }
             match attacher.variant(variant) {
                 Ok(()) => break,
-                Err(Refused::Fallback { hook, why, .. }) if lsm_required => {
-                    return Err(ProgramsError::LsmUnavailable { hook, why });
+                Err(Refused::Fallback { why, .. }) if required => {
+                    return Err(unavailable(variant, why));
                 }
                 Err(Refused::Fallback { hook, why, error }) => {
                     if i + 1 == variants.len() {
                         return Err(*error);
                     }
-                    if variant.tier == Tier::Lsm {
-                        fell_back.push((hook, why));
+                    if matches!(variant.tier, Tier::Lsm | Tier::Override) {
+                        fell_back.push((variant.tier, hook, why));
                     }
                 }
                 Err(Refused::Fatal(e)) => return Err(*e),
@@ -107,12 +131,58 @@ pub fn attach_all(
     }
 }
 
+/// Whether `--tier` lets a variant of `tier` serve.
+fn allowed(choice: TierChoice, tier: Tier) -> bool {
+    match choice {
+        TierChoice::Auto | TierChoice::Lsm => true,
+        TierChoice::Override => tier != Tier::Lsm,
+        TierChoice::Kill => !matches!(tier, Tier::Lsm | Tier::Override),
+    }
+}
+
+/// The hook (or kernel function) of a one-program variant, for messages.
+fn hook_of(variant: &Variant) -> &'static str {
+    match variant.programs.first().map(|p| p.hook) {
+        Some(Hook::Lsm(hook) | Hook::Override(hook)) => hook,
+        _ => "?",
+    }
+}
+
+/// The start-up error of a `--tier lsm|override` whose tier is not available.
+fn unavailable(variant: &Variant, why: String) -> ProgramsError {
+    if variant.tier == Tier::Override {
+        ProgramsError::OverrideUnavailable {
+            function: hook_of(variant),
+            why,
+        }
+    } else {
+        ProgramsError::LsmUnavailable {
+            hook: hook_of(variant),
+            why,
+        }
+    }
+}
+
+/// The active LSM list, `/sys/kernel/security/lsm`: `None` when BPF LSM is active (or the list
+/// cannot be read: then loading decides), else why not.
+fn bpf_lsm_active() -> Option<String> {
+    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
+    (!list.trim().split(',').any(|l| l == "bpf")).then(|| {
+        format!(
+            "`bpf` is not in the active LSM list ({}); add it to the lsm= boot parameter",
+            list.trim()
+        )
+    })
+}
+
 struct Attacher<'a, 'c> {
     ebpf: &'a mut Ebpf,
     config: &'a Config<'c>,
     available: &'a BTreeSet<&'static str>,
-    /// The kernel's BTF, read for the first LSM program.
+    /// The kernel's BTF, read for the first LSM or override program.
     btf: Option<Result<aya::Btf, String>>,
+    /// The object relocated for the override tier's own loader, made for its first program.
+    relocated: Option<Result<fmod_ret::Relocated, String>>,
     attached: Attached,
 }
 
@@ -126,6 +196,7 @@ impl Attacher<'_, '_> {
                 Hook::SockAddr => self.sock_addr(program)?,
                 Hook::Egress => self.egress(program)?,
                 Hook::Lsm(hook) => self.lsm(program, hook)?,
+                Hook::Override(function) => self.fmod_ret(program, function)?,
                 Hook::Tracepoint(tp) => {
                     if self.available.contains(program.name) {
                         self.tracepoint(program.name, tp.category, tp.name)?;
@@ -194,23 +265,61 @@ impl Attacher<'_, '_> {
         Ok(())
     }
 
-    fn lsm(&mut self, program: &Program, hook: &'static str) -> Result<(), Refused> {
+    /// The kernel's BTF (read once), or why not as a fallback.
+    fn kernel_btf(&mut self, hook: &'static str) -> Result<&aya::Btf, Refused> {
         let btf = self
             .btf
             .get_or_insert_with(|| aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}")));
-        let btf = match btf {
-            Ok(btf) => btf,
-            Err(why) => {
-                return Err(Refused::Fallback {
-                    hook,
-                    why: why.clone(),
-                    error: Box::new(ProgramsError::LsmUnavailable {
-                        hook,
-                        why: why.clone(),
-                    }),
-                });
-            }
+        btf.as_ref().map_err(|why| Refused::Fallback {
+            hook,
+            why: why.clone(),
+            error: Box::new(ProgramsError::LsmUnavailable {
+                hook,
+                why: why.clone(),
+            }),
+        })
+    }
+
+    fn fmod_ret(&mut self, program: &Program, function: &'static str) -> Result<(), Refused> {
+        let fallback = |why: String| Refused::Fallback {
+            hook: function,
+            why: why.clone(),
+            error: Box::new(ProgramsError::OverrideUnavailable { function, why }),
         };
+        self.kernel_btf(function)?;
+        let relocated = self
+            .relocated
+            .get_or_insert_with(|| fmod_ret::Relocated::new(super::OBJECT, self.ebpf));
+        let relocated = relocated.as_ref().map_err(|why| fallback(why.clone()))?;
+        let btf = self
+            .btf
+            .as_ref()
+            .and_then(|b| b.as_ref().ok())
+            .expect("read above");
+        let n = self.attached.attachments.len();
+        let pin = self.config.pin.map(|pin| {
+            pin.current()
+                .join(format!("{LINK_PREFIX}{}-{n}", program.name))
+        });
+        let link = relocated
+            .attach(program.name, function, btf, pin.as_deref())
+            .map_err(fallback)?;
+        self.attached.raw_links.push(link);
+        self.attached.attachments.push(Attachment {
+            program: program.name,
+            target: format!("fmod_ret/{function}"),
+            tier: Tier::Override,
+        });
+        Ok(())
+    }
+
+    fn lsm(&mut self, program: &Program, hook: &'static str) -> Result<(), Refused> {
+        self.kernel_btf(hook)?;
+        let btf = self
+            .btf
+            .as_ref()
+            .and_then(|b| b.as_ref().ok())
+            .expect("read above");
         let name = program.name;
         let prog: &mut Lsm = super::program(self.ebpf, name)?;
         match prog.load(hook, btf).and_then(|()| prog.attach()) {
@@ -258,7 +367,11 @@ impl Attacher<'_, '_> {
     }
 }
 
-fn attach_error(name: &'static str, target: &str, source: ProgramError) -> ProgramsError {
+pub(super) fn attach_error(
+    name: &'static str,
+    target: &str,
+    source: ProgramError,
+) -> ProgramsError {
     ProgramsError::Attach {
         name,
         target: target.to_owned(),
@@ -314,20 +427,28 @@ where
     link.pin(&path).map_err(|e| error(e.to_string()))
 }
 
-/// One warning per distinct reason, naming the hooks that fell back to the kill tier (or to
-/// nothing: `sensor status` lists them as `none`).
-fn warn_fell_back(fell_back: &[(&'static str, String)]) {
-    let mut reasons: Vec<&str> = fell_back.iter().map(|(_, why)| why.as_str()).collect();
+/// One warning per tier and distinct reason, naming the hooks that fell back to the next tier
+/// (or to nothing: `sensor status` lists them as `none`).
+fn warn_fell_back(fell_back: &[(Tier, &'static str, String)]) {
+    let mut reasons: Vec<(Tier, &str)> = fell_back
+        .iter()
+        .map(|(t, _, why)| (*t, why.as_str()))
+        .collect();
+    reasons.sort_unstable();
     reasons.dedup();
-    for why in reasons {
+    for (tier, why) in reasons {
         let hooks: Vec<&str> = fell_back
             .iter()
-            .filter(|(_, w)| w == why)
-            .map(|(h, _)| *h)
+            .filter(|(t, _, w)| *t == tier && w == why)
+            .map(|(_, h, _)| *h)
             .collect();
+        let what = match tier {
+            Tier::Lsm => "BPF LSM",
+            _ => "the override tier (fmod_ret)",
+        };
         tracing::warn!(
             hooks = %hooks.join(","),
-            "BPF LSM not available ({why}): these hooks use the kill tier where it has one (`sensor status` names the tier of each)"
+            "{what} not available ({why}): these hooks use the next tier where they have one (`sensor status` names the tier of each)"
         );
     }
 }

@@ -196,6 +196,20 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         cred_cap_permitted: btf.offset("cred", "cap_permitted")?,
         cred_cap_effective: btf.offset("cred", "cap_effective")?,
         task_cred: btf.offset("task_struct", "cred")?,
+        socket_sk: btf.offset("socket", "sk")?,
+        socket_type: btf.offset("socket", "type")?,
+        sock_family: btf.offset("sock", "__sk_common")?
+            + btf.offset("sock_common", "skc_family")?,
+        sock_protocol: btf.offset("sock", "sk_protocol")?,
+        sock_cgroup: btf.offset("sock", "sk_cgrp_data")?
+            + btf.offset("sock_cgroup_data", "cgroup")?,
+        cgroup_level: btf.offset("cgroup", "level")?,
+        cgroup_kn: btf.offset("cgroup", "kn")?,
+        // Linux 6.0 and later (before: `ancestor_ids`, the ids themselves).
+        cgroup_ancestors: btf.offset("cgroup", "ancestors")?,
+        kernfs_id: btf.offset("kernfs_node", "id")?,
+        msghdr_name: btf.offset("msghdr", "msg_name")?,
+        msghdr_namelen: btf.offset("msghdr", "msg_namelen")?,
         valid: 1,
     })
 }
@@ -288,5 +302,17 @@ mod tests {
         assert_eq!(off.path_dentry, 8, "struct path {{ mnt; dentry }}");
         assert!(off.cred_euid > off.cred_uid);
         assert_eq!(off.cred_cap_permitted, off.cred_cap_inheritable + 8);
+        assert_eq!(
+            off.msghdr_name, 0,
+            "struct msghdr {{ void *msg_name; ... }}"
+        );
+        assert!(
+            off.cgroup_ancestors > off.cgroup_kn,
+            "ancestors[] is the last member"
+        );
+        assert_eq!(
+            off.sock_family, 16,
+            "struct sock_common: addresses, hash, ports, family"
+        );
     }
 }

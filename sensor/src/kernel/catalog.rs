@@ -16,6 +16,9 @@ pub enum Tier {
     Cgroup,
     /// BPF LSM: the call fails with EPERM before it changes anything.
     Lsm,
+    /// fmod_ret on the hook's `security_*` function (BPF trampolines, where BPF LSM is built
+    /// but not active): the same decision, EPERM before anything changes.
+    Override,
     /// Syscall tracepoints: the caller is killed (SIGKILL); the call may have taken effect, and
     /// the daemon removes set-id bits afterwards where it can.
     Kill,
@@ -29,6 +32,7 @@ impl Tier {
         match self {
             Self::Cgroup => "cgroup",
             Self::Lsm => "lsm",
+            Self::Override => "override",
             Self::Kill => "kill",
             Self::Tracepoint => "tracepoint",
         }
@@ -44,6 +48,8 @@ pub enum Hook {
     Egress,
     /// A BPF LSM hook.
     Lsm(&'static str),
+    /// fmod_ret on a kernel function (the `security_*` function of an LSM hook).
+    Override(&'static str),
     /// A tracepoint.
     Tracepoint(Tracepoint),
 }
@@ -111,6 +117,14 @@ const fn lsm(name: &'static str, hook: &'static str) -> Program {
     }
 }
 
+const fn ovr(name: &'static str, function: &'static str) -> Program {
+    Program {
+        name,
+        hook: Hook::Override(function),
+        needs_offsets: true,
+    }
+}
+
 const fn syscall(
     name: &'static str,
     tracepoint: &'static str,
@@ -167,7 +181,7 @@ const fn variant(tier: Tier, programs: &'static [Program]) -> Variant {
 }
 
 /// Every protection, in the order `sensor status` lists them.
-pub const PROTECTIONS: [Protection; 11] = [
+pub const PROTECTIONS: [Protection; 12] = [
     Protection {
         name: "metadata-connect",
         summary: "TCP connects and UDP sends to a listed destination (TCP Fast Open and io_uring included)",
@@ -200,6 +214,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_SOCKET_CREATE, "socket_create")]),
             variant(
+                Tier::Override,
+                &[ovr(p::OVR_SOCKET_CREATE, "security_socket_create")],
+            ),
+            variant(
                 Tier::Kill,
                 &[syscall(
                     p::SOCKET,
@@ -210,18 +228,43 @@ pub const PROTECTIONS: [Protection; 11] = [
         ],
     },
     Protection {
-        name: "metadata-late-socket",
-        summary: "connect/sendto to a listed destination on a socket created outside the scope",
+        name: "metadata-late-connect",
+        summary: "connect to a listed destination on a socket created outside the scope",
         rules: Rules::Metadata,
-        variants: &[variant(
-            Tier::Kill,
-            &[
-                syscall(p::CONN_ENTER, "sys_enter_connect", &[("uservaddr", 24)]),
-                syscall(p::CONN_EXIT, "sys_exit_connect", &[("ret", 16)]),
-                syscall(p::SENDTO_ENTER, "sys_enter_sendto", &[("addr", 48)]),
-                syscall(p::SENDTO_EXIT, "sys_exit_sendto", &[("ret", 16)]),
-            ],
-        )],
+        variants: &[
+            variant(Tier::Lsm, &[lsm(p::LSM_SOCKET_CONNECT, "socket_connect")]),
+            variant(
+                Tier::Override,
+                &[ovr(p::OVR_SOCKET_CONNECT, "security_socket_connect")],
+            ),
+            variant(
+                Tier::Kill,
+                &[
+                    syscall(p::CONN_ENTER, "sys_enter_connect", &[("uservaddr", 24)]),
+                    syscall(p::CONN_EXIT, "sys_exit_connect", &[("ret", 16)]),
+                ],
+            ),
+        ],
+    },
+    Protection {
+        name: "metadata-late-send",
+        summary: "sending to a listed destination on a socket created outside the scope \
+                  (sendto; sendmsg, sendmmsg and io_uring at the lsm and override tiers)",
+        rules: Rules::Metadata,
+        variants: &[
+            variant(Tier::Lsm, &[lsm(p::LSM_SOCKET_SENDMSG, "socket_sendmsg")]),
+            variant(
+                Tier::Override,
+                &[ovr(p::OVR_SOCKET_SENDMSG, "security_socket_sendmsg")],
+            ),
+            variant(
+                Tier::Kill,
+                &[
+                    syscall(p::SENDTO_ENTER, "sys_enter_sendto", &[("addr", 48)]),
+                    syscall(p::SENDTO_EXIT, "sys_exit_sendto", &[("ret", 16)]),
+                ],
+            ),
+        ],
     },
     Protection {
         name: "chmod",
@@ -229,6 +272,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         rules: Rules::Chmod,
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_PATH_CHMOD, "path_chmod")]),
+            variant(
+                Tier::Override,
+                &[ovr(p::OVR_PATH_CHMOD, "security_path_chmod")],
+            ),
             variant(
                 Tier::Kill,
                 &[
@@ -259,6 +306,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         rules: Rules::Chmod,
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_PATH_MKNOD, "path_mknod")]),
+            variant(
+                Tier::Override,
+                &[ovr(p::OVR_PATH_MKNOD, "security_path_mknod")],
+            ),
             variant(
                 Tier::Kill,
                 &[
@@ -304,6 +355,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_FIX_SETUID, "task_fix_setuid")]),
             variant(
+                Tier::Override,
+                &[ovr(p::OVR_FIX_SETUID, "security_task_fix_setuid")],
+            ),
+            variant(
                 Tier::Kill,
                 &[
                     syscall(p::SETUID, "sys_enter_setuid", &[("uid", 16)]),
@@ -329,6 +384,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_FIX_SETGID, "task_fix_setgid")]),
             variant(
+                Tier::Override,
+                &[ovr(p::OVR_FIX_SETGID, "security_task_fix_setgid")],
+            ),
+            variant(
                 Tier::Kill,
                 &[
                     syscall(p::SETGID, "sys_enter_setgid", &[("gid", 16)]),
@@ -353,6 +412,7 @@ pub const PROTECTIONS: [Protection; 11] = [
         rules: Rules::Privilege(Raise::Capset),
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_CAPSET, "capset")]),
+            variant(Tier::Override, &[ovr(p::OVR_CAPSET, "security_capset")]),
             variant(
                 Tier::Kill,
                 &[Program {
@@ -369,6 +429,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_SETID_EXEC, "bprm_creds_from_file")]),
             variant(
+                Tier::Override,
+                &[ovr(p::OVR_SETID_EXEC, "security_bprm_creds_from_file")],
+            ),
+            variant(
                 Tier::Kill,
                 &[sched(p::SETID_EXEC, "sched_process_exec", true)],
             ),
@@ -380,6 +444,10 @@ pub const PROTECTIONS: [Protection; 11] = [
         rules: Rules::Privilege(Raise::FileCaps),
         variants: &[
             variant(Tier::Lsm, &[lsm(p::LSM_SETXATTR, "inode_setxattr")]),
+            variant(
+                Tier::Override,
+                &[ovr(p::OVR_SETXATTR, "security_inode_setxattr")],
+            ),
             variant(
                 Tier::Kill,
                 &[
@@ -472,6 +540,7 @@ pub fn markdown_table() -> String {
                             format!("cgroup skb `{}`", p.name.trim_start_matches(p::PREFIX))
                         }
                         Hook::Lsm(hook) => format!("`{hook}`"),
+                        Hook::Override(function) => format!("`{function}`"),
                         Hook::Tracepoint(tp) => format!("`{}`", tp.name),
                     })
                     .collect();

@@ -55,11 +55,11 @@ pub const PRIVILEGE_RULES: RuleMaps = RuleMaps {
     active: maps::PRIV_ACTIVE,
 };
 
-fn map_error(name: &'static str) -> impl Fn(MapError) -> ProgramsError {
+pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> ProgramsError {
     move |source| ProgramsError::Map { name, source }
 }
 
-fn missing(name: &'static str) -> ProgramsError {
+pub(super) fn missing(name: &'static str) -> ProgramsError {
     ProgramsError::Map {
         name,
         source: MapError::InvalidName { name: name.into() },

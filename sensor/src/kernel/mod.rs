@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod btf;
 pub mod catalog;
+pub mod fmod_ret;
 pub mod maps;
 pub mod pins;
 pub mod scope;
@@ -34,14 +35,16 @@ use self::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
 
 /// Which tier serves the privilege hooks (`--tier`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TierChoice {
-    /// BPF LSM for every hook the running kernel accepts, the kill tier for the others.
+    /// Per hook, the best tier the running kernel accepts: BPF LSM, then override, then kill.
     #[default]
     Auto,
     /// BPF LSM or fail at start-up (naming the hook and the kernel's answer).
     Lsm,
-    /// The kill tier only (syscall tracepoints), even where BPF LSM would load.
+    /// The override tier (fmod_ret) or fail at start-up, even where BPF LSM would load.
+    Override,
+    /// The kill tier only (syscall tracepoints), even where a better tier would load.
     Kill,
 }
 
@@ -81,6 +84,12 @@ pub enum ProgramsError {
          CONFIG_BPF_LSM=y, `bpf` in the active LSM list (the lsm= boot parameter) and BTF"
     )]
     LsmUnavailable { hook: &'static str, why: String },
+    #[error(
+        "--tier override: fmod_ret on {function} is not available on this kernel ({why}); the \
+         override tier needs BPF trampolines (CONFIG_BPF_JIT, CONFIG_FUNCTION_TRACER), BTF, and \
+         a kernel that lets this process load tracing programs"
+    )]
+    OverrideUnavailable { function: &'static str, why: String },
     #[error("attaching {name} to {target}: {source}")]
     Attach {
         name: &'static str,
@@ -126,6 +135,8 @@ pub struct Loaded {
     exempt: BTreeSet<u64>,
     /// Pinned mode: our links (closing them leaves them attached: the pins hold them).
     _pinned: Vec<PinnedLink>,
+    /// The override tier's links (made through the bpf syscall, not aya).
+    _raw_links: Vec<std::os::fd::OwnedFd>,
 }
 
 /// An earlier generation being retired: its links are unpinned; what its ring buffer still
@@ -252,14 +263,23 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
             true
         }
         Err(e) => {
-            if config.tier == TierChoice::Lsm {
-                return Err(ProgramsError::LsmUnavailable {
-                    hook: "all",
-                    why: e.to_string(),
-                });
+            match config.tier {
+                TierChoice::Lsm => {
+                    return Err(ProgramsError::LsmUnavailable {
+                        hook: "all",
+                        why: e.to_string(),
+                    });
+                }
+                TierChoice::Override => {
+                    return Err(ProgramsError::OverrideUnavailable {
+                        function: "all",
+                        why: e.to_string(),
+                    });
+                }
+                TierChoice::Auto | TierChoice::Kill => {}
             }
             tracing::warn!(
-                "kernel struct offsets unavailable ({e}): no LSM tier, and capset and set-id exec are not enforced"
+                "kernel struct offsets unavailable ({e}): no LSM or override tier, and capset and set-id exec are not enforced"
             );
             false
         }
@@ -272,13 +292,14 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         destinations,
         exempt: BTreeSet::new(),
         _pinned: attached.pinned,
+        _raw_links: attached.raw_links,
     })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg accounting.
 /// Raising it is best effort: where it is not allowed (no CAP_SYS_RESOURCE) it is not needed
 /// on a modern kernel, and a real shortfall shows up as a map creation error naming the map.
-fn raise_memlock() {
+pub(super) fn raise_memlock() {
     let limit = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -452,7 +452,7 @@ fn policy_families(out: &mut Exposition, status: &StatusBoard) {
     out.family(
         "sensor_hook_attachments",
         "gauge",
-        "Attached programs by hook and the tier that serves it (cgroup, tracepoint, lsm, kill).",
+        "Attached programs by hook and the tier that serves it (cgroup, tracepoint, lsm, override, kill).",
     );
     for ((hook, tier), n) in hooks {
         out.sample(
@@ -464,7 +464,7 @@ fn policy_families(out: &mut Exposition, status: &StatusBoard) {
     out.family(
         "sensor_protection_tier",
         "gauge",
-        "1 for the tier that serves each protection now (lsm, kill, cgroup, or none).",
+        "1 for the tier that serves each protection now (lsm, override, kill, cgroup, or none).",
     );
     for (what, tier) in crate::kernel::catalog::protection_tiers(
         status.attachments.iter().map(|a| a.program.as_str()),

@@ -246,8 +246,89 @@ fn has_file_caps(path: &str) -> bool {
     }
 }
 
+/// The metadata address the network operations use, on the `lo` of a network namespace the
+/// operation makes for itself.
+pub const METADATA_ADDR: &str = "169.254.169.254";
+
+/// A network namespace of the calling process's own (unshared), `lo` up with
+/// [`METADATA_ADDR`] on it, and a listener there: a TCP one on `port` for `tcp`, a UDP
+/// receiver for `udp`.
+fn private_metadata_endpoint(proto: &str, port: u16) -> Result<std::os::fd::OwnedFd, String> {
+    // SAFETY: plain syscall; the namespace is this process's alone.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for args in [
+        &["ip", "link", "set", "lo", "up"][..],
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{METADATA_ADDR}/32"),
+            "dev",
+            "lo",
+        ][..],
+    ] {
+        let st = Command::new("/bin/busybox")
+            .args(args)
+            .status()
+            .map_err(|e| format!("busybox {args:?}: {e}"))?;
+        if !st.success() {
+            return Err(format!("busybox {args:?}: {st}"));
+        }
+    }
+    let addr = format!("{METADATA_ADDR}:{port}");
+    match proto {
+        "tcp" => std::net::TcpListener::bind(&addr).map(std::os::fd::OwnedFd::from),
+        _ => std::net::UdpSocket::bind(&addr).map(std::os::fd::OwnedFd::from),
+    }
+    .map_err(|e| format!("listening on {addr}: {e}"))
+}
+
+/// A `socket(AF_INET, SOCK_STREAM or SOCK_DGRAM)` for `proto`.
+fn inet_socket(proto: &str) -> i32 {
+    let ty = if proto == "tcp" {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    // SAFETY: plain syscall.
+    unsafe { libc::socket(libc::AF_INET, ty, 0) }
+}
+
+/// `connect` (tcp) or `sendto` (udp) on `fd` to [`METADATA_ADDR`]:`port`: the errno.
+fn call_metadata(fd: i32, proto: &str, port: u16) -> i32 {
+    let ip: std::net::Ipv4Addr = METADATA_ADDR.parse().expect("an IPv4 address");
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let sa_ptr = (&raw const sa).cast::<libc::sockaddr>();
+    // SAFETY: a valid sockaddr_in of `len` bytes and a one-byte payload.
+    let rc = unsafe {
+        if proto == "tcp" {
+            libc::connect(fd, sa_ptr, len) as isize
+        } else {
+            libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, sa_ptr, len)
+        }
+    };
+    if rc < 0 { errno() } else { 0 }
+}
+
 /// `vm-guest op CGROUP NAME ARGS...`: join CGROUP, do one privileged operation, print
 /// `{"pid":..,"errno":..,"after":..}`. Returns the process exit code.
+///
+/// Network operations (`net PROTO PORT`: the socket made in CGROUP; `late-net PROTO PORT`: made
+/// before joining it, so that it belongs to the cgroup the process came from) connect (tcp) or
+/// send (udp) to the metadata address in a network namespace of their own.
 pub fn op(args: &[String]) -> i32 {
     let (Some(cgroup), Some(name)) = (args.first(), args.get(1)) else {
         eprintln!("usage: vm-guest op CGROUP NAME ARGS...");
@@ -255,6 +336,20 @@ pub fn op(args: &[String]) -> i32 {
     };
     let rest: Vec<&str> = args[2..].iter().map(String::as_str).collect();
     let pid = std::process::id();
+    let mut endpoint = None;
+    let mut early_socket = None;
+    if let ("net" | "late-net", [proto, port]) = (name.as_str(), rest.as_slice()) {
+        match private_metadata_endpoint(proto, port.parse().unwrap_or(0)) {
+            Ok(fd) => endpoint = Some(fd),
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        }
+        if name == "late-net" {
+            early_socket = Some(inet_socket(proto));
+        }
+    }
     if let Err(e) = std::fs::write(Path::new(cgroup).join("cgroup.procs"), pid.to_string()) {
         eprintln!("joining {cgroup}: {e}");
         return 2;
@@ -344,6 +439,12 @@ pub fn op(args: &[String]) -> i32 {
             // busybox picks its applet from argv[0]: `true` exits 0 without output.
             let err = Command::new(path).arg0("true").exec();
             (err.raw_os_error().unwrap_or(-1), Value::Null)
+        }
+        ("net" | "late-net", [proto, port]) => {
+            let fd = early_socket.unwrap_or_else(|| inet_socket(proto));
+            let e = call_metadata(fd, proto, port.parse().unwrap_or(0));
+            drop(endpoint);
+            (e, Value::Null)
         }
         ("linger", []) => {
             thread::sleep(Duration::from_secs(600));

@@ -1,5 +1,8 @@
-//! The LSM-tier tests, run inside the VM lane's guest by its `/init` (`vm-tests
-//! --test-threads=1`; `cargo xtask vm` builds this target static and packs it). They start the
+//! The LSM-tier and override-tier tests, run inside the VM lane's guest by its `/init`
+//! (`vm-tests --test-threads=1`; `cargo xtask vm` builds this target static and packs it). Each
+//! kernel boots twice: with `bpf` in its active LSM list (the `lsm` tier), and with an `lsm=`
+//! list without it (the `override` tier: fmod_ret on the `security_*` functions); the boot's
+//! label (`SENSOR_VM_BOOT`, ending in `-override` for the second) says which tier to expect. They start the
 //! real static sensor, act from child processes placed in cgroups the test made (`vm-guest op
 //! ...`), and check three things for every privilege path: the call's errno, what the kernel
 //! state is afterwards (file mode, credentials, capabilities, xattrs), and the event the sensor
@@ -243,9 +246,12 @@ fn assert_tiers(sensor: &Sensor, want: &[(&str, &str)]) -> Value {
     status
 }
 
-/// The protections every privilege hook names.
-const PRIVILEGE_PROTECTIONS: [&str; 8] = [
+/// The protections with an LSM and an override variant (every privilege hook, packet sockets
+/// and sockets created outside the scope).
+const PRIVILEGE_PROTECTIONS: [&str; 10] = [
     "metadata-packet",
+    "metadata-late-connect",
+    "metadata-late-send",
     "chmod",
     "setid-create",
     "setuid-root",
@@ -255,16 +261,43 @@ const PRIVILEGE_PROTECTIONS: [&str; 8] = [
     "file-caps",
 ];
 
-/// The guest kernel lists `bpf` among its active LSMs and exposes its BTF (what every other
-/// test here needs).
+/// The tier this boot should run the privilege hooks on: `override` on a boot whose `lsm=`
+/// list leaves out `bpf`, else `lsm`.
+fn boot_tier() -> &'static str {
+    if boot().ends_with("-override") {
+        "override"
+    } else {
+        "lsm"
+    }
+}
+
+/// The kill-tier tracepoint programs of the privilege protections (none may be attached on a
+/// better tier).
+const PRIVILEGE_TRACEPOINTS: [&str; 9] = [
+    "sensor_chmod",
+    "sensor_openat",
+    "sensor_setuid",
+    "sensor_setgid",
+    "sensor_capset",
+    "sensor_setid_exec",
+    "sensor_setxattr",
+    "sensor_socket",
+    "sensor_mknodat",
+];
+
+/// The guest kernel's active LSM list is the boot's (with `bpf` on the lsm boot, without it on
+/// the override boot), and the kernel exposes its BTF (what every other test here needs).
 #[test]
 fn guest_has_bpf_lsm_and_btf() {
-    println!("  boot {}", boot());
+    println!("  boot {} (tier {})", boot(), boot_tier());
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
         .expect("reading /sys/kernel/security/lsm");
-    assert!(
-        lsm.trim().split(',').any(|m| m == "bpf"),
-        "bpf is not an active LSM: {lsm:?}"
+    let has_bpf = lsm.trim().split(',').any(|m| m == "bpf");
+    assert_eq!(
+        has_bpf,
+        boot_tier() == "lsm",
+        "boot {}: active LSMs {lsm:?}",
+        boot()
     );
     let btf = std::fs::metadata("/sys/kernel/btf/vmlinux").expect("/sys/kernel/btf/vmlinux");
     assert!(btf.len() > 0, "/sys/kernel/btf/vmlinux is empty");
@@ -273,8 +306,9 @@ fn guest_has_bpf_lsm_and_btf() {
 #[test]
 fn status_names_the_lsm_tier_for_every_privilege_hook() {
     let scope = test_cgroup();
-    let sensor = start_sensor(&policy(&scope.path, "enforce"), &["--tier", "lsm"]);
-    let want: Vec<(&str, &str)> = PRIVILEGE_PROTECTIONS.iter().map(|p| (*p, "lsm")).collect();
+    let tier = boot_tier();
+    let sensor = start_sensor(&policy(&scope.path, "enforce"), &["--tier", tier]);
+    let want: Vec<(&str, &str)> = PRIVILEGE_PROTECTIONS.iter().map(|p| (*p, tier)).collect();
     let status = assert_tiers(&sensor, &want);
     assert_eq!(
         status["protections"]["metadata-connect"], "cgroup",
@@ -284,13 +318,33 @@ fn status_names_the_lsm_tier_for_every_privilege_hook() {
         .as_array()
         .map(|a| a.iter().filter_map(|x| x["program"].as_str()).collect())
         .unwrap_or_default();
-    // The kill-tier chmod and set*id tracepoints are not attached beside the LSM hooks.
-    for gone in ["sensor_chmod", "sensor_setuid", "sensor_setgid"] {
+    // No kill-tier tracepoint of a privilege protection is attached beside the better tier.
+    for gone in PRIVILEGE_TRACEPOINTS {
         assert!(
             !programs.contains(&gone),
-            "{gone} attached beside the LSM tier: {programs:?}"
+            "{gone} attached beside the {tier} tier: {programs:?}"
         );
     }
+    // No syscall tracepoint at all: nothing puts the node's syscalls on the tracing slow path.
+    let syscall_tracepoints: Vec<&Value> = status["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("syscalls/"))
+        })
+        .collect();
+    assert!(
+        syscall_tracepoints.is_empty(),
+        "syscall tracepoints attached on the {tier} tier: {syscall_tracepoints:?}"
+    );
+    // --tier auto picks the same tier by itself.
+    drop(sensor);
+    let auto = start_sensor(&policy(&scope.path, "enforce"), &[]);
+    assert_tiers(&auto, &want);
+    let sensor = auto;
     let text = sensor.cli(&["status"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     // The protections section (the rest is programs and counters).
@@ -299,8 +353,8 @@ fn status_names_the_lsm_tier_for_every_privilege_hook() {
     }
     assert!(
         text.lines()
-            .any(|l| l.trim_start().starts_with("capset") && l.contains("lsm")),
-        "text status names no lsm tier for capset:\n{text}"
+            .any(|l| l.trim_start().starts_with("capset") && l.contains(tier)),
+        "text status names no {tier} tier for capset:\n{text}"
     );
 }
 
@@ -367,6 +421,78 @@ fn outside_the_scope_every_privilege_path_is_untouched() {
             .any(|e| e["kind"] == "privilege" || e["kind"] == "chmod"),
         "events outside the scope: {events:?}"
     );
+}
+
+/// One network call from `cgroup` (`late`: on a socket made before joining it) and the
+/// events reported for its pid (waiting for at least `events`).
+fn net_call(
+    sensor: &Sensor,
+    cgroup: &Path,
+    late: bool,
+    proto: &str,
+    port: &str,
+    events: usize,
+) -> (i32, Vec<Value>) {
+    let o = run_op(
+        cgroup,
+        if late { "late-net" } else { "net" },
+        &[proto, port],
+    );
+    if events > 0 {
+        sensor.wait_event(&format!("a connect event for pid {}", o.pid), |e| {
+            e["pid"] == o.pid && e["kind"] == "connect"
+        });
+    }
+    // Time for a second (duplicate) event to show.
+    thread::sleep(Duration::from_secs(1));
+    let found = sensor
+        .events()
+        .into_iter()
+        .filter(|e| e["pid"] == o.pid && e["kind"] == "connect")
+        .collect();
+    (o.errno, found)
+}
+
+/// A socket created outside the scope and used from inside it: denied at `socket_connect` /
+/// `socket_sendmsg` before the call (EPERM, not a kill), one event each; a socket made in the
+/// scope is still the cgroup hooks' call (one event, no second one from the LSM hook), in
+/// enforce and in audit.
+#[test]
+fn late_sockets_are_denied_before_the_call_and_reported_once() {
+    let scope = test_cgroup();
+    for (action, errno, verdict) in [("enforce", libc::EPERM, "blocked"), ("audit", 0, "audited")] {
+        let sensor = start_sensor(&policy(&scope.path, action), &[]);
+        for (late, proto, port, hook) in [
+            (true, "tcp", "80", "socket_connect"),
+            (true, "udp", "53", "socket_sendmsg"),
+            (false, "tcp", "80", "connect4"),
+            (false, "udp", "53", "sendmsg4"),
+        ] {
+            let label = format!(
+                "{action}: {proto} on a socket made {}",
+                if late { "outside" } else { "inside" }
+            );
+            let (got, events) = net_call(&sensor, &scope.path, late, proto, port, 1);
+            println!("  {label}: errno {got}, events {}", events.len());
+            assert_eq!(got, errno, "{label}");
+            assert_eq!(events.len(), 1, "{label}: {events:?}");
+            let e = &events[0];
+            assert_eq!(
+                (e["verdict"].as_str(), e["connect"]["hook"].as_str()),
+                (Some(verdict), Some(hook)),
+                "{label}: {e}"
+            );
+            assert_eq!(e["connect"]["dst_addr"], "169.254.169.254", "{label}: {e}");
+        }
+        // Outside the scope, a late socket is nobody's business.
+        let outside = test_cgroup();
+        let (got, events) = net_call(&sensor, &outside.path, true, "tcp", "80", 0);
+        assert_eq!(
+            (got, events.len()),
+            (0, 0),
+            "{action}: outside the scope: {events:?}"
+        );
+    }
 }
 
 #[test]

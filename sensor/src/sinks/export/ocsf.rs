@@ -154,7 +154,9 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         Some(B::Connect(c)) => {
             let sendmsg = matches!(
                 c.hook(),
-                pb::ConnectHook::Sendmsg4 | pb::ConnectHook::Sendmsg6
+                pb::ConnectHook::Sendmsg4
+                    | pb::ConnectHook::Sendmsg6
+                    | pb::ConnectHook::SocketSendmsg
             );
             match (blocked, sendmsg) {
                 (true, _) => (NETWORK_ACTIVITY, 5, "Refuse"),
