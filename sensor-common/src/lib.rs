@@ -40,10 +40,17 @@ pub mod maps {
     pub const PACKET_RULE: &str = "SENSOR_PACKET_RULE";
     /// Kernel-only: connect/sendto calls on their way, waiting for a scoped cgroup hook.
     pub const PENDING: &str = "SENSOR_PENDING";
+    /// Copies of killed set-id chmod/create events for the daemon's revert thread.
+    pub const REVERTS: &str = "SENSOR_REVERTS";
+    /// Kernel-only: the scope walk's result per cgroup (cgroup v2 id -> 1 inside, 0 outside),
+    /// an LRU cache (a cgroup's ancestors never change, nor the scope roots of a loaded object).
+    pub const SCOPE_CACHE: &str = "SENSOR_SCOPE_CACHE";
+    /// Bench only (`sensor floor`): the hooked syscall numbers, a bitmap.
+    pub const FLOOR_SYSCALLS: &str = "SENSOR_FLOOR_SYSCALLS";
 
     /// Every map of the object, besides the sections of globals (a test of the daemon checks
     /// the object against it).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         EVENTS,
         DEST_V4,
         DEST_V6,
@@ -57,6 +64,9 @@ pub mod maps {
         OFFSETS,
         PACKET_RULE,
         PENDING,
+        SCOPE_CACHE,
+        FLOOR_SYSCALLS,
+        REVERTS,
     ];
 }
 
@@ -127,6 +137,10 @@ pub mod programs {
     pub const OVR_SOCKET_CREATE: &str = "sensor_ovr_socket_create";
     pub const OVR_SOCKET_CONNECT: &str = "sensor_ovr_socket_connect";
     pub const OVR_SOCKET_SENDMSG: &str = "sensor_ovr_socket_sendmsg";
+    /// Bench only (`sensor floor`): empty kill-tier hooks, and the raw-syscall dispatcher.
+    pub const FLOOR: &str = "sensor_floor";
+    pub const FLOOR_SYS_ENTER: &str = "sensor_floor_sys_enter";
+    pub const FLOOR_SYS_EXIT: &str = "sensor_floor_sys_exit";
     /// Every program name starts with this; leftover checks look for it.
     pub const PREFIX: &str = "sensor_";
 }
@@ -361,6 +375,9 @@ wire_enum! {
         PacketKilled = 21 => "packet_killed",
         /// Packet sockets created under an audit metadata rule (allowed, reported).
         PacketAudited = 22 => "packet_audited",
+        /// Kill tier: killed set-id calls whose revert copy found the revert ring full (the
+        /// pipeline reverts from the event instead, after the events queued before it).
+        RingbufFullRevert = 23 => "ringbuf_full_revert",
     }
 }
 

@@ -37,8 +37,8 @@ use crate::{
     kstruct::HookArgs,
     kstruct::{lsm_ret, offsets, read},
     shared::{
-        ARG0, ARG1, ARG2, ARG3, SENSOR_EVENTS, count, current_in_scope, fill_header,
-        kill_tier_decide, lsm_tier_decide, path_read_status, wakeup_flags,
+        ARG0, ARG1, ARG2, ARG3, SENSOR_EVENTS, SENSOR_REVERTS, count, current_in_scope,
+        fill_header, kill_tier_decide, lsm_tier_decide, path_read_status, wakeup_flags,
     },
 };
 
@@ -236,30 +236,65 @@ fn report(
     0
 }
 
-/// A chmod event for a syscall's arguments (the path read from user memory).
+/// A killed call that asked for set-id bits: its copy for the daemon's revert thread, which
+/// undoes it ahead of the event pipeline. A full revert ring is counted; the pipeline then
+/// reverts from the event itself.
+#[inline(always)]
+pub fn queue_revert(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+    if verdict != Verdict::Killed || mode & sensor_common::SETID_BITS == 0 {
+        return;
+    }
+    let Some(mut entry) = SENSOR_REVERTS.reserve::<ChmodEvent>(0) else {
+        count(Counter::RingbufFullRevert);
+        return;
+    };
+    // SAFETY: a reserved record of the right size.
+    unsafe {
+        fill_event(
+            entry.as_mut_ptr(),
+            (call.syscall, call.fd, call.flags as u32),
+            mode,
+            verdict,
+            rule,
+            call_path(call),
+        );
+    }
+    // Always woken: a revert is never batched.
+    entry.submit(0);
+}
+
+/// A chmod event for a syscall's arguments (the path read from user memory); a killed
+/// set-id call is queued for its revert first ([`queue_revert`]).
 #[inline(always)]
 pub fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+    queue_revert(call, mode, verdict, rule);
     write_event(
         (call.syscall, call.fd, call.flags as u32),
         mode,
         verdict,
         rule,
-        |buf| match call.path {
-            None => (path_status::NONE, 0),
-            // SAFETY: a user pointer from the syscall's arguments, read with the helper.
-            Some(ptr) => path_read_status(
-                unsafe { bpf_probe_read_user_str_bytes(ptr, buf) },
-                path_status::OK,
-            ),
-        },
+        call_path(call),
     );
+}
+
+/// Fills the path buffer with the call's path argument (user memory).
+#[inline(always)]
+fn call_path(call: &Call) -> impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32) + '_ {
+    move |buf| match call.path {
+        None => (path_status::NONE, 0),
+        // SAFETY: a user pointer from the syscall's arguments, read with the helper.
+        Some(ptr) => path_read_status(
+            unsafe { bpf_probe_read_user_str_bytes(ptr, buf) },
+            path_status::OK,
+        ),
+    }
 }
 
 /// Reserve, fill and submit a chmod event: `(syscall, fd, flags)`, the mode, the verdict and
 /// rule, and `path` filling the path buffer (returning its status and length).
 #[inline(always)]
 pub fn write_event(
-    (syscall, fd, flags): (ModeCall, i32, u32),
+    call: (ModeCall, i32, u32),
     mode: u32,
     verdict: Verdict,
     rule: u32,
@@ -269,8 +304,25 @@ pub fn write_event(
         count(Counter::RingbufFullChmod);
         return;
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points to a reserved record of the right size; every field is written.
+    // SAFETY: a reserved record of the right size.
+    unsafe { fill_event(entry.as_mut_ptr(), call, mode, verdict, rule, path) };
+    entry.submit(wakeup_flags::<ChmodEvent>());
+}
+
+/// Write every field of the chmod event at `ev`.
+///
+/// # Safety
+/// `ev` points to a reserved ring-buffer record of `ChmodEvent`'s size.
+#[inline(always)]
+unsafe fn fill_event(
+    ev: *mut ChmodEvent,
+    (syscall, fd, flags): (ModeCall, i32, u32),
+    mode: u32,
+    verdict: Verdict,
+    rule: u32,
+    path: impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32),
+) {
+    // SAFETY: the caller's.
     unsafe {
         fill_header(
             &mut (*ev).header,
@@ -288,7 +340,6 @@ pub fn write_event(
         (*ev).path_status = status;
         (*ev).path_len = len;
     }
-    entry.submit(wakeup_flags());
 }
 
 /// The chmod rule set the programs read now.

@@ -212,7 +212,7 @@ pub fn report_with(d: &Destination, header: impl FnOnce(&mut sensor_common::Even
                 (*ev)._pad = 0;
                 (*ev).dst_addr = d.dst_addr;
             }
-            entry.submit(wakeup_flags());
+            entry.submit(wakeup_flags::<ConnectEvent>());
         }
         None => count(Counter::RingbufFullConnect),
     }

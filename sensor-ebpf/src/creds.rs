@@ -145,9 +145,10 @@ pub fn sensor_setresgid(ctx: TracePointContext) -> u32 {
 fn check(ctx: &TracePointContext, syscall: PrivilegeCall, gid: bool, nids: usize) -> u32 {
     let ids = bpf_get_current_uid_gid();
     let real = if gid { (ids >> 32) as u32 } else { ids as u32 };
-    if real == 0 || !current_in_scope() {
+    if real == 0 {
         return 0;
     }
+    // The arguments before the scope: most set*id calls ask for no id 0.
     let mut requested = [u32::MAX; 3];
     let mut to_root = false;
     let mut i = 0;
@@ -161,7 +162,7 @@ fn check(ctx: &TracePointContext, syscall: PrivilegeCall, gid: bool, nids: usize
         }
         i += 1;
     }
-    if !to_root {
+    if !to_root || !current_in_scope() {
         return 0;
     }
     let kind = if gid {

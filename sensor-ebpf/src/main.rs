@@ -10,7 +10,8 @@
 //! - `chmod`, `setid_create`: the chmod family and files created with a set-id mode;
 //! - `creds`, `capset`, `setid_exec`, `file_caps` (with `privilege`, their shared decision):
 //!   the privilege raises;
-//! - `process`: exec and exit of tasks in scope, for the daemon's process cache.
+//! - `process`: exec and exit of tasks in scope, for the daemon's process cache;
+//! - `floor`: empty programs for the benchmark's floor (never attached by `sensor run`).
 //!
 //! Each protection has an LSM program (BPF LSM), its override twin (fmod_ret on the
 //! `security_*` function) and kill-tier tracepoints, where it has those tiers; `kstruct` reads
@@ -25,6 +26,7 @@ mod connect;
 mod creds;
 mod egress;
 mod file_caps;
+mod floor;
 mod kstruct;
 mod late_socket;
 mod packet;

@@ -70,7 +70,7 @@ fn report(call: PrivilegeCall, kind: Raise, ids: [u32; 3], nids: u32, rule: u32,
         (*ev).rule = rule;
         (*ev)._pad = 0;
     }
-    entry.submit(wakeup_flags());
+    entry.submit(wakeup_flags::<PrivilegeEvent>());
 }
 
 /// The privilege rule set the programs read now.

@@ -59,7 +59,7 @@ pub fn sensor_exec(ctx: TracePointContext) -> u32 {
         (*ev).filename_status = status;
         (*ev).filename_len = len;
     }
-    entry.submit(wakeup_flags());
+    entry.submit(wakeup_flags::<ExecEvent>());
     0
 }
 
@@ -84,6 +84,6 @@ pub fn sensor_exit(_ctx: TracePointContext) -> u32 {
             Verdict::Allowed,
         );
     }
-    entry.submit(wakeup_flags());
+    entry.submit(wakeup_flags::<ExitEvent>());
     0
 }

@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 use crate::{setup, target_dir, workspace_root};
 
+mod tiers;
+
 const ROUNDS: usize = 5;
 
 struct Bins {
@@ -81,11 +83,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(bins: &Bins, scratch: &Scratch, extra: &[&str]) -> Result<Self> {
+        Self::start_mode(bins, scratch, "audit", extra)
+    }
+
+    /// As [`Daemon::start`], the built-in policy in `mode`.
+    fn start_mode(bins: &Bins, scratch: &Scratch, mode: &str, extra: &[&str]) -> Result<Self> {
         let state = scratch.dir.join("state");
         let _ = std::fs::remove_dir_all(&state);
         let started = Instant::now();
         let mut child = Command::new(&bins.sensor)
-            .args(["run", "--mode", "audit", "--scope-cgroup"])
+            .args(["run", "--mode", mode, "--scope-cgroup"])
             .arg(&scratch.cgroup)
             .arg("--socket")
             .arg(state.join("sensor.sock"))
@@ -109,9 +116,12 @@ impl Daemon {
                 lines.lock().unwrap().push(line);
             }
         });
-        let ready = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
-            anyhow::anyhow!("sensor not ready: {}", stderr.lock().unwrap().join("\n"))
-        })?;
+        let Ok(ready) = rx.recv_timeout(Duration::from_secs(60)) else {
+            // Exited (a tier this kernel refuses) or hung: reaped either way.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("sensor not ready: {}", stderr.lock().unwrap().join("\n"));
+        };
         Ok(Self {
             child,
             stderr,
@@ -333,64 +343,16 @@ pub fn run() -> Result<()> {
     let cg = scratch.cgroup.clone();
     let mut figures = Vec::new();
 
-    // 1. Syscall overhead, interleaved rounds.
-    eprintln!("bench: syscall overhead ({ROUNDS} rounds)");
-    type Case<'a> = (&'static str, Option<&'a Path>, Vec<&'a str>, f64);
-    let cases: Vec<Case<'_>> = vec![
-        (
-            "chmod_in_scope_event_per_call",
-            Some(cg.as_path()),
-            vec!["chmod", "200000", &f],
-            1.10,
-        ),
-        (
-            "chmod_out_of_scope",
-            None,
-            vec!["chmod", "200000", &f],
-            1.02,
-        ),
-        ("getpid_system_wide", None, vec!["getpid", "2000000"], 1.02),
-        (
-            "tcp_connect_loopback_in_scope",
-            Some(cg.as_path()),
-            vec!["connect", "20000"],
-            1.02,
-        ),
-    ];
-    let mut base: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut with: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    // 1. Syscall overhead per tier, against the kernel alone and the hooks' floor.
+    // SENSOR_BENCH_TIERS_ONLY=1 stops after this section, =revert runs only the revert figures.
+    let tiers_only = std::env::var("SENSOR_BENCH_TIERS_ONLY").unwrap_or_default();
     let mut ready = Vec::new();
-    for _ in 0..ROUNDS {
-        for (i, (_, cgroup, args, _)) in cases.iter().enumerate() {
-            base[i].push(load(&bins, *cgroup, args)?);
-        }
-        let daemon = Daemon::start(&bins, &scratch, &[])?;
-        ready.push(daemon.ready_after.as_secs_f64());
-        for (i, (_, cgroup, args, _)) in cases.iter().enumerate() {
-            with[i].push(load(&bins, *cgroup, args)?);
-        }
-        daemon.stop()?;
+    if tiers_only != "revert" {
+        figures.extend(tiers::figures(&bins, &scratch, &f, &mut ready)?);
     }
-    for (i, (name, _, _, target)) in cases.iter().enumerate() {
-        let (b, w) = (median(&mut base[i]), median(&mut with[i]));
-        figures.push(Figure {
-            name: leak(format!("{name}_baseline_ns")),
-            value: b,
-            unit: "ns/op",
-            target: None,
-        });
-        figures.push(Figure {
-            name: leak(format!("{name}_sensor_ns")),
-            value: w,
-            unit: "ns/op",
-            target: None,
-        });
-        figures.push(Figure {
-            name: leak(format!("{name}_ratio")),
-            value: w / b,
-            unit: "x",
-            target: Some(("<=", *target)),
-        });
+    figures.extend(tiers::revert_figures(&bins, &scratch, &f)?);
+    if tiers_only == "1" || tiers_only == "revert" {
+        return report(&figures);
     }
     figures.push(Figure {
         name: "startup_to_ready_s",

@@ -8,6 +8,7 @@ pub mod completions;
 pub mod demo;
 mod demo_step;
 pub mod exec;
+mod floor;
 pub mod health;
 pub mod logging;
 pub mod policy;
@@ -80,6 +81,13 @@ pub enum Command {
     /// One step of `sensor demo`, run by the demo in the network namespace and cgroup it made.
     #[command(hide = true)]
     DemoStep(demo::StepArgs),
+    /// The benchmark's floor: the kill tier's hooks with empty programs, until SIGINT/SIGTERM
+    /// (`cargo xtask bench`).
+    #[command(hide = true)]
+    Floor {
+        #[arg(value_enum)]
+        which: crate::kernel::floor::Floor,
+    },
 }
 
 /// Where a pinned daemon keeps its links by default (the DaemonSet's `--pin-dir`).
@@ -104,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { dir } => completions::man(&dir),
         Command::DemoStep(args) => demo::step(&args),
+        Command::Floor { which } => floor::main(which),
     }
 }
 

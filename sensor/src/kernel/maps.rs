@@ -210,12 +210,10 @@ fn set_single<T: aya::Pod>(
     array.set(0, value, 0).map_err(err)
 }
 
-/// Take the event ring buffer out of the object (once).
-pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, ProgramsError> {
-    let map = ebpf
-        .take_map(maps::EVENTS)
-        .ok_or_else(|| missing(maps::EVENTS))?;
-    RingBuf::try_from(map).map_err(map_error(maps::EVENTS))
+/// Take a ring buffer (the events, the reverts) out of the object (once).
+pub fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, ProgramsError> {
+    let map = ebpf.take_map(name).ok_or_else(|| missing(name))?;
+    RingBuf::try_from(map).map_err(map_error(name))
 }
 
 /// The kernel counters, summed over CPUs, in [`Counter`] order.

@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod btf;
 pub mod catalog;
+pub mod floor;
 pub mod fmod_ret;
 pub mod maps;
 pub mod pins;
@@ -210,7 +211,12 @@ impl Loaded {
 
     /// Take the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
-        maps::take_events(&mut self.ebpf)
+        maps::take_ring(&mut self.ebpf, map_names::EVENTS)
+    }
+
+    /// The kill tier's revert ring: copies of killed set-id calls, for the revert thread.
+    pub fn take_reverts(&mut self) -> Result<RingBuf<MapData>, ProgramsError> {
+        maps::take_ring(&mut self.ebpf, map_names::REVERTS)
     }
 
     /// The kernel counters, summed over CPUs.

@@ -133,13 +133,14 @@ fn kernel_families(out: &mut Exposition, snap: &Snapshot) {
     out.labelled(
         "sensor_kernel_ringbuf_drops_total",
         "counter",
-        "Events the kernel could not put into the full ring buffer (the verdict still applied), by source.",
+        "Events the kernel could not put into the full ring buffer (the verdict still applied), by source; revert: copies of killed set-id calls for the revert thread (the pipeline then reverts from the event).",
         "source",
         [
             ("connect", snap.kernel(Counter::RingbufFullConnect)),
             ("chmod", snap.kernel(Counter::RingbufFullChmod)),
             ("process", snap.kernel(Counter::RingbufFullProcess)),
             ("privilege", snap.kernel(Counter::RingbufFullPriv)),
+            ("revert", snap.kernel(Counter::RingbufFullRevert)),
         ],
     );
     out.family(

@@ -3,6 +3,7 @@
 //! ```text
 //! bench-gen [--cgroup DIR] chmod N FILE            # N chmod(2) calls, as fast as possible
 //! bench-gen [--cgroup DIR] getpid N                # N getpid(2) calls (raw syscall)
+//! bench-gen [--cgroup DIR] open N FILE             # N open(2) + close(2) pairs, read-only
 //! bench-gen [--cgroup DIR] connect N               # N TCP connects to a listener on 127.0.0.1
 //! bench-gen [--cgroup DIR] paced RATE N FILE       # N chmod calls at RATE per second (bursts ~1/ms)
 //! ```
@@ -59,6 +60,21 @@ fn main() -> ExitCode {
             };
             for i in 0..n {
                 chmod(&p, setid | if i % 2 == 0 { 0o640 } else { 0o600 });
+            }
+            n
+        }
+        Some("open") => {
+            let (Some(n), Some(p)) = (num(1), path(2)) else {
+                return fail("open N FILE");
+            };
+            for _ in 0..n {
+                // SAFETY: a valid path; the descriptor is closed at once.
+                unsafe {
+                    let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                }
             }
             n
         }
@@ -131,7 +147,7 @@ fn main() -> ExitCode {
         }
         _ => {
             return fail(
-                "usage: bench-gen [--cgroup DIR] chmod N FILE | getpid N | connect N | paced RATE N FILE",
+                "usage: bench-gen [--cgroup DIR] chmod N FILE | getpid N | open N FILE | connect N | paced RATE N FILE",
             );
         }
     };
