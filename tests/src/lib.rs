@@ -19,9 +19,9 @@ use std::{
 
 pub use sensor_harness::{
     ChildGuard, Sensor, StateDir, TEST_PREFIX, TempDir, TestCgroup, built_binary, cgroup2_root,
-    file_with_mode, mode_of, require_root, sensor_bin, sh,
+    file_with_mode, mode_of, poll, require_root, sensor_bin, sh,
 };
-use sensor_harness::{Lines, end_child, poll, read_lines, unique, wait_exit};
+use sensor_harness::{Lines, end_child, read_lines, unique, wait_exit};
 use serde_json::Value;
 
 pub mod kubeapi;

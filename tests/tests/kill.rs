@@ -116,20 +116,29 @@ fn what_cannot_be_reverted_is_said_in_the_event() {
     let byfd = file_with_mode(&dir, "byfd", 0o755);
     let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
 
-    // No other process in the cgroup: nothing to reach the caller's files through.
+    // No other process in the cgroup: only the caller's own root, opened by the revert thread
+    // if it reads the copy before the caller is gone (a race either may win): either way, the
+    // event must tell the truth about the file.
     let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "g+s", &alone]);
     assert!(killed(status), "{status}");
     let ev = chmod_event(&sensor, pid);
     assert_eq!(ev["verdict"], "killed", "{ev}");
-    assert_eq!(ev["chmod"]["revert"]["state"], "failed", "{ev}");
-    assert!(
-        ev["chmod"]["revert"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no live process"),
-        "{ev}"
-    );
-    assert_eq!(mode_of(&alone), 0o2755, "not reverted, as the event says");
+    let revert = &ev["chmod"]["revert"];
+    match revert["state"].as_str() {
+        Some("reverted") => assert_eq!(mode_of(&alone), 0o755, "{ev}"),
+        Some("failed") => {
+            assert!(
+                revert["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no live process"),
+                "{ev}"
+            );
+            assert_eq!(mode_of(&alone), 0o2755, "not reverted, as the event says");
+        }
+        _ => panic!("unexpected revert: {ev}"),
+    }
+    let alone_failed = revert["state"] == "failed";
 
     // fchmod names the file by a descriptor, which dies with the caller.
     let _main = main_process(&cg.path);
@@ -158,7 +167,73 @@ fn what_cannot_be_reverted_is_said_in_the_event() {
     }
     sensor.wait_counter("kernel_chmod_killed", 2);
     // Counted by the daemon after the kill (the board may show the kill first).
-    sensor.wait_counter("chmod_revert_failed", 1);
+    let failed = u64::from(alone_failed) + u64::from(revert["state"] == "failed");
+    if failed > 0 {
+        sensor.wait_counter("chmod_revert_failed", failed);
+    }
+}
+
+/// The revert does not wait behind the event pipeline: while another process of the scope
+/// floods it with chmod events (50,000/s, each one an event), a killed set-id chmod is undone
+/// by the revert thread within its bound (the kill-to-clear time is a benchmark figure,
+/// `cargo xtask bench`; the bound here is 1 s, twenty times the daemon's own wait for the
+/// caller's end), its event says `reverted`, and no copy was lost to a full revert ring.
+#[test]
+fn a_killed_set_id_chmod_is_reverted_within_its_bound_during_a_flood() {
+    require_root();
+    let cg = TestCgroup::new();
+    let guard = TempDir::new();
+    let dir = guard.real();
+    let flood_file = file_with_mode(&dir, "flood", 0o644);
+    let _main = main_process(&cg.path);
+    let sensor = Sensor::start(&["--scope-cgroup", cg.path.to_str().unwrap()]);
+    let mut flood = ChildGuard(
+        std::process::Command::new(sensor_tests::bench_gen_bin())
+            .arg("--cgroup")
+            .arg(&cg.path)
+            .args(["paced", "50000", "400000", &flood_file])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting bench-gen"),
+    );
+    // The flood is under way: its events arrive.
+    sensor.wait_counter("kernel_chmod_seen", 5000);
+    let mut worst = std::time::Duration::ZERO;
+    for i in 0..5 {
+        let target = file_with_mode(&dir, &format!("tool-{i}"), 0o755);
+        let (pid, status) = run_in(&Place::cgroup(&cg.path), &["chmod", "u+s", &target]);
+        let ended = std::time::Instant::now();
+        assert!(killed(status), "chmod u+s must be killed: {status}");
+        let cleared = sensor_tests::poll(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_micros(200),
+            || (mode_of(&target) == 0o755).then(|| ended.elapsed()),
+        );
+        let Some(took) = cleared else {
+            panic!(
+                "tool-{i}: mode {:o} 1 s after the kill, during the flood",
+                mode_of(&target)
+            );
+        };
+        worst = worst.max(took);
+        let ev = chmod_event(&sensor, pid);
+        assert_eq!(
+            (
+                ev["verdict"].as_str(),
+                ev["chmod"]["revert"]["state"].as_str()
+            ),
+            (Some("killed"), Some("reverted")),
+            "{ev}"
+        );
+    }
+    println!("worst kill-to-clear during the flood: {worst:?}");
+    assert!(
+        matches!(flood.0.try_wait(), Ok(None)),
+        "the flood ended before the reverts were checked: they did not run during it"
+    );
+    let v = sensor.status();
+    assert_eq!(v["counters"]["kernel_ringbuf_full_revert"], 0, "{v}");
+    flood.0.kill().ok();
 }
 
 #[test]

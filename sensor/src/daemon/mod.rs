@@ -183,6 +183,18 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         cfg.enrichment_queue,
     );
     let mut pipeline = Pipeline::new(Arc::clone(&status), enricher, cfg.proc_root.clone());
+    // The kill tier's reverts, on a thread of their own ahead of the pipeline.
+    let reverts = Arc::new(crate::pipeline::reverter::Outcomes::default());
+    let stop_reverts = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let revert_thread = crate::pipeline::reverter::spawn(
+        loaded.take_reverts()?,
+        cfg.proc_root.clone(),
+        cgroup2_root().ok(),
+        Arc::clone(&reverts),
+        Arc::clone(&stop_reverts),
+    )
+    .map_err(io_err("starting the revert thread"))?;
+    pipeline.reverts = Some(reverts);
     metrics.set_status(Arc::clone(&status));
     let service = Service {
         hub: Arc::clone(&hub),
@@ -272,6 +284,9 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     exporters.stop(Duration::from_secs(5));
     pipeline.publish_status(&loaded.kernel_counters()?);
     stop_enforcing(loaded, &cfg.listen.socket, pin.as_ref(), &status);
+    // Detached: no more kills to undo. The thread finishes the copy it has in hand.
+    stop_reverts.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = revert_thread.join();
     result
 }
 

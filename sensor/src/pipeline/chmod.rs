@@ -1,7 +1,8 @@
 //! The chmod step of the pipeline, for `chmod` events (chmod family and set-id file
 //! creation) before attribution: the file's absolute name through `/proc`, the chmod rules with
-//! `paths` (matched here, reported, never enforced), and for a killed call the revert of the
-//! set-id bits it added (the kill tier's second half, [`super::revert`]).
+//! `paths` (matched here, reported, never enforced), and for a killed call the outcome of the
+//! revert of the set-id bits it added (the kill tier's second half: [`super::reverter`] has
+//! normally done it ahead of the pipeline; [`super::revert`] is how).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use sensor_policy::{Action, ChmodEntry};
 use super::{
     counters::Counters,
     revert::{self, Revert},
+    reverter::Outcomes,
 };
 use crate::{
     attribution::Enricher,
@@ -18,20 +20,30 @@ use crate::{
 };
 
 /// Complete a chmod event: name, path rule, revert. `rules`: the active chmod rules in file
-/// order (a rule's position is the index events report).
+/// order (a rule's position is the index events report); `outcomes`: the revert thread's
+/// ([`super::reverter`]), which has normally undone a killed call already.
 pub fn step(
     event: &mut Event,
     rules: &[ChmodEntry],
     proc_root: &Path,
     enricher: &mut Enricher,
     counters: &mut Counters,
+    outcomes: Option<&Outcomes>,
 ) {
     let crate::event::Body::Chmod(chmod) = &mut event.body else {
         return;
     };
+    let outcome = if event.verdict == Verdict::Killed {
+        outcomes.and_then(|o| o.take(event.pid, event.tid))
+    } else {
+        None
+    };
     // The LSM tier names the file by its last component only: nothing to resolve.
     if !matches!(chmod.path, PathArg::Name(_)) {
-        chmod.name = resolve_name(proc_root, event.pid, chmod);
+        chmod.name = outcome
+            .as_ref()
+            .and_then(|o| o.name.clone())
+            .or_else(|| resolve_name(proc_root, event.pid, chmod));
         if chmod.name.is_none() {
             counters.name_unresolved += 1;
         }
@@ -45,17 +57,25 @@ pub fn step(
         counters.chmod_path_rule_matches += 1;
     }
     if event.verdict == Verdict::Killed {
-        let done =
-            if revert::wait_for_call_end(proc_root, event.pid, event.tid, revert::CALL_END_WAIT) {
+        let done = match outcome {
+            Some(o) => o.revert,
+            // No copy reached the revert thread: revert from the event, now.
+            None if revert::wait_for_call_end(
+                proc_root,
+                event.pid,
+                event.tid,
+                revert::CALL_END_WAIT,
+            ) =>
+            {
                 let dir = enricher.cgroup_dir(event.cgroup_id);
                 revert::setid_bits(proc_root, event.pid, dir.as_deref(), chmod)
-            } else {
-                // Undoing a call that has not happened yet would be undone by it.
-                Revert::Failed(format!(
-                    "the caller was still running {:?} after the kill",
-                    revert::CALL_END_WAIT
-                ))
-            };
+            }
+            // Undoing a call that has not happened yet would be undone by it.
+            None => Revert::Failed(format!(
+                "the caller was still running {:?} after the kill",
+                revert::CALL_END_WAIT
+            )),
+        };
         match &done {
             Revert::Reverted { .. } => counters.chmod_reverted += 1,
             Revert::Failed(why) => {

@@ -6,6 +6,7 @@
 pub mod chmod;
 pub mod counters;
 pub mod revert;
+pub mod reverter;
 
 use std::{
     path::PathBuf,
@@ -47,6 +48,8 @@ pub struct Pipeline {
     pub enricher: Enricher,
     /// The host's /proc (`--proc-root`), where chmod file names are resolved.
     proc_root: PathBuf,
+    /// The revert thread's outcomes (none: no revert thread, reverts done here).
+    pub reverts: Option<Arc<reverter::Outcomes>>,
     node: String,
     /// Kernel ring-buffer losses already reported in-band.
     kernel_loss_reported: u64,
@@ -70,6 +73,7 @@ impl Pipeline {
             counters: Counters::default(),
             enricher,
             proc_root,
+            reverts: None,
             kernel_loss_reported: 0,
             pending: Vec::new(),
             sync_running: Arc::default(),
@@ -137,6 +141,7 @@ impl Pipeline {
                 &self.proc_root,
                 &mut self.enricher,
                 &mut self.counters,
+                self.reverts.as_deref(),
             );
             let ctx = Context {
                 node: &self.node,

@@ -69,13 +69,27 @@ pub fn wait_for_call_end(proc_root: &Path, pid: u32, tid: u32, max: Duration) ->
 /// (the cgroup v2 directory, when known). `proc_root` is `/proc`. Call it once the call is over
 /// ([`wait_for_call_end`]).
 pub fn setid_bits(proc_root: &Path, pid: u32, cgroup_dir: Option<&Path>, chmod: &Chmod) -> Revert {
+    let own = File::open(proc_root.join(pid.to_string()).join("root")).ok();
+    setid_bits_from(own, proc_root, pid, cgroup_dir, chmod)
+}
+
+/// As [`setid_bits`], with the caller's root directory opened beforehand (`own`: by the
+/// revert thread while the caller was still alive, so that a container whose only process
+/// was killed is still reachable).
+pub fn setid_bits_from(
+    own: Option<File>,
+    proc_root: &Path,
+    pid: u32,
+    cgroup_dir: Option<&Path>,
+    chmod: &Chmod,
+) -> Revert {
     let bits = chmod.mode & SETID_BITS;
     if bits == 0 {
         return Revert::NotNeeded("the call asked for no set-id bits".into());
     }
     let target = match (&chmod.path, chmod.fd) {
         (PathArg::Complete(p), _) if p.starts_with('/') => PathBuf::from(p),
-        // Resolved through /proc while the caller was still there (rarely, after a kill).
+        // Resolved through /proc while the caller was still there.
         _ => match &chmod.name {
             Some(name) => name.clone(),
             None => {
@@ -94,21 +108,15 @@ pub fn setid_bits(proc_root: &Path, pid: u32, cgroup_dir: Option<&Path>, chmod: 
             }
         },
     };
-    let mut roots = vec![proc_root.join(pid.to_string()).join("root")];
-    if let Some(dir) = cgroup_dir {
-        let peers = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        roots.extend(
-            peers
-                .lines()
-                .filter(|p| *p != pid.to_string())
-                .map(|p| proc_root.join(p.trim()).join("root")),
-        );
-    }
+    let peers = cgroup_dir
+        .map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default())
+        .unwrap_or_default();
+    let peer_roots = peers
+        .lines()
+        .filter(|p| *p != pid.to_string())
+        .filter_map(|p| File::open(proc_root.join(p.trim()).join("root")).ok());
     let mut last_error = String::from("no live process of its cgroup to reach the file through");
-    for root in roots {
-        let Ok(root_dir) = File::open(&root) else {
-            continue;
-        };
+    for root_dir in own.into_iter().chain(peer_roots) {
         match clear_in_root(&root_dir, &target, bits) {
             Ok(revert) => return revert,
             Err(err) => last_error = format!("{}: {err}", target.display()),
