@@ -3,21 +3,14 @@
 use sensor_common::{ConnectHook, EventKind, ModeCall, PrivilegeCall, Raise, Verdict};
 use sensor_proto::v1 as pb;
 
+use std::borrow::Cow;
+
 use crate::{
-    event::time::Clock,
+    attribution::procs::ProcInfo,
     event::{Body, Event, PathArg, Privilege},
     pipeline::revert::Revert,
     policy::ActiveRules,
 };
-
-/// What the daemon adds to a kernel event before it is numbered.
-pub struct Context<'a> {
-    pub node: &'a str,
-    pub clock: &'a Clock,
-    /// The rules in force: the policy's name, and rule names by the index the kernel (or the
-    /// path matcher) reports.
-    pub rules: &'a ActiveRules,
-}
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
     match v {
@@ -82,16 +75,18 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
     }
 }
 
-/// A kernel event as a `sensor.v1` event (sequence number not yet assigned).
-pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
-    let wall = ctx.clock.wall_unix_ns(event.ktime_ns);
-    let (rule, body) = match &event.body {
+/// The rule name and the body of a kernel event in its `sensor.v1` form; `process`: what the
+/// process cache knows (an exec event's arguments).
+pub fn rule_and_body<'a>(
+    event: &Event,
+    rules: &'a ActiveRules,
+    process: Option<&ProcInfo>,
+) -> (Cow<'a, str>, pb::event::Body) {
+    let name =
+        |names: &'a [String], i: u32| names.get(i as usize).map(|s| Cow::Borrowed(s.as_str()));
+    match &event.body {
         Body::Connect(c) => (
-            ctx.rules
-                .names
-                .get(c.rule as usize)
-                .cloned()
-                .unwrap_or_else(|| format!("rule-{}", c.rule)),
+            name(&rules.names, c.rule).unwrap_or_else(|| Cow::Owned(format!("rule-{}", c.rule))),
             pb::event::Body::Connect(pb::Connect {
                 hook: hook(c.hook) as i32,
                 socket_family: c.sock_family,
@@ -110,11 +105,7 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                 PathArg::Name(p) => (p.clone(), pb::PathState::Name),
             };
             (
-                ctx.rules
-                    .chmod_names
-                    .get(c.rule as usize)
-                    .cloned()
-                    .unwrap_or_default(),
+                name(&rules.chmod_names, c.rule).unwrap_or_default(),
                 pb::event::Body::Chmod(pb::Chmod {
                     syscall: syscall(c.syscall) as i32,
                     mode: c.mode,
@@ -132,47 +123,20 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
             )
         }
         Body::Exec { filename } => (
-            String::new(),
+            Cow::Borrowed(""),
             pb::event::Body::Exec(pb::Exec {
                 exe: filename.text().unwrap_or_default().to_owned(),
-                args: Vec::new(),
+                args: process.map(|p| p.args.clone()).unwrap_or_default(),
             }),
         ),
         Body::Exit => (
-            String::new(),
+            Cow::Borrowed(""),
             pb::event::Body::Exit(pb::Exit { code: None }),
         ),
         Body::Privilege(p) => (
-            ctx.rules
-                .privilege_names
-                .get(p.rule as usize)
-                .cloned()
-                .unwrap_or_default(),
+            name(&rules.privilege_names, p.rule).unwrap_or_default(),
             pb::event::Body::Privilege(privilege(event, p)),
         ),
-    };
-    pb::Event {
-        seq: 0,
-        ktime_ns: event.ktime_ns,
-        time_unix_ns: wall,
-        node: ctx.node.to_owned(),
-        process: Some(pb::Process {
-            pid: event.pid,
-            tid: event.tid,
-            uid: event.uid,
-            gid: event.gid,
-            comm: event.comm.clone(),
-            cgroup_id: event.cgroup_id,
-            ..Default::default()
-        }),
-        pod: None,
-        // Host mode: process and cgroup attribution only; nothing more to wait for.
-        enrichment: pb::Enrichment::Complete as i32,
-        policy: ctx.rules.policy.clone(),
-        rule,
-        verdict: verdict(event.verdict) as i32,
-        repeat: None,
-        body: Some(body),
     }
 }
 

@@ -61,16 +61,11 @@ impl Codec for RawCodec {
 }
 
 fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(v);
-        }
-    }
-    None
+    let mut rest = b.get(*at..)?;
+    let before = rest.len();
+    let v = prost::encoding::decode_varint(&mut rest).ok()?;
+    *at += before - rest.len();
+    Some(v)
 }
 
 /// (time_unix_ns, the lost count when the body is a `lost` record).
