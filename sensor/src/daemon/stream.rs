@@ -29,7 +29,7 @@ use crate::{
 /// write, one publish) and an event waits at most this long (plus the drain) for its turn.
 pub const BUSY_PAUSE: Duration = Duration::from_micros(250);
 /// Drains stay at [`BUSY_PAUSE`] for this long after the last event.
-const BUSY_WINDOW: Duration = Duration::from_millis(50);
+const BUSY_WINDOW: Duration = Duration::from_millis(10);
 
 pub struct Signals {
     pub int: Signal,
@@ -131,7 +131,8 @@ pub fn stream(
             }
             reloader.refresh_exemptions(&mut pipeline.enricher, loaded);
         };
-    let mut next_slow = Instant::now() + SLOW_TICK;
+    // The first slow tick at once (exemptions, counters), as before the first drain timer.
+    let mut next_slow = Instant::now();
     let mut last_event: Option<Instant> = None;
     loop {
         let n = pipeline.drain(&mut ring);

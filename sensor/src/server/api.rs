@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status, transport::Server};
 
-use super::codec::{ChunkStream, EventsServer, Message};
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{EventsServer, frame};
 use crate::{
     event::{
         encode, filter,
@@ -55,7 +57,7 @@ fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
 impl Service {
     /// Start a `GetEvents` call: checked here (errors are statuses, not stream ends), then
     /// served by a session task of its own.
-    pub fn open_events(&self, req: pb::GetEventsRequest) -> Result<ChunkStream, Status> {
+    pub fn open_events(&self, req: pb::GetEventsRequest) -> Result<mpsc::Receiver<Bytes>, Status> {
         let filter = req.filter.clone().unwrap_or_default();
         filter::validate(&filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let start = match req.start {
@@ -106,12 +108,12 @@ impl Service {
             limit: (req.limit > 0).then_some(req.limit),
             sent: 0,
             next_seq: 0,
-            out: Vec::new(),
+            out: BytesMut::new(),
             tx,
         };
         let follow = req.follow || matches!(start, Start::Live);
         tokio::spawn(session.run(follower, floor, follow));
-        Ok(ChunkStream::new(rx))
+        Ok(rx)
     }
 }
 
@@ -183,9 +185,9 @@ struct Session {
     sent: u64,
     /// Every event below this sequence number has been considered (sent or filtered out).
     next_seq: u64,
-    /// Messages not yet handed to the stream (one chunk).
-    out: Vec<Message>,
-    tx: mpsc::Sender<Vec<Message>>,
+    /// Framed messages not yet handed to the response body (one chunk).
+    out: BytesMut,
+    tx: mpsc::Sender<Bytes>,
 }
 
 /// Why a session stopped early.
@@ -230,12 +232,13 @@ impl Session {
         self.service.hub.subscribe(&self.filter, self.service.queue)
     }
 
-    /// Add one message to the chunk; `counts`: not a loss record (the limit counts events).
-    fn push(&mut self, msg: Message, counts: bool) -> Result<(), Stop> {
+    /// Add one message (`payload`: the event without `seq`) to the chunk; `counts`: not a
+    /// loss record (the limit counts events).
+    fn push(&mut self, seq: u64, payload: &[u8], counts: bool) -> Result<(), Stop> {
         if counts && self.limit.is_some_and(|l| self.sent >= l) {
             return Err(Stop::Done);
         }
-        self.out.push(msg);
+        frame(&mut self.out, seq, payload);
         if counts {
             self.sent += 1;
             if self.limit.is_some_and(|l| self.sent >= l) {
@@ -250,13 +253,13 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::take(&mut self.out);
+        let chunk = self.out.split().freeze();
         self.tx.send(chunk).await.map_err(|_| Stop::Done)
     }
 
     fn push_loss(&mut self, loss: &pb::Event) -> Result<(), Stop> {
         let payload = encode::encode_pb(loss).payload;
-        self.push(Message { seq: 0, payload }, false)
+        self.push(0, &payload, false)
     }
 
     /// Send what the journal holds from the follower's cursor on, as stored (no decoding: the
@@ -284,7 +287,7 @@ impl Session {
                         match Key::scan(&payload, self.matcher.needs_pod()) {
                             Some(key) if self.matcher.matches(&key) => {
                                 let counts = key.kind != pb::EventKind::Lost;
-                                self.push(Message { seq, payload }, counts)?;
+                                self.push(seq, &payload, counts)?;
                             }
                             Some(_) => {}
                             // Not an event: reported as a journal loss, as a reader that
@@ -313,7 +316,7 @@ impl Session {
                     } => {
                         let payload =
                             Item::lost_payload(count, time_unix_ns, self.service.hub.node());
-                        self.push(Message { seq: 0, payload }, false)?;
+                        self.push(0, &payload, false)?;
                     }
                     Item::Events(batch, selection) => {
                         for i in selection.iter() {
@@ -324,11 +327,8 @@ impl Session {
                                 }
                                 self.next_seq = e.seq + 1;
                             }
-                            let msg = Message {
-                                seq: e.seq,
-                                payload: e.payload.clone(),
-                            };
-                            self.push(msg, e.key.kind != pb::EventKind::Lost)?;
+                            let counts = e.key.kind != pb::EventKind::Lost;
+                            self.push(e.seq, &e.payload, counts)?;
                         }
                     }
                 }

@@ -1,17 +1,23 @@
-//! `GetEvents` without re-encoding: a tonic codec whose messages are events already encoded
-//! (the journal's payload, shared by every subscriber), with the sequence number spliced in
-//! front (field 1 comes first in the canonical encoding: the bytes on the wire are the ones
-//! prost would write for the decoded event, so every `sensor.v1` client reads them as before).
-//! [`EventsServer`] serves `/sensor.v1.Sensor/GetEvents` with this codec and hands every other
-//! method to the generated server.
+//! `GetEvents` without re-encoding: its messages are events already encoded (the journal's
+//! payload, shared by every subscriber), with the sequence number spliced in front (field 1
+//! comes first in the canonical encoding: the bytes on the wire are the ones prost would write
+//! for the decoded event, so every `sensor.v1` client reads them as before).
+//!
+//! [`EventsServer`] serves `/sensor.v1.Sensor/GetEvents` and hands every other method to the
+//! generated server. tonic handles the call with [`EventsCodec`] (it decodes the request and
+//! answers errors); the response body is [`ChunkBody`]: the session frames the messages of a
+//! whole batch into one buffer (a copy from the shared batch, no per-message reference count
+//! or encoder call), then the body ends with `grpc-status: 0`, as tonic's own would.
 
 use std::{
     convert::Infallible,
     pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, ready},
 };
 
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use http_body::Frame;
 use prost::Message as _;
 use sensor_proto::v1::{self as pb, sensor_server::SensorServer};
 use tokio::sync::mpsc;
@@ -95,50 +101,77 @@ impl Codec for EventsCodec {
     }
 }
 
-/// The stream of one `GetEvents` call: the session task sends chunks of messages.
-pub struct ChunkStream {
-    rx: mpsc::Receiver<Vec<Message>>,
-    current: std::vec::IntoIter<Message>,
+/// Frame one gRPC message (`0`, its length as u32 big-endian, the message) into `out`.
+pub fn frame(out: &mut BytesMut, seq: u64, payload: &[u8]) {
+    let len = encode::seq_len(seq) + payload.len();
+    out.reserve(5 + len);
+    out.put_u8(0);
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    encode::put_seq(out, seq);
+    out.put_slice(payload);
 }
 
-impl ChunkStream {
-    pub fn new(rx: mpsc::Receiver<Vec<Message>>) -> Self {
-        Self {
-            rx,
-            current: Vec::new().into_iter(),
-        }
+/// The response body of one `GetEvents` call: buffers of framed messages from the session
+/// task, then the trailers `grpc-status: 0` once the session has ended.
+pub struct ChunkBody {
+    rx: mpsc::Receiver<Bytes>,
+    done: bool,
+}
+
+impl ChunkBody {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        Self { rx, done: false }
     }
 }
 
-impl tokio_stream::Stream for ChunkStream {
-    type Item = Result<Message, Status>;
+impl HttpBody for ChunkBody {
+    type Data = Bytes;
+    type Error = Status;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(m) = self.current.next() {
-                return Poll::Ready(Some(Ok(m)));
-            }
-            match ready!(self.rx.poll_recv(cx)) {
-                Some(chunk) => self.current = chunk.into_iter(),
-                None => return Poll::Ready(None),
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
 }
 
-struct GetEvents(api::Service);
+/// The call as tonic sees it: the session's receiver goes to `slot` (the body is swapped in
+/// afterwards), tonic gets an empty stream.
+struct GetEvents {
+    service: api::Service,
+    slot: Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>,
+}
+
+type Unused = tokio_stream::Empty<Result<Message, Status>>;
 
 impl ServerStreamingService<pb::GetEventsRequest> for GetEvents {
     type Response = Message;
-    type ResponseStream = ChunkStream;
-    type Future = BoxFuture<tonic::Response<ChunkStream>, Status>;
+    type ResponseStream = Unused;
+    type Future = BoxFuture<tonic::Response<Unused>, Status>;
 
     fn call(&mut self, request: tonic::Request<pb::GetEventsRequest>) -> Self::Future {
-        let service = self.0.clone();
+        let service = self.service.clone();
+        let slot = Arc::clone(&self.slot);
         Box::pin(async move {
-            service
-                .open_events(request.into_inner())
-                .map(tonic::Response::new)
+            let rx = service.open_events(request.into_inner())?;
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
+            Ok(tonic::Response::new(tokio_stream::empty()))
         })
     }
 }
@@ -180,10 +213,20 @@ where
         if req.uri().path() != "/sensor.v1.Sensor/GetEvents" {
             return self.generated.call(req);
         }
-        let method = GetEvents(self.service.clone());
+        let slot = Arc::new(Mutex::new(None));
+        let method = GetEvents {
+            service: self.service.clone(),
+            slot: Arc::clone(&slot),
+        };
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(EventsCodec);
-            Ok(grpc.server_streaming(method, req).await)
+            let response = grpc.server_streaming(method, req).await;
+            // Started: the session's framed messages are the body. Refused: tonic's answer.
+            let rx = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            Ok(match rx {
+                Some(rx) => response.map(|_| Body::new(ChunkBody::new(rx))),
+                None => response,
+            })
         })
     }
 }
@@ -223,18 +266,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_stream_yields_every_message_of_every_chunk_in_order() {
-        use tokio_stream::StreamExt as _;
-        let (tx, rx) = mpsc::channel(4);
-        let m = |seq| Message {
+    async fn the_body_is_the_framed_messages_then_a_grpc_status_0() {
+        use http_body_util::BodyExt as _;
+        let event = |seq| pb::Event {
             seq,
-            payload: Bytes::new(),
+            node: "n".into(),
+            body: Some(pb::event::Body::Exit(pb::Exit { code: None })),
+            ..Default::default()
         };
-        tx.send(vec![m(1), m(2)]).await.unwrap();
-        tx.send(vec![]).await.unwrap();
-        tx.send(vec![m(3)]).await.unwrap();
+        let payload = pb::Event { seq: 0, ..event(0) }.encode_to_vec();
+        let (tx, rx) = mpsc::channel(4);
+        let mut chunk = BytesMut::new();
+        frame(&mut chunk, 1, &payload);
+        frame(&mut chunk, 300, &payload);
+        tx.send(chunk.freeze()).await.unwrap();
+        let mut chunk = BytesMut::new();
+        frame(&mut chunk, 0, &payload);
+        tx.send(chunk.freeze()).await.unwrap();
         drop(tx);
-        let seqs: Vec<u64> = ChunkStream::new(rx).map(|r| r.unwrap().seq).collect().await;
-        assert_eq!(seqs, [1, 2, 3]);
+        let collected = ChunkBody::new(rx).collect().await.unwrap();
+        assert_eq!(
+            collected.trailers().and_then(|t| t.get("grpc-status")),
+            Some(&http::HeaderValue::from_static("0"))
+        );
+        let mut data = collected.to_bytes();
+        let mut got = Vec::new();
+        while !data.is_empty() {
+            assert_eq!(data[0], 0, "not compressed");
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            got.push(pb::Event::decode(&data[5..5 + len]).unwrap());
+            data = data.slice(5 + len..);
+        }
+        assert_eq!(got, [event(1), event(300), event(0)]);
     }
 }

@@ -1,5 +1,5 @@
-//! Event-path figures: the daemon's CPU per event with the journal only, one and ten
-//! subscribers, the daemon's capacity (events per CPU second, independent of the generator),
+//! Event-path figures: the daemon's CPU per event with the journal only (no subscriber), one
+//! and ten subscribers, the daemon's capacity (events per CPU second, independent of the generator),
 //! and kernel-to-subscriber latency at 10k and 100k events/s.
 //!
 //! The load generator is pinned to CPU 0 and the daemon to CPU 1, so the generator's speed
@@ -128,14 +128,8 @@ struct CpuRun {
 }
 
 /// One full-speed run of `CPU_EVENTS` chmods with `subs` light subscribers (all reading).
-fn cpu_run(
-    bins: &Bins,
-    scratch: &Scratch,
-    file: &str,
-    subs: usize,
-    extra: &[&str],
-) -> Result<CpuRun> {
-    let daemon = Daemon::start(bins, scratch, extra)?;
+fn cpu_run(bins: &Bins, scratch: &Scratch, file: &str, subs: usize) -> Result<CpuRun> {
+    let daemon = Daemon::start(bins, scratch, &[])?;
     pin(daemon.pid(), 1)?;
     let readers = (0..subs)
         .map(|_| LightSub::start(scratch, CPU_EVENTS, None))
@@ -186,34 +180,24 @@ fn fig(
     }
 }
 
-/// Daemon CPU per event with the journal only, one and ten subscribers, and the journal on a
-/// tmpfs; the daemon's capacity.
+/// Daemon CPU per event with the journal only (no subscriber), one and ten subscribers; the
+/// daemon's capacity.
 pub(super) fn cpu_figures(
     bins: &Bins,
     scratch: &Scratch,
     file: &str,
     out: &mut Vec<Figure>,
 ) -> Result<()> {
-    let shm = PathBuf::from("/dev/shm").join(format!("sensor-bench-{}", std::process::id()));
-    let shm_journal = shm.join("journal");
-    let shm_arg = shm_journal.to_str().context("utf-8")?.to_owned();
-    let cases: [(&str, usize, Vec<&str>); 4] = [
-        ("journal_only", 0, vec![]),
-        ("1_sub", 1, vec![]),
-        ("10_subs", 10, vec![]),
-        ("1_sub_tmpfs_journal", 1, vec!["--journal-dir", &shm_arg]),
-    ];
+    let cases: [(&str, usize); 3] = [("journal_only", 0), ("1_sub", 1), ("10_subs", 10)];
     let mut per = Vec::new();
-    for (name, subs, extra) in &cases {
+    for (name, subs) in cases {
         eprintln!("bench: daemon CPU per event, {name}");
-        let run = cpu_run(bins, scratch, file, *subs, extra);
-        let _ = std::fs::remove_dir_all(&shm);
-        let run = run?;
+        let run = cpu_run(bins, scratch, file, subs)?;
         eprintln!(
             "bench:   {:.3} µs/event, journaled {}, delivered {}, subscriber lost {}, kernel lost {}",
             run.cpu_us_per_event, run.journaled, run.delivered, run.lost, run.kernel_lost
         );
-        let target = match *name {
+        let target = match name {
             "1_sub" => Some(("<=", 1.0)),
             _ => None,
         };
@@ -243,7 +227,7 @@ pub(super) fn cpu_figures(
                 None,
             ),
         ]);
-        if *subs > 0 {
+        if subs > 0 {
             out.push(fig(
                 format!("pinned_{name}_delivered_rate"),
                 run.rate,
