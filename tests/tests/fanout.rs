@@ -260,7 +260,7 @@ fn a_subscriber_that_stops_reading_gets_an_exact_loss_count_and_the_others_every
             "--scope-cgroup",
             cg.path.to_str().unwrap(),
             "--subscriber-queue",
-            "256",
+            "4096",
         ],
         false,
     );
@@ -269,7 +269,7 @@ fn a_subscriber_that_stops_reading_gets_an_exact_loss_count_and_the_others_every
         .enable_all()
         .build()
         .unwrap();
-    const N: usize = 20_000;
+    const N: usize = 30_000;
     let only_chmod = || live(filter(&[pb::EventKind::Chmod], &[]));
     let mut stalled = runtime.block_on(open(sensor.socket(), only_chmod()));
     let healthy: Vec<_> = (0..3)
@@ -281,8 +281,9 @@ fn a_subscriber_that_stops_reading_gets_an_exact_loss_count_and_the_others_every
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    // More than the stalled stream's queue, HTTP/2 window and buffers hold.
-    generate(&cg.path, &["paced", "5000", &N.to_string(), f]);
+    // More than the stalled stream's queue, session chunks, HTTP/2 window and buffers hold,
+    // paced so that three debug-built readers keep up on a busy 2-core machine.
+    generate(&cg.path, &["paced", "2000", &N.to_string(), f]);
     std::thread::sleep(Duration::from_millis(500));
     // It reads again; the loss record travels with the next event (the marker).
     let first = runtime.block_on(read_until(&mut stalled, Duration::from_secs(2), |_| false));
