@@ -188,8 +188,10 @@ pub struct Encoded {
 
 impl Draft {
     /// Encode: the `sensor.v1.Event` without `seq`.
-    pub fn encode(self, node: &str) -> Encoded {
-        let (rule, body) = proto::rule_and_body(&self.event, &self.rules, self.process.as_deref());
+    pub fn encode(mut self, node: &str) -> Encoded {
+        let kind = proto::kind(self.event.kind());
+        let (rule, body) =
+            proto::rule_and_body(&mut self.event, &self.rules, self.process.as_deref());
         let verdict = proto::verdict(self.event.verdict) as i32;
         let mut buf = BytesMut::with_capacity(512);
         put_u64(&mut buf, 2, self.event.ktime_ns);
@@ -207,7 +209,7 @@ impl Draft {
         Encoded {
             payload: buf.freeze(),
             key: Key {
-                kind: proto::kind(self.event.kind()),
+                kind,
                 verdict,
                 pod: self.pod.as_ref().map(|p| Arc::clone(&p.key)),
             },
@@ -219,7 +221,8 @@ impl Draft {
     /// The same event as a decoded `sensor.v1.Event` (what [`Draft::encode`] must match).
     #[cfg(test)]
     pub fn to_pb(&self, node: &str) -> pb::Event {
-        let (rule, body) = proto::rule_and_body(&self.event, &self.rules, self.process.as_deref());
+        let mut event = self.event.clone();
+        let (rule, body) = proto::rule_and_body(&mut event, &self.rules, self.process.as_deref());
         let e = &self.event;
         let mut process = pb::Process {
             pid: e.pid,

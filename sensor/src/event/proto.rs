@@ -76,15 +76,18 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
 }
 
 /// The rule name and the body of a kernel event in its `sensor.v1` form; `process`: what the
-/// process cache knows (an exec event's arguments).
+/// process cache knows (an exec event's arguments). The event's strings move into the body
+/// (its path and name are left empty).
 pub fn rule_and_body<'a>(
-    event: &Event,
+    event: &mut Event,
     rules: &'a ActiveRules,
     process: Option<&ProcInfo>,
 ) -> (Cow<'a, str>, pb::event::Body) {
     let name =
         |names: &'a [String], i: u32| names.get(i as usize).map(|s| Cow::Borrowed(s.as_str()));
-    match &event.body {
+    let body = std::mem::replace(&mut event.body, Body::Exit);
+    let event: &Event = event;
+    match body {
         Body::Connect(c) => (
             name(&rules.names, c.rule).unwrap_or_else(|| Cow::Owned(format!("rule-{}", c.rule))),
             pb::event::Body::Connect(pb::Connect {
@@ -97,12 +100,12 @@ pub fn rule_and_body<'a>(
             }),
         ),
         Body::Chmod(c) => {
-            let (path, state) = match &c.path {
+            let (path, state) = match c.path {
                 PathArg::None => (String::new(), pb::PathState::None),
-                PathArg::Complete(p) => (p.clone(), pb::PathState::Complete),
-                PathArg::Truncated(p) => (p.clone(), pb::PathState::Truncated),
+                PathArg::Complete(p) => (p, pb::PathState::Complete),
+                PathArg::Truncated(p) => (p, pb::PathState::Truncated),
                 PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
-                PathArg::Name(p) => (p.clone(), pb::PathState::Name),
+                PathArg::Name(p) => (p, pb::PathState::Name),
             };
             (
                 name(&rules.chmod_names, c.rule).unwrap_or_default(),
@@ -115,8 +118,11 @@ pub fn rule_and_body<'a>(
                     path_state: state as i32,
                     name: c
                         .name
-                        .as_ref()
-                        .map(|n| n.display().to_string())
+                        .map(|n| {
+                            n.into_os_string()
+                                .into_string()
+                                .unwrap_or_else(|n| n.to_string_lossy().into_owned())
+                        })
                         .unwrap_or_default(),
                     revert: c.revert.as_ref().map(revert),
                 }),
@@ -135,7 +141,7 @@ pub fn rule_and_body<'a>(
         ),
         Body::Privilege(p) => (
             name(&rules.privilege_names, p.rule).unwrap_or_default(),
-            pb::event::Body::Privilege(privilege(event, p)),
+            pb::event::Body::Privilege(privilege(event, &p)),
         ),
     }
 }
