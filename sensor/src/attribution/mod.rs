@@ -13,6 +13,8 @@ pub mod procs;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,8 +25,40 @@ use crate::{
     attribution::cgroups::{CgroupIndex, ContainerRef, parse_cgroup_path},
     attribution::pods::{PodIndex, PodView},
     attribution::procs::ProcessCache,
-    event::{Body, Event},
+    event::{
+        Body,
+        encode::{Draft, PodAttr},
+    },
 };
+
+/// A hash map keyed by integers (pids, cgroup ids) with a fast hasher.
+pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// A multiply-fold hasher for integer keys (pids and cgroup ids are not chosen by an attacker
+/// who could aim for collisions: the kernel hands them out).
+#[derive(Default, Clone, Copy)]
+pub struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let m = u128::from(self.0 ^ n) * 0x9e37_79b9_7f4a_7c15;
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
 
 /// Parsed cgroup paths kept (cleared when full).
 const PARSED_CACHE_CAP: usize = 65_536;
@@ -45,7 +79,7 @@ pub struct EnrichStats {
 
 struct Parked {
     since: Instant,
-    event: pb::Event,
+    draft: Draft,
     target: ContainerRef,
 }
 
@@ -60,7 +94,10 @@ pub struct Enricher {
     /// Pod index generation at the last full poll.
     polled_generation: u64,
     /// cgroup id -> what its path says (None: not a pod's cgroup).
-    parsed: HashMap<u64, Parsed>,
+    parsed: IntMap<u64, Parsed>,
+    /// cgroup id -> its pod, encoded, as of pod index generation `pod_cache_generation`.
+    pod_cache: IntMap<u64, Arc<PodAttr>>,
+    pod_cache_generation: u64,
 }
 
 /// What a cgroup's path says, parsed once per cgroup id.
@@ -75,7 +112,7 @@ struct Parsed {
 enum PodMatch {
     /// Not a pod's cgroup (a host process).
     NotAPod,
-    Found(Box<pb::Pod>),
+    Found(Arc<PodAttr>),
     /// A pod's cgroup, but the index does not (yet) know the pod or the container.
     Unknown(ContainerRef),
 }
@@ -132,7 +169,9 @@ impl Enricher {
             cap,
             stats: EnrichStats::default(),
             polled_generation: 0,
-            parsed: HashMap::new(),
+            parsed: IntMap::default(),
+            pod_cache: IntMap::default(),
+            pod_cache_generation: 0,
         }
     }
 
@@ -147,60 +186,55 @@ impl Enricher {
         &self.procs
     }
 
-    /// Attribute `proto` (made from `event`). Returns it when it is ready to go out, or `None`
-    /// when it waits for its pod (it comes back from [`Enricher::poll`]).
-    pub fn enrich(
-        &mut self,
-        event: &Event,
-        mut proto: pb::Event,
-        now: Instant,
-    ) -> Option<pb::Event> {
-        let process_known = self.attribute_process(event, &mut proto, now);
-        let parsed = self.parsed(event.cgroup_id);
-        if let (Some(p), Some(parsed)) = (&mut proto.process, &parsed) {
-            p.cgroup = parsed.path.to_string();
-        }
-        let complete = match self.match_pod(parsed) {
+    /// Attribute `draft`. Returns it when it is ready to go out, or `None` when it waits for
+    /// its pod (it comes back from [`Enricher::poll`]).
+    pub fn enrich(&mut self, mut draft: Draft, now: Instant) -> Option<Draft> {
+        let process_known = self.attribute_process(&mut draft, now);
+        let cgroup_id = draft.event.cgroup_id;
+        let parsed = self.parsed(cgroup_id);
+        draft.cgroup = parsed.as_ref().map(|p| Arc::clone(&p.path));
+        let complete = match self.match_pod(cgroup_id, parsed) {
             PodMatch::NotAPod => process_known,
             PodMatch::Found(pod) => {
-                proto.pod = Some(*pod);
+                draft.pod = Some(pod);
                 process_known
             }
             PodMatch::Unknown(target) if self.pods.is_some() => {
                 if self.parked.len() < self.cap {
                     self.parked.push_back(Parked {
                         since: now,
-                        event: proto,
+                        draft,
                         target,
                     });
                     return None;
                 }
                 self.stats.queue_full += 1;
-                proto.pod = Some(pod_from_ref(&target));
+                draft.pod = Some(Arc::new(PodAttr::new(&pod_from_ref(&target))));
                 false
             }
             // Host mode on a Kubernetes node: the path is all we know.
             PodMatch::Unknown(target) => {
-                proto.pod = Some(pod_from_ref(&target));
+                draft.pod = Some(Arc::new(PodAttr::new(&pod_from_ref(&target))));
                 false
             }
         };
-        Some(self.finish(proto, complete))
+        Some(self.finish(draft, complete))
     }
 
-    fn finish(&mut self, mut proto: pb::Event, complete: bool) -> pb::Event {
+    fn finish(&mut self, mut draft: Draft, complete: bool) -> Draft {
         if !complete {
             self.stats.partial += 1;
         }
-        proto.enrichment = if complete {
+        draft.enrichment = if complete {
             pb::Enrichment::Complete
         } else {
             pb::Enrichment::Partial
-        } as i32;
-        proto
+        };
+        draft
     }
 
-    fn attribute_process(&mut self, event: &Event, proto: &mut pb::Event, now: Instant) -> bool {
+    fn attribute_process(&mut self, draft: &mut Draft, now: Instant) -> bool {
+        let event = &draft.event;
         if let Body::Exec { filename } = &event.body {
             self.procs.on_exec(event.pid, filename.text(), &event.comm);
         }
@@ -212,26 +246,10 @@ impl Enricher {
             tracing::debug!(pid = event.pid, comm = %event.comm, "process unknown (exited before its event was read)");
             return false;
         };
-        if let Some(pb::event::Body::Exec(x)) = &mut proto.body {
-            x.args = info.args.clone();
-        }
         // A zombie's /proc entry has no executable any more: known, but not completely.
         let complete = !info.exe.is_empty();
-        let ancestors = self.procs.ancestors(&info, MAX_ANCESTORS);
-        if let Some(p) = &mut proto.process {
-            p.exe = info.exe.clone();
-            p.args = info.args.clone();
-            p.ppid = info.ppid;
-            p.euid = Some(info.euid);
-            p.ancestors = ancestors
-                .into_iter()
-                .map(|a| pb::Ancestor {
-                    pid: a.pid,
-                    exe: a.exe.clone(),
-                    comm: a.comm.clone(),
-                })
-                .collect();
-        }
+        draft.ancestors = self.procs.ancestors(&info, MAX_ANCESTORS);
+        draft.process = Some(info);
         complete
     }
 
@@ -253,12 +271,30 @@ impl Enricher {
         Some(parsed)
     }
 
-    fn match_pod(&self, parsed: Option<Parsed>) -> PodMatch {
+    fn match_pod(&mut self, cgroup_id: u64, parsed: Option<Parsed>) -> PodMatch {
         let Some(target) = parsed.and_then(|p| p.target) else {
             return PodMatch::NotAPod;
         };
-        self.lookup(&target)
-            .map_or(PodMatch::Unknown(target), |p| PodMatch::Found(Box::new(p)))
+        // A pod found for a cgroup stays its pod until the index changes.
+        let generation = self.pods_generation().unwrap_or(0);
+        if generation != self.pod_cache_generation {
+            self.pod_cache.clear();
+            self.pod_cache_generation = generation;
+        }
+        if let Some(pod) = self.pod_cache.get(&cgroup_id) {
+            return PodMatch::Found(Arc::clone(pod));
+        }
+        match self.lookup(&target) {
+            Some(pod) => {
+                let pod = Arc::new(PodAttr::new(&pod));
+                if self.pod_cache.len() >= PARSED_CACHE_CAP {
+                    self.pod_cache.clear();
+                }
+                self.pod_cache.insert(cgroup_id, Arc::clone(&pod));
+                PodMatch::Found(pod)
+            }
+            None => PodMatch::Unknown(target),
+        }
     }
 
     /// The pod for `target`; with a container id, only a view that knows the container.
@@ -311,7 +347,7 @@ impl Enricher {
 
     /// Parked events that are now complete, or past the wait bound (`partial`), in arrival
     /// order; `flush_all` releases everything (shutdown).
-    pub fn poll(&mut self, now: Instant, flush_all: bool) -> Vec<pb::Event> {
+    pub fn poll(&mut self, now: Instant, flush_all: bool) -> Vec<Draft> {
         // Cheap when nothing can have changed: no new pods and the oldest wait not over.
         let generation = self.pods.as_ref().map_or(0, PodIndex::generation);
         let oldest_due = self
@@ -328,17 +364,17 @@ impl Enricher {
         let mut keep = VecDeque::new();
         while let Some(mut p) = self.parked.pop_front() {
             if let Some(pod) = self.lookup(&p.target) {
-                p.event.pod = Some(pod);
+                p.draft.pod = Some(Arc::new(PodAttr::new(&pod)));
                 self.stats.completed_late += 1;
                 let process_known = p
-                    .event
+                    .draft
                     .process
                     .as_ref()
                     .is_some_and(|pr| !pr.exe.is_empty());
-                out.push(self.finish(p.event, process_known));
+                out.push(self.finish(p.draft, process_known));
             } else if flush_all || now.duration_since(p.since) >= self.wait {
-                p.event.pod = Some(pod_from_ref(&p.target));
-                out.push(self.finish(p.event, false));
+                p.draft.pod = Some(Arc::new(PodAttr::new(&pod_from_ref(&p.target))));
+                out.push(self.finish(p.draft, false));
             } else {
                 keep.push_back(p);
             }

@@ -5,12 +5,14 @@
 //! exit are still attributed.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fs,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+pub use crate::event::encode::ProcParts;
 
 /// Arguments kept per process.
 const MAX_ARGS: usize = 32;
@@ -30,6 +32,8 @@ pub struct ProcInfo {
     pub gid: u32,
     /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
     pub start_ticks: u64,
+    /// Its encoded parts, made on first use (events copy them in).
+    pub parts: ProcParts,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,7 +55,7 @@ struct Entry {
 
 pub struct ProcessCache {
     root: PathBuf,
-    entries: HashMap<u32, Entry>,
+    entries: super::IntMap<u32, Entry>,
     exited: VecDeque<(Instant, u32)>,
     cap: usize,
     grace: Duration,
@@ -96,6 +100,7 @@ pub fn read_proc(root: &Path, pid: u32) -> Option<ProcInfo> {
         euid,
         gid,
         start_ticks,
+        parts: ProcParts::default(),
     })
 }
 
@@ -118,7 +123,7 @@ impl ProcessCache {
     pub fn new(root: &Path, cap: usize, grace: Duration) -> Self {
         Self {
             root: root.to_owned(),
-            entries: HashMap::new(),
+            entries: super::IntMap::default(),
             exited: VecDeque::new(),
             cap,
             grace,
@@ -167,6 +172,7 @@ impl ProcessCache {
                 comm: comm.to_owned(),
                 exe: filename.unwrap_or_default().to_owned(),
                 args: Vec::new(),
+                parts: ProcParts::default(),
                 ..old
             }
         }));

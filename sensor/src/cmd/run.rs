@@ -36,9 +36,9 @@ pub struct RunArgs {
     /// and the active rules stay.
     #[arg(long, value_name = "FILE", env = "SENSOR_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Upper bound on the delay between a kernel event and its output, in milliseconds
-    /// (the reader's timer drain; the kernel wakes the reader earlier once
-    /// --wakeup-bytes are waiting).
+    /// Upper bound on the delay between a kernel event and its output when events are rare,
+    /// in milliseconds (a quiet reader's timer drain; the kernel wakes it earlier once
+    /// --wakeup-bytes are waiting). While events come, the reader drains every 250 µs.
     #[arg(long, value_name = "MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000), env = "SENSOR_DRAIN_INTERVAL_MS")]
     pub drain_interval_ms: u64,
     /// Unconsumed ring buffer bytes at which the kernel wakes the reader.

@@ -16,7 +16,7 @@ use sensor_proto::v1 as pb;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::config::{Flags, OWN_SCOPE, OwnScope, RunConfig, RunError};
-use self::stream::Signals;
+use self::stream::{Control, Signals};
 use crate::{
     attribution::{
         Enricher,
@@ -203,7 +203,8 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         queue: cfg.subscriber_queue,
     };
 
-    let result = runtime.block_on(async {
+    // The network (gRPC, pod watcher, signals) on the runtime; the event loop on this thread.
+    let started = runtime.block_on(async {
         let unix = api::bind_unix(&cfg.listen.socket)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(api::serve(
@@ -231,6 +232,14 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
                 None
             }
         };
+        Ok::<_, RunError>((stop_tx, server, watcher))
+    });
+    let (stop_tx, server, watcher) = started?;
+    let control = Control::new().map_err(io_err("creating the event loop's eventfd"))?;
+    runtime.spawn(Arc::clone(&control).watch(signals));
+    let streamed = {
+        // The journal's background syncs go to the runtime's blocking pool.
+        let _runtime = runtime.enter();
         if let Some(pin) = &pin {
             stream::retire_previous(pin, &mut pipeline);
         }
@@ -243,15 +252,16 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             "sensor ready"
         );
         let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &cfg.node);
-        let streamed = stream::stream(
+        stream::stream(
             events,
-            signals,
+            &control,
             cfg.drain_interval,
             &mut pipeline,
             &mut loaded,
             reloader,
         )
-        .await;
+    };
+    let result = runtime.block_on(async {
         // Shutdown: not ready (health NOT_SERVING, /readyz 503), stop accepting, end every
         // subscription, then wait for the server.
         readiness.set_stopping();

@@ -3,9 +3,9 @@
 
 use sensor_proto::v1 as pb;
 
-use crate::{
-    event::names::{parse_kind, parse_verdict},
-    event::proto::kind_of,
+use crate::event::{
+    key::{Key, Matcher},
+    names::{parse_kind, parse_verdict},
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,30 +89,10 @@ pub fn validate(filter: &pb::Filter) -> Result<(), FilterError> {
     Ok(())
 }
 
-/// Whether `event` passes. Loss records always pass: loss is never hidden.
+/// Whether `event` passes. Loss records always pass: loss is never hidden. (The server
+/// compiles the filter once and matches the events' keys: [`Matcher`].)
 pub fn matches(filter: &pb::Filter, event: &pb::Event) -> bool {
-    let kind = kind_of(event);
-    if kind == pb::EventKind::Lost {
-        return true;
-    }
-    if !filter.kinds.is_empty() && !filter.kinds.contains(&(kind as i32)) {
-        return false;
-    }
-    if !filter.verdicts.is_empty() && !filter.verdicts.contains(&event.verdict) {
-        return false;
-    }
-    if filter.namespaces.is_empty() && filter.pods.is_empty() && filter.labels.is_empty() {
-        return true;
-    }
-    let Some(pod) = &event.pod else {
-        return false;
-    };
-    (filter.namespaces.is_empty() || filter.namespaces.contains(&pod.namespace))
-        && (filter.pods.is_empty() || filter.pods.contains(&pod.name))
-        && filter
-            .labels
-            .iter()
-            .all(|(k, v)| pod.labels.get(k) == Some(v))
+    Matcher::new(filter).matches(&Key::of(event))
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 
 pub mod compact;
 pub mod decode;
+pub mod encode;
 pub mod filter;
 #[cfg(test)]
 mod format_tests;
 pub mod json;
+pub mod key;
 pub mod names;
 pub mod proto;
 pub mod time;
@@ -118,6 +120,22 @@ impl PathArg {
         match self {
             Self::Complete(s) | Self::Truncated(s) | Self::Name(s) => Some(s),
             Self::None | Self::Unreadable => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Connect {
+    /// A TCP connect to 169.254.169.254:80 (rule 0) for tests.
+    pub fn for_test() -> Self {
+        Self {
+            hook: ConnectHook::Connect4,
+            sock_family: 2,
+            sock_type: 1,
+            protocol: 6,
+            dst_addr: IpAddr::from([169, 254, 169, 254]),
+            dst_port: 80,
+            rule: 0,
         }
     }
 }

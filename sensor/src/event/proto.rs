@@ -3,21 +3,14 @@
 use sensor_common::{ConnectHook, EventKind, ModeCall, PrivilegeCall, Raise, Verdict};
 use sensor_proto::v1 as pb;
 
+use std::borrow::Cow;
+
 use crate::{
-    event::time::Clock,
+    attribution::procs::ProcInfo,
     event::{Body, Event, PathArg, Privilege},
     pipeline::revert::Revert,
     policy::ActiveRules,
 };
-
-/// What the daemon adds to a kernel event before it is numbered.
-pub struct Context<'a> {
-    pub node: &'a str,
-    pub clock: &'a Clock,
-    /// The rules in force: the policy's name, and rule names by the index the kernel (or the
-    /// path matcher) reports.
-    pub rules: &'a ActiveRules,
-}
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
     match v {
@@ -84,16 +77,21 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
     }
 }
 
-/// A kernel event as a `sensor.v1` event (sequence number not yet assigned).
-pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
-    let wall = ctx.clock.wall_unix_ns(event.ktime_ns);
-    let (rule, body) = match &event.body {
+/// The rule name and the body of a kernel event in its `sensor.v1` form; `process`: what the
+/// process cache knows (an exec event's arguments). The event's strings move into the body
+/// (its path and name are left empty).
+pub fn rule_and_body<'a>(
+    event: &mut Event,
+    rules: &'a ActiveRules,
+    process: Option<&ProcInfo>,
+) -> (Cow<'a, str>, pb::event::Body) {
+    let name =
+        |names: &'a [String], i: u32| names.get(i as usize).map(|s| Cow::Borrowed(s.as_str()));
+    let body = std::mem::replace(&mut event.body, Body::Exit);
+    let event: &Event = event;
+    match body {
         Body::Connect(c) => (
-            ctx.rules
-                .names
-                .get(c.rule as usize)
-                .cloned()
-                .unwrap_or_else(|| format!("rule-{}", c.rule)),
+            name(&rules.names, c.rule).unwrap_or_else(|| Cow::Owned(format!("rule-{}", c.rule))),
             pb::event::Body::Connect(pb::Connect {
                 hook: hook(c.hook) as i32,
                 socket_family: c.sock_family,
@@ -104,19 +102,15 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
             }),
         ),
         Body::Chmod(c) => {
-            let (path, state) = match &c.path {
+            let (path, state) = match c.path {
                 PathArg::None => (String::new(), pb::PathState::None),
-                PathArg::Complete(p) => (p.clone(), pb::PathState::Complete),
-                PathArg::Truncated(p) => (p.clone(), pb::PathState::Truncated),
+                PathArg::Complete(p) => (p, pb::PathState::Complete),
+                PathArg::Truncated(p) => (p, pb::PathState::Truncated),
                 PathArg::Unreadable => (String::new(), pb::PathState::Unreadable),
-                PathArg::Name(p) => (p.clone(), pb::PathState::Name),
+                PathArg::Name(p) => (p, pb::PathState::Name),
             };
             (
-                ctx.rules
-                    .chmod_names
-                    .get(c.rule as usize)
-                    .cloned()
-                    .unwrap_or_default(),
+                name(&rules.chmod_names, c.rule).unwrap_or_default(),
                 pb::event::Body::Chmod(pb::Chmod {
                     syscall: syscall(c.syscall) as i32,
                     mode: c.mode,
@@ -126,55 +120,31 @@ pub fn to_proto(event: &Event, ctx: &Context<'_>) -> pb::Event {
                     path_state: state as i32,
                     name: c
                         .name
-                        .as_ref()
-                        .map(|n| n.display().to_string())
+                        .map(|n| {
+                            n.into_os_string()
+                                .into_string()
+                                .unwrap_or_else(|n| n.to_string_lossy().into_owned())
+                        })
                         .unwrap_or_default(),
                     revert: c.revert.as_ref().map(revert),
                 }),
             )
         }
         Body::Exec { filename } => (
-            String::new(),
+            Cow::Borrowed(""),
             pb::event::Body::Exec(pb::Exec {
                 exe: filename.text().unwrap_or_default().to_owned(),
-                args: Vec::new(),
+                args: process.map(|p| p.args.clone()).unwrap_or_default(),
             }),
         ),
         Body::Exit => (
-            String::new(),
+            Cow::Borrowed(""),
             pb::event::Body::Exit(pb::Exit { code: None }),
         ),
         Body::Privilege(p) => (
-            ctx.rules
-                .privilege_names
-                .get(p.rule as usize)
-                .cloned()
-                .unwrap_or_default(),
-            pb::event::Body::Privilege(privilege(event, p)),
+            name(&rules.privilege_names, p.rule).unwrap_or_default(),
+            pb::event::Body::Privilege(privilege(event, &p)),
         ),
-    };
-    pb::Event {
-        seq: 0,
-        ktime_ns: event.ktime_ns,
-        time_unix_ns: wall,
-        node: ctx.node.to_owned(),
-        process: Some(pb::Process {
-            pid: event.pid,
-            tid: event.tid,
-            uid: event.uid,
-            gid: event.gid,
-            comm: event.comm.clone(),
-            cgroup_id: event.cgroup_id,
-            ..Default::default()
-        }),
-        pod: None,
-        // Host mode: process and cgroup attribution only; nothing more to wait for.
-        enrichment: pb::Enrichment::Complete as i32,
-        policy: ctx.rules.policy.clone(),
-        rule,
-        verdict: verdict(event.verdict) as i32,
-        repeat: None,
-        body: Some(body),
     }
 }
 

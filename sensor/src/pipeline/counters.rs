@@ -14,6 +14,8 @@ use crate::{
 pub struct Counters {
     /// Events emitted, by `kind/verdict` (loss records as `lost/<stage>`).
     by_kind: BTreeMap<(i32, i32), u64>,
+    /// The same for kind and verdict/stage numbers below 8 (no map lookup per event).
+    fixed: [[u64; 8]; 8],
     /// Records that failed to decode (each one is also logged and reported in-band).
     pub decode_errors: u64,
     /// chmod events whose file name could no longer be resolved through /proc.
@@ -31,22 +33,48 @@ pub struct Counters {
 impl Counters {
     /// Count one emitted event (no allocation: keyed by kind and verdict/stage numbers).
     pub fn record(&mut self, event: &pb::Event) {
-        let key = match &event.body {
-            Some(pb::event::Body::Lost(l)) => (pb::EventKind::Lost as i32, l.stage),
-            _ => (kind_of(event) as i32, event.verdict),
+        let second = match &event.body {
+            Some(pb::event::Body::Lost(l)) => l.stage,
+            _ => event.verdict,
         };
-        *self.by_kind.entry(key).or_default() += 1;
+        self.record_key(kind_of(event), second);
+    }
+
+    /// Count one emitted event of `kind` with verdict (or, for a loss record, stage) `second`.
+    pub fn record_key(&mut self, kind: pb::EventKind, second: i32) {
+        let (k, v) = (kind as i32, second);
+        match self
+            .fixed
+            .get_mut(k as usize)
+            .and_then(|row| row.get_mut(usize::try_from(v).ok()?))
+        {
+            Some(n) => *n += 1,
+            None => *self.by_kind.entry((k, v)).or_default() += 1,
+        }
+    }
+
+    /// Every (kind, verdict or stage) with its count, in order.
+    fn all(&self) -> BTreeMap<(i32, i32), u64> {
+        let mut all = self.by_kind.clone();
+        for (k, row) in self.fixed.iter().enumerate() {
+            for (v, &n) in row.iter().enumerate() {
+                if n > 0 {
+                    *all.entry((k as i32, v as i32)).or_default() += n;
+                }
+            }
+        }
+        all
     }
 
     /// Events emitted, all kinds.
     pub fn total_events(&self) -> u64 {
-        self.by_kind.values().sum()
+        self.by_kind.values().sum::<u64>() + self.fixed.iter().flatten().sum::<u64>()
     }
 
     /// Events emitted as (kind, verdict or loss stage name, count), loss records as kind
     /// `lost` with their stage.
     pub fn counts(&self) -> impl Iterator<Item = (String, String, u64)> + '_ {
-        self.by_kind.iter().map(|(&(kind, v), &n)| {
+        self.all().into_iter().map(|((kind, v), n)| {
             let kind = pb::EventKind::try_from(kind).unwrap_or_default();
             let second = if kind == pb::EventKind::Lost {
                 enum_name(
@@ -69,7 +97,7 @@ impl Counters {
 
     /// Events emitted of `kind` with `verdict`.
     pub fn events_of(&self, kind: pb::EventKind, verdict: pb::Verdict) -> u64 {
-        self.by_kind
+        self.all()
             .get(&(kind as i32, verdict as i32))
             .copied()
             .unwrap_or(0)

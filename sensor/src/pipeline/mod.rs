@@ -18,25 +18,31 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use prost::Message as _;
 use sensor_common::Counter;
 use sensor_proto::v1 as pb;
 
 use crate::{
     attribution::Enricher,
     event::{
-        self,
-        proto::{self, Context},
+        self, DecodeError,
+        encode::{self, Draft, Encoded},
+        proto,
         time::{Clock, now_unix_ns},
     },
     policy,
     server::status::{Snapshot, StatusBoard},
-    sinks::{hub::Hub, journal::Journal},
+    sinks::{
+        hub::{BATCH_MAX, Batch, Hub, Published},
+        journal::Journal,
+    },
 };
 use counters::Counters;
 
 /// Events journaled before a flush-and-publish inside one drain (bounds latency and memory).
-const FLUSH_EVERY: usize = 256;
+const FLUSH_EVERY: usize = BATCH_MAX;
+/// Ring-buffer records one drain reads at most (the caller drains again at once when a drain
+/// stopped here).
+pub const DRAIN_MAX: u64 = 64 * FLUSH_EVERY as u64;
 
 pub struct Pipeline {
     hub: Arc<Hub>,
@@ -53,8 +59,8 @@ pub struct Pipeline {
     node: String,
     /// Kernel ring-buffer losses already reported in-band.
     kernel_loss_reported: u64,
-    /// Journaled, not yet flushed and published.
-    pending: Vec<Arc<pb::Event>>,
+    /// Encoded, not yet journaled and published.
+    pending: Vec<Encoded>,
     /// A background fdatasync is under way.
     sync_running: Arc<AtomicBool>,
     /// Background fdatasyncs that failed.
@@ -87,23 +93,23 @@ impl Pipeline {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Number and journal one event; it is published by [`Pipeline::flush`], once the journal
-    /// holds it (a subscriber never sees a sequence number a crash could hand out again).
-    fn emit(&mut self, mut event: pb::Event) {
-        let appended = {
-            let payload = event.encode_to_vec();
-            self.journal().append(event.time_unix_ns, &payload)
-        };
-        match appended {
-            Ok(seq) => event.seq = seq,
-            Err(err) => {
-                // Still delivered live, without a sequence number; counted and logged.
-                self.counters.journal_errors += 1;
-                tracing::warn!(error = %err, "journal append failed");
-            }
+    /// Queue one encoded event; [`Pipeline::flush`] numbers and journals it, then publishes
+    /// it (a subscriber never sees a sequence number a crash could hand out again).
+    fn emit(&mut self, encoded: Encoded) {
+        self.counters.record_key(encoded.key.kind, encoded.second);
+        self.pending.push(encoded);
+        if self.pending.len() >= FLUSH_EVERY {
+            self.flush();
         }
-        self.counters.record(&event);
-        self.pending.push(Arc::new(event));
+    }
+
+    fn emit_pb(&mut self, event: &pb::Event) {
+        self.emit(encode::encode_pb(event));
+    }
+
+    fn emit_draft(&mut self, draft: Draft) {
+        let encoded = draft.encode(&self.node);
+        self.emit(encoded);
     }
 
     pub fn node(&self) -> &str {
@@ -112,26 +118,37 @@ impl Pipeline {
 
     /// Put an event made by the daemon itself (a policy change) into the stream now.
     pub fn report(&mut self, event: pb::Event) {
-        self.emit(event);
+        self.emit_pb(&event);
         self.flush();
     }
 
-    /// Drain every record the kernel has submitted.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Drain what the kernel has submitted (at most [`DRAIN_MAX`] records); returns how many
+    /// records were read.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> u64 {
+        self.drain_records(|| ring.next().map(|item| event::decode(&item)))
+    }
+
+    /// Drain decoded records from `next` (the ring buffer, or recorded records in tests):
+    /// each is completed, attributed and encoded; every [`FLUSH_EVERY`] events and at the
+    /// end, the batch is journaled (one write), then published (once, to every subscriber).
+    pub fn drain_records(
+        &mut self,
+        mut next: impl FnMut() -> Option<Result<event::Event, DecodeError>>,
+    ) -> u64 {
         let clock = Clock::now();
         let rules = self.policy.current();
+        let now = Instant::now();
         let mut n = 0u64;
-        while let Some(item) = ring.next() {
+        while n < DRAIN_MAX {
+            let Some(decoded) = next() else { break };
             n += 1;
-            let decoded = event::decode(&item);
-            drop(item);
             let mut event = match decoded {
                 Ok(event) => event,
                 Err(err) => {
                     self.counters.decode_errors += 1;
                     tracing::warn!(error = %err, "undecodable event record");
                     let lost = proto::lost(pb::LossStage::Decode, 1, &self.node, now_unix_ns());
-                    self.emit(lost);
+                    self.emit_pb(&lost);
                     continue;
                 }
             };
@@ -143,42 +160,70 @@ impl Pipeline {
                 &mut self.counters,
                 self.reverts.as_deref(),
             );
-            let ctx = Context {
-                node: &self.node,
-                clock: &clock,
-                rules: &rules,
+            let draft = Draft {
+                time_unix_ns: clock.wall_unix_ns(event.ktime_ns),
+                event,
+                rules: Arc::clone(&rules),
+                process: None,
+                ancestors: Vec::new(),
+                cgroup: None,
+                pod: None,
+                enrichment: pb::Enrichment::Complete,
             };
-            let proto = proto::to_proto(&event, &ctx);
-            if let Some(ready) = self.enricher.enrich(&event, proto, Instant::now()) {
-                self.emit(ready);
-            }
-            if self.pending.len() >= FLUSH_EVERY {
-                self.flush();
+            if let Some(ready) = self.enricher.enrich(draft, now) {
+                self.emit_draft(ready);
             }
         }
         self.release_enriched(false);
-        if n > 0 || !self.pending.is_empty() {
+        if !self.pending.is_empty() {
             self.flush();
         }
+        n
     }
 
     /// Emit parked events whose pod arrived or whose wait is over (`all`: every one, at
     /// shutdown).
     pub fn release_enriched(&mut self, all: bool) {
-        for event in self.enricher.poll(Instant::now(), all) {
-            self.emit(event);
+        for draft in self.enricher.poll(Instant::now(), all) {
+            self.emit_draft(draft);
         }
     }
 
-    /// Make journaled events visible to readers (push them to the OS), then publish them live.
+    /// Number and journal the pending events (one buffered append each, one write for the
+    /// batch), make them visible to readers, then publish them live as one batch.
     pub fn flush(&mut self) {
-        let flushed = self.journal().flush();
-        if let Err(err) = flushed {
-            self.counters.journal_errors += 1;
-            tracing::warn!(error = %err, "journal flush failed");
-        }
-        for event in std::mem::take(&mut self.pending) {
-            self.hub.publish(&event);
+        let pending = std::mem::take(&mut self.pending);
+        let mut journal_errors = 0;
+        let events = {
+            let mut journal = self.journal();
+            let events: Vec<Published> = pending
+                .into_iter()
+                .map(|e| {
+                    let seq = match journal.append(e.time_unix_ns, &e.payload) {
+                        Ok(seq) => seq,
+                        Err(err) => {
+                            // Still delivered live, without a sequence number; counted, logged.
+                            journal_errors += 1;
+                            tracing::warn!(error = %err, "journal append failed");
+                            0
+                        }
+                    };
+                    Published {
+                        seq,
+                        payload: e.payload,
+                        key: e.key,
+                    }
+                })
+                .collect();
+            if let Err(err) = journal.flush() {
+                journal_errors += 1;
+                tracing::warn!(error = %err, "journal flush failed");
+            }
+            events
+        };
+        self.counters.journal_errors += journal_errors;
+        if !events.is_empty() {
+            self.hub.publish(&Arc::new(Batch { events }));
         }
     }
 
@@ -247,7 +292,7 @@ impl Pipeline {
                 now_unix_ns(),
             );
             self.kernel_loss_reported = full;
-            self.emit(lost);
+            self.emit_pb(&lost);
             self.flush();
         }
         self.publish_status(kernel);
@@ -264,3 +309,6 @@ impl Pipeline {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

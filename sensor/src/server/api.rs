@@ -9,24 +9,35 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use sensor_proto::v1::{self as pb, sensor_server::SensorServer};
+use std::collections::VecDeque;
+
+use sensor_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status, transport::Server};
 
+use bytes::{Bytes, BytesMut};
+
+use super::codec::{EventsServer, frame};
 use crate::{
-    event::{filter, proto},
+    event::{
+        encode, filter,
+        key::{Key, Matcher},
+    },
     sinks::{
-        hub::{Hub, Shared},
+        hub::{Hub, Item, Subscription},
         journal::{
             Journal,
-            follow::{Followed, Follower},
+            follow::{Follower, Stored, journal_loss},
         },
     },
 };
 
 /// Journal records read per blocking batch during replay.
 const REPLAY_BATCH: usize = 512;
+/// Chunks of messages (each one hub batch or one replay batch) a session may have handed to
+/// the gRPC stream that it has not written yet.
+const SESSION_CHUNKS: usize = 8;
 
 #[derive(Clone)]
 pub struct Service {
@@ -43,17 +54,10 @@ fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-type EventStream = ReceiverStream<Result<pb::Event, Status>>;
-
-#[tonic::async_trait]
-impl pb::sensor_server::Sensor for Service {
-    type GetEventsStream = EventStream;
-
-    async fn get_events(
-        &self,
-        request: Request<pb::GetEventsRequest>,
-    ) -> Result<Response<Self::GetEventsStream>, Status> {
-        let req = request.into_inner();
+impl Service {
+    /// Start a `GetEvents` call: checked here (errors are statuses, not stream ends), then
+    /// served by a session task of its own.
+    pub fn open_events(&self, req: pb::GetEventsRequest) -> Result<mpsc::Receiver<Bytes>, Status> {
         let filter = req.filter.clone().unwrap_or_default();
         filter::validate(&filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let start = match req.start {
@@ -96,18 +100,35 @@ impl pb::sensor_server::Sensor for Service {
             };
             (follower, floor)
         };
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(SESSION_CHUNKS);
         let session = Session {
             service: self.clone(),
+            matcher: Matcher::new(&filter),
             filter,
             limit: (req.limit > 0).then_some(req.limit),
             sent: 0,
             next_seq: 0,
+            out: BytesMut::new(),
             tx,
         };
         let follow = req.follow || matches!(start, Start::Live);
         tokio::spawn(session.run(follower, floor, follow));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sensor_server::Sensor for Service {
+    /// Not used: [`EventsServer`] serves `GetEvents` with the pre-encoded codec.
+    type GetEventsStream = tokio_stream::Empty<Result<pb::Event, Status>>;
+
+    async fn get_events(
+        &self,
+        _request: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<Self::GetEventsStream>, Status> {
+        Err(Status::internal(
+            "GetEvents is served by the pre-encoded codec",
+        ))
     }
 
     async fn get_status(
@@ -159,11 +180,14 @@ enum Start {
 struct Session {
     service: Service,
     filter: pb::Filter,
+    matcher: Matcher,
     limit: Option<u64>,
     sent: u64,
     /// Every event below this sequence number has been considered (sent or filtered out).
     next_seq: u64,
-    tx: mpsc::Sender<Result<pb::Event, Status>>,
+    /// Framed messages not yet handed to the response body (one chunk).
+    out: BytesMut,
+    tx: mpsc::Sender<Bytes>,
 }
 
 /// Why a session stopped early.
@@ -175,6 +199,8 @@ enum Stop {
 impl Session {
     async fn run(mut self, follower: Option<Follower>, floor: u64, follow: bool) {
         let _ = self.run_inner(follower, floor, follow).await;
+        // What the limit cut short is still sent.
+        let _ = self.flush().await;
     }
 
     async fn run_inner(
@@ -184,11 +210,8 @@ impl Session {
         follow: bool,
     ) -> Result<(), Stop> {
         let Some(follower) = follower else {
-            let sub = self
-                .service
-                .hub
-                .subscribe(self.filter.clone(), self.service.queue);
-            return self.live(sub.rx).await;
+            let sub = self.subscribe();
+            return self.live(sub).await;
         };
         let mut follower = self.replay(follower).await?;
         if !follow {
@@ -200,20 +223,22 @@ impl Session {
         follower.skip_to(self.next_seq.max(1));
         // Subscribe first, then read what was journaled in between; live events the second
         // pass already delivered are skipped by sequence number.
-        let sub = self
-            .service
-            .hub
-            .subscribe(self.filter.clone(), self.service.queue);
+        let sub = self.subscribe();
         self.replay(follower).await?;
-        self.live(sub.rx).await
+        self.live(sub).await
     }
 
-    async fn send(&mut self, event: pb::Event) -> Result<(), Stop> {
-        let counts = proto::kind_of(&event) != pb::EventKind::Lost;
+    fn subscribe(&self) -> Subscription {
+        self.service.hub.subscribe(&self.filter, self.service.queue)
+    }
+
+    /// Add one message (`payload`: the event without `seq`) to the chunk; `counts`: not a
+    /// loss record (the limit counts events).
+    fn push(&mut self, seq: u64, payload: &[u8], counts: bool) -> Result<(), Stop> {
         if counts && self.limit.is_some_and(|l| self.sent >= l) {
             return Err(Stop::Done);
         }
-        self.tx.send(Ok(event)).await.map_err(|_| Stop::Done)?;
+        frame(&mut self.out, seq, payload);
         if counts {
             self.sent += 1;
             if self.limit.is_some_and(|l| self.sent >= l) {
@@ -223,13 +248,28 @@ impl Session {
         Ok(())
     }
 
-    /// Send what the journal holds from the follower's cursor on; returns the follower, its
-    /// cursor past the last record read.
+    /// Hand the chunk to the stream (waits while the stream has `SESSION_CHUNKS` unsent).
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.out.split().freeze();
+        self.tx.send(chunk).await.map_err(|_| Stop::Done)
+    }
+
+    fn push_loss(&mut self, loss: &pb::Event) -> Result<(), Stop> {
+        let payload = encode::encode_pb(loss).payload;
+        self.push(0, &payload, false)
+    }
+
+    /// Send what the journal holds from the follower's cursor on, as stored (no decoding: the
+    /// filter reads the key from the bytes); returns the follower, its cursor past the last
+    /// record read.
     async fn replay(&mut self, mut follower: Follower) -> Result<Follower, Stop> {
         loop {
             let journal = Arc::clone(&self.service.journal);
             let (back, batch) = tokio::task::spawn_blocking(move || {
-                let batch = follower.next_batch(&journal, REPLAY_BATCH);
+                let batch = follower.next_raw_batch(&journal, REPLAY_BATCH);
                 (follower, batch)
             })
             .await
@@ -242,27 +282,58 @@ impl Session {
             }
             for item in batch {
                 match item {
-                    Followed::Event(event) => {
-                        self.next_seq = event.seq + 1;
-                        if filter::matches(&self.filter, &event) {
-                            self.send(event).await?;
+                    Stored::Record { seq, payload } => {
+                        self.next_seq = seq + 1;
+                        match Key::scan(&payload, self.matcher.needs_pod()) {
+                            Some(key) if self.matcher.matches(&key) => {
+                                let counts = key.kind != pb::EventKind::Lost;
+                                self.push(seq, &payload, counts)?;
+                            }
+                            Some(_) => {}
+                            // Not an event: reported as a journal loss, as a reader that
+                            // decodes would.
+                            None => {
+                                let loss = journal_loss(&self.service.status.node, seq, seq);
+                                self.push_loss(&loss)?;
+                            }
                         }
                     }
-                    Followed::Lost(loss) => self.send(loss).await?,
+                    Stored::Lost(loss) => self.push_loss(&loss)?,
                 }
             }
+            self.flush().await?;
         }
     }
 
-    async fn live(&mut self, mut rx: mpsc::Receiver<Shared>) -> Result<(), Stop> {
-        while let Some(event) = rx.recv().await {
-            if event.seq != 0 {
-                if event.seq < self.next_seq {
-                    continue;
+    async fn live(&mut self, sub: Subscription) -> Result<(), Stop> {
+        let mut items = VecDeque::new();
+        while sub.recv(&mut items).await {
+            while let Some(item) = items.pop_front() {
+                match item {
+                    Item::Lost {
+                        count,
+                        time_unix_ns,
+                    } => {
+                        let payload =
+                            Item::lost_payload(count, time_unix_ns, self.service.hub.node());
+                        self.push(0, &payload, false)?;
+                    }
+                    Item::Events(batch, selection) => {
+                        for i in selection.iter() {
+                            let e = &batch.events[i];
+                            if e.seq != 0 {
+                                if e.seq < self.next_seq {
+                                    continue;
+                                }
+                                self.next_seq = e.seq + 1;
+                            }
+                            let counts = e.key.kind != pb::EventKind::Lost;
+                            self.push(e.seq, &e.payload, counts)?;
+                        }
+                    }
                 }
-                self.next_seq = event.seq + 1;
             }
-            self.send((*event).clone()).await?;
+            self.flush().await?;
         }
         Ok(())
     }
@@ -372,7 +443,7 @@ pub async fn serve(
     let unix_server = Server::builder()
         .add_service(health.clone())
         .add_service(reflection.clone())
-        .add_service(SensorServer::new(service.clone()))
+        .add_service(EventsServer::new(service.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown.clone()));
     let Some(tcp) = listen.tcp else {
         return Ok(unix_server.await?);
@@ -393,7 +464,7 @@ pub async fn serve(
         .tls_config(tls)?
         .add_service(health)
         .add_service(reflection)
-        .add_service(SensorServer::new(service))
+        .add_service(EventsServer::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait(shutdown));
     let (a, b) = tokio::join!(unix_server, tcp_server);
     a?;

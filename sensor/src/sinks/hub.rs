@@ -1,25 +1,150 @@
-//! Live fan-out: one bounded queue per subscriber. Publishing never waits: a subscriber whose
-//! queue is full loses the event, the loss is counted, and the subscriber receives a `lost`
+//! Live fan-out: the pipeline publishes each flushed batch of encoded events once; every
+//! subscriber gets the same batch (a reference count) with the events its filter passes, in a
+//! bounded queue of its own (counted in events). Publishing never waits: a subscriber whose
+//! queue is full loses events, the loss is counted, and the subscriber receives a `lost`
 //! record with the exact count before its next event. Nothing stalls the pipeline or the other
 //! subscribers.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
+use bytes::Bytes;
 use sensor_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use crate::event::{filter, proto, time::now_unix_ns};
+use crate::event::{
+    encode,
+    key::{Key, Matcher},
+    proto,
+    time::now_unix_ns,
+};
 
-/// Events as they travel to subscribers (shared, never copied per subscriber).
-pub type Shared = Arc<pb::Event>;
+/// Events per published batch at most (a subscriber's selection is a 256-bit set).
+pub const BATCH_MAX: usize = 256;
+
+/// One numbered, encoded event as every subscriber receives it.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// 0: none (the journal append failed).
+    pub seq: u64,
+    /// The `sensor.v1.Event` without `seq` (as the journal stores it).
+    pub payload: Bytes,
+    pub key: Key,
+}
+
+/// Events published together, shared by every subscriber.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Published>,
+}
+
+/// The events of a batch one subscriber takes (bit `i`: `events[i]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection([u64; BATCH_MAX / 64]);
+
+impl Selection {
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// Keep the first `n` selected events only.
+    fn truncate(&mut self, n: usize) {
+        let mut left = n;
+        for w in &mut self.0 {
+            let ones = w.count_ones() as usize;
+            if left >= ones {
+                left -= ones;
+                continue;
+            }
+            let mut kept = 0u64;
+            let mut rest = *w;
+            for _ in 0..left {
+                let low = rest & rest.wrapping_neg();
+                kept |= low;
+                rest &= !low;
+            }
+            *w = kept;
+            left = 0;
+        }
+    }
+
+    /// The selected indices, in order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut rest = w;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    wi * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// What a subscriber's queue holds.
+#[derive(Debug)]
+pub enum Item {
+    Events(Arc<Batch>, Selection),
+    /// `count` matching events were lost before the events that follow.
+    Lost {
+        count: u64,
+        time_unix_ns: i64,
+    },
+}
+
+impl Item {
+    /// The `lost` record (stage `subscriber`), encoded without `seq`.
+    pub fn lost_payload(count: u64, time_unix_ns: i64, node: &str) -> Bytes {
+        let lost = proto::lost(pb::LossStage::Subscriber, count, node, time_unix_ns);
+        encode::encode_pb(&lost).payload
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Item>,
+    /// Events (and loss records) queued.
+    queued: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
 
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Shared>,
-    filter: pb::Filter,
+    queue: Arc<Queue>,
+    matcher: Matcher,
+    capacity: usize,
     /// Matching events dropped since the last delivered loss record.
     pending_loss: u64,
 }
@@ -35,7 +160,44 @@ pub struct Hub {
 /// A live subscription; dropping it unsubscribes (at the next publish).
 pub struct Subscription {
     pub id: u64,
-    pub rx: mpsc::Receiver<Shared>,
+    queue: Arc<Queue>,
+}
+
+impl Subscription {
+    /// Wait for what was queued and take all of it (appended to `out`); `false` once the
+    /// subscription has ended ([`Hub::close`]) and nothing is left.
+    pub async fn recv(&self, out: &mut VecDeque<Item>) -> bool {
+        loop {
+            {
+                let mut state = self.queue.lock();
+                if !state.items.is_empty() {
+                    out.append(&mut state.items);
+                    state.queued = 0;
+                    return true;
+                }
+                if state.closed {
+                    return false;
+                }
+            }
+            // A notification sent between the check and here is kept (a permit).
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// As [`Subscription::recv`], without waiting (tests).
+    pub fn try_recv(&self, out: &mut VecDeque<Item>) -> usize {
+        let mut state = self.queue.lock();
+        let n = state.items.len();
+        out.append(&mut state.items);
+        state.queued = 0;
+        n
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Hub {
@@ -48,80 +210,98 @@ impl Hub {
         }
     }
 
-    /// Subscribe to live events passing `filter`, with a queue of `capacity` events. After
-    /// [`Hub::close`] the subscription ends at once (its receiver yields `None`).
-    pub fn subscribe(&self, filter: pb::Filter, capacity: usize) -> Subscription {
-        let (tx, rx) = mpsc::channel(capacity.max(2));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Some(subs) = self.lock().as_mut() {
-            subs.push(Subscriber {
-                id,
-                tx,
-                filter,
-                pending_loss: 0,
-            });
-        }
-        Subscription { id, rx }
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Subscriber>>> {
+    /// Subscribe to live events passing `filter`, with a queue of `capacity` events. After
+    /// [`Hub::close`] the subscription ends at once.
+    pub fn subscribe(&self, filter: &pb::Filter, capacity: usize) -> Subscription {
+        let queue = Arc::new(Queue::default());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.lock().as_mut() {
+            Some(subs) => subs.push(Subscriber {
+                id,
+                queue: Arc::clone(&queue),
+                matcher: Matcher::new(filter),
+                capacity: capacity.max(2),
+                pending_loss: 0,
+            }),
+            None => queue.close(),
+        }
+        Subscription { id, queue }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Vec<Subscriber>>> {
         self.subscribers
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Offer `event` to every subscriber whose filter it passes. Never blocks.
-    pub fn publish(&self, event: &Shared) {
+    /// Offer `batch` (at most [`BATCH_MAX`] events) to every subscriber: each takes the events
+    /// its filter passes, as many as its queue has room for. Never blocks.
+    pub fn publish(&self, batch: &Arc<Batch>) {
+        debug_assert!(batch.events.len() <= BATCH_MAX);
         let mut guard = self.lock();
         let Some(subs) = guard.as_mut() else { return };
         subs.retain_mut(|sub| {
-            if !filter::matches(&sub.filter, event) {
-                return !sub.tx.is_closed();
+            let mut selection = Selection::default();
+            for (i, e) in batch.events.iter().enumerate().take(BATCH_MAX) {
+                if sub.matcher.matches(&e.key) {
+                    selection.set(i);
+                }
             }
+            let wanted = selection.len();
+            let mut state = sub.queue.lock();
+            if state.closed {
+                return false;
+            }
+            if wanted == 0 {
+                return true;
+            }
+            let mut room = sub.capacity.saturating_sub(state.queued);
             if sub.pending_loss > 0 {
-                // The loss record goes first, and only together with the event that follows
+                // The loss record goes first, and only together with an event that follows
                 // it, so the count is exact.
-                match sub.tx.try_reserve_many(2) {
-                    Ok(mut permits) => {
-                        let lost = proto::lost(
-                            pb::LossStage::Subscriber,
-                            sub.pending_loss,
-                            &self.node,
-                            now_unix_ns(),
-                        );
-                        if let Some(p) = permits.next() {
-                            p.send(Arc::new(lost));
-                        }
-                        if let Some(p) = permits.next() {
-                            p.send(Arc::clone(event));
-                        }
-                        sub.pending_loss = 0;
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        sub.pending_loss += 1;
-                        self.lost_total.fetch_add(1, Ordering::Relaxed);
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Closed(())) => false,
+                if room < 2 {
+                    sub.pending_loss += wanted as u64;
+                    self.lost_total.fetch_add(wanted as u64, Ordering::Relaxed);
+                    return true;
                 }
-            } else {
-                match sub.tx.try_send(Arc::clone(event)) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        sub.pending_loss += 1;
-                        self.lost_total.fetch_add(1, Ordering::Relaxed);
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
+                state.items.push_back(Item::Lost {
+                    count: sub.pending_loss,
+                    time_unix_ns: now_unix_ns(),
+                });
+                state.queued += 1;
+                room -= 1;
+                sub.pending_loss = 0;
             }
+            let taken = wanted.min(room);
+            if taken < wanted {
+                selection.truncate(taken);
+                let lost = (wanted - taken) as u64;
+                sub.pending_loss += lost;
+                self.lost_total.fetch_add(lost, Ordering::Relaxed);
+            }
+            if taken > 0 {
+                state
+                    .items
+                    .push_back(Item::Events(Arc::clone(batch), selection));
+                state.queued += taken;
+                drop(state);
+                sub.queue.ready.notify_one();
+            }
+            true
         });
     }
 
     /// End every subscription (shutdown); later subscriptions end at once.
     pub fn close(&self) {
-        self.lock().take();
+        if let Some(subs) = self.lock().take() {
+            for sub in subs {
+                sub.queue.close();
+            }
+        }
     }
 
     pub fn subscribers(&self) -> usize {
@@ -132,7 +312,7 @@ impl Hub {
     pub fn lag(&self) -> (u64, u64) {
         self.lock().as_ref().map_or((0, 0), |subs| {
             subs.iter()
-                .map(|s| (s.tx.max_capacity() - s.tx.capacity()) as u64)
+                .map(|s| s.queue.lock().queued as u64)
                 .fold((0, 0), |(max, sum), q| (max.max(q), sum + q))
         })
     }
@@ -150,85 +330,5 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(seq: u64) -> Shared {
-        Arc::new(pb::Event {
-            seq,
-            verdict: pb::Verdict::Blocked as i32,
-            body: Some(pb::event::Body::Connect(pb::Connect::default())),
-            ..Default::default()
-        })
-    }
-
-    fn drain(rx: &mut mpsc::Receiver<Shared>) -> Vec<Shared> {
-        let mut v = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            v.push(e);
-        }
-        v
-    }
-
-    #[test]
-    fn a_stalled_subscriber_gets_an_exact_loss_record_and_others_everything() {
-        let hub = Hub::new("n");
-        let mut slow = hub.subscribe(pb::Filter::default(), 4);
-        let mut fast = hub.subscribe(pb::Filter::default(), 1024);
-        for seq in 1..=100 {
-            hub.publish(&event(seq));
-            // The fast subscriber keeps up.
-            assert_eq!(
-                drain(&mut fast.rx)
-                    .iter()
-                    .map(|e| e.seq)
-                    .collect::<Vec<_>>(),
-                [seq]
-            );
-        }
-        // The slow one held 4, lost 96; it reads now, and the next event brings the count.
-        let first = drain(&mut slow.rx);
-        assert_eq!(
-            first.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4]
-        );
-        hub.publish(&event(101));
-        let next = drain(&mut slow.rx);
-        assert_eq!(next.len(), 2);
-        match &next[0].body {
-            Some(pb::event::Body::Lost(l)) => {
-                assert_eq!(l.count, 96);
-                assert_eq!(l.stage(), pb::LossStage::Subscriber);
-            }
-            other => panic!("expected a loss record, got {other:?}"),
-        }
-        assert_eq!(next[1].seq, 101);
-        assert_eq!(hub.lost_total(), 96);
-        // The slow one has read everything; the fast one has the last event queued.
-        assert_eq!(hub.lag(), (1, 1));
-        assert_eq!(drain(&mut fast.rx).len(), 1);
-        assert_eq!(hub.lag(), (0, 0));
-    }
-
-    #[test]
-    fn filters_apply_and_dropped_receivers_unsubscribe() {
-        let hub = Hub::new("n");
-        let chmod_only = pb::Filter {
-            kinds: vec![pb::EventKind::Chmod as i32],
-            ..Default::default()
-        };
-        let mut sub = hub.subscribe(chmod_only, 8);
-        hub.publish(&event(1));
-        assert!(drain(&mut sub.rx).is_empty());
-        let gone = hub.subscribe(pb::Filter::default(), 8);
-        let id = gone.id;
-        drop(gone);
-        hub.publish(&event(2));
-        assert!(!hub.is_subscribed(id));
-        assert!(hub.is_subscribed(sub.id));
-        hub.close();
-        assert_eq!(hub.subscribers(), 0);
-        let mut late = hub.subscribe(pb::Filter::default(), 8);
-        assert!(late.rx.try_recv().is_err());
-    }
-}
+#[path = "hub_tests.rs"]
+mod tests;

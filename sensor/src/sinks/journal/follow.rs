@@ -6,6 +6,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use bytes::Bytes;
 use prost::Message as _;
 use sensor_proto::v1 as pb;
 
@@ -38,6 +39,15 @@ impl Followed {
             Self::Event(e) | Self::Lost(e) => e,
         }
     }
+}
+
+/// One item of a raw batch ([`Follower::next_raw_batch`]).
+#[derive(Debug)]
+pub enum Stored {
+    /// A stored record: the encoded event without `seq`.
+    Record { seq: u64, payload: Bytes },
+    /// Records that could not be read: a `lost` record saying so.
+    Lost(Box<pb::Event>),
 }
 
 /// A position in the journal and the reader that continues from it.
@@ -107,6 +117,35 @@ impl Follower {
         journal: &Mutex<Journal>,
         max: usize,
     ) -> Result<Vec<Followed>, JournalError> {
+        let node = self.node.clone();
+        self.next_items(journal, max, |item| match item {
+            Stored::Record { seq, payload } => match pb::Event::decode(payload.as_ref()) {
+                Ok(mut event) => {
+                    event.seq = seq;
+                    Followed::Event(event)
+                }
+                Err(_) => Followed::Lost(journal_loss(&node, seq, seq)),
+            },
+            Stored::Lost(loss) => Followed::Lost(*loss),
+        })
+    }
+
+    /// As [`Follower::next_batch`], the records as stored: their payloads are the encoded
+    /// events without `seq` (gRPC replay sends them as they are).
+    pub fn next_raw_batch(
+        &mut self,
+        journal: &Mutex<Journal>,
+        max: usize,
+    ) -> Result<Vec<Stored>, JournalError> {
+        self.next_items(journal, max, |item| item)
+    }
+
+    fn next_items<T>(
+        &mut self,
+        journal: &Mutex<Journal>,
+        max: usize,
+        mut convert: impl FnMut(Stored) -> T,
+    ) -> Result<Vec<T>, JournalError> {
         let mut out = Vec::new();
         while out.len() < max {
             let reader = match &mut self.reader {
@@ -130,19 +169,18 @@ impl Follower {
                         continue;
                     }
                     self.cursor = rec.seq + 1;
-                    out.push(match pb::Event::decode(rec.payload.as_slice()) {
-                        Ok(mut event) => {
-                            event.seq = rec.seq;
-                            Followed::Event(event)
-                        }
-                        Err(_) => Followed::Lost(journal_loss(&self.node, rec.seq, rec.seq)),
-                    });
+                    out.push(convert(Stored::Record {
+                        seq: rec.seq,
+                        payload: Bytes::from(rec.payload),
+                    }));
                 }
                 Ok(ReadItem::Gap { from, to }) => {
                     if to >= self.cursor {
                         let from = from.max(self.cursor);
                         self.cursor = to + 1;
-                        out.push(Followed::Lost(journal_loss(&self.node, from, to)));
+                        out.push(convert(Stored::Lost(Box::new(journal_loss(
+                            &self.node, from, to,
+                        )))));
                     }
                 }
                 // An I/O error on one read: the reader goes on, and what it could not read
