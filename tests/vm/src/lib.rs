@@ -156,6 +156,37 @@ pub fn run_op(cgroup: &Path, name: &str, args: &[&str]) -> Outcome {
 
 // ---- operations in child processes ---------------------------------------------------
 
+/// `n` calls of `kind` (getpid; chmod of `path` between 0640 and 0600; open and close of
+/// `path`), timed: nanoseconds per call (emulated time under TCG: for ratios only).
+fn syscall_loop(kind: &str, n: u32, path: &str) -> Option<f64> {
+    if n == 0 {
+        return None;
+    }
+    let c = cstr(path);
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        // SAFETY: plain syscalls on a valid path string; an opened fd is closed at once.
+        unsafe {
+            match kind {
+                "getpid" => {
+                    libc::syscall(libc::SYS_getpid);
+                }
+                "chmod" => {
+                    libc::chmod(c.as_ptr(), if i % 2 == 0 { 0o640 } else { 0o600 });
+                }
+                "open" => {
+                    let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(start.elapsed().as_nanos() as f64 / f64::from(n))
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
 }
@@ -446,6 +477,13 @@ pub fn op(args: &[String]) -> i32 {
             drop(endpoint);
             (e, Value::Null)
         }
+        ("loop", [kind, n, path]) => match syscall_loop(kind, n.parse().unwrap_or(0), path) {
+            Some(ns) => (0, serde_json::json!({ "ns_per_op": ns })),
+            None => {
+                eprintln!("loop: unknown kind {kind:?} (getpid, chmod, open) or zero count");
+                return 2;
+            }
+        },
         ("linger", []) => {
             thread::sleep(Duration::from_secs(600));
             (0, Value::Null)
