@@ -533,6 +533,8 @@ fn forced_kill_tier_is_named_in_status_and_kills_chmod() {
 #[test]
 fn emulated_syscall_ratios_at_this_boots_tier() {
     const N: u32 = 4000;
+    /// Runs per case and configuration, the first not counted.
+    const RUNS: u64 = 4;
     let inside = test_cgroup();
     let outside = test_cgroup();
     let dir = TempDir::new();
@@ -553,7 +555,7 @@ fn emulated_syscall_ratios_at_this_boots_tier() {
             .iter()
             .map(|(_, kind, cg, n)| {
                 // A first run, not counted: TCG translates the code the first time it runs.
-                let mut runs: Vec<f64> = (0..4)
+                let mut runs: Vec<f64> = (0..RUNS)
                     .map(|_| {
                         let o = run_op(cg, "loop", &[kind, &n.to_string(), &file]);
                         assert_eq!(o.errno, 0, "loop {kind}: {o:?}");
@@ -570,7 +572,7 @@ fn emulated_syscall_ratios_at_this_boots_tier() {
     let tier = boot_tier();
     let sensor = start_sensor(&policy(&inside.path, "audit"), &["--tier", tier]);
     let with = measure();
-    let in_scope = 3 * u64::from(N);
+    let in_scope = RUNS * u64::from(N);
     // Kernel counters reach the status on the daemon's slow tick.
     sensor.wait_counter("kernel_chmod_seen", in_scope);
     let status = assert_tiers(&sensor, &[("chmod", tier)]);
