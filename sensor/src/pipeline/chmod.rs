@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::{AT_FDCWD, Verdict};
+use sensor_common::{AT_FDCWD, SETID_BITS, Verdict};
 use sensor_policy::{Action, ChmodEntry};
 
 use super::{
@@ -33,7 +33,9 @@ pub fn step(
     let crate::event::Body::Chmod(chmod) = &mut event.body else {
         return;
     };
-    let outcome = if event.verdict == Verdict::Killed {
+    // The kernel copies only killed calls that asked for set-id bits to the revert thread;
+    // for any other kill (a rule on other mode bits, or every chmod) no outcome will come.
+    let outcome = if event.verdict == Verdict::Killed && chmod.mode & SETID_BITS != 0 {
         outcomes.and_then(|o| o.take(event.pid, event.tid))
     } else {
         None

@@ -30,7 +30,10 @@ use super::{
     chmod::resolve_name,
     revert::{self, Revert},
 };
-use crate::event::{self, Body};
+use crate::{
+    attribution::cgroups::CgroupIndex,
+    event::{self, Body},
+};
 
 /// How long the chmod step waits for an outcome the revert thread has not finished (it
 /// waits up to [`revert::CALL_END_WAIT`] per call itself).
@@ -152,6 +155,8 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("sensor-revert".into())
         .spawn(move || {
+            // Walked only if a cgroup cannot be opened by its id (no CAP_DAC_READ_SEARCH).
+            let mut index: Option<CgroupIndex> = None;
             while !stop.load(Ordering::Relaxed) {
                 let mut fd = libc::pollfd {
                     fd: ring.as_raw_fd(),
@@ -164,7 +169,13 @@ pub fn spawn(
                     let decoded = event::decode(&item);
                     drop(item);
                     match decoded {
-                        Ok(ev) => handle(&ev, &proc_root, cgroup_root.as_deref(), &outcomes),
+                        Ok(ev) => handle(
+                            &ev,
+                            &proc_root,
+                            cgroup_root.as_deref(),
+                            &mut index,
+                            &outcomes,
+                        ),
                         Err(err) => tracing::warn!(error = %err, "undecodable revert record"),
                     }
                 }
@@ -172,7 +183,13 @@ pub fn spawn(
         })
 }
 
-fn handle(ev: &event::Event, proc_root: &Path, cgroup_root: Option<&Path>, outcomes: &Outcomes) {
+fn handle(
+    ev: &event::Event,
+    proc_root: &Path,
+    cgroup_root: Option<&Path>,
+    index: &mut Option<CgroupIndex>,
+    outcomes: &Outcomes,
+) {
     let Body::Chmod(chmod) = &ev.body else {
         return;
     };
@@ -183,9 +200,19 @@ fn handle(ev: &event::Event, proc_root: &Path, cgroup_root: Option<&Path>, outco
     let own = File::open(proc_root.join(ev.pid.to_string()).join("root")).ok();
     let name = resolve_name(proc_root, ev.pid, chmod);
     // By the event's cgroup id first: the caller may already be gone (its kill lands when its
-    // call returns), its cgroup's other processes are not.
+    // call returns), its cgroup's other processes are not. By handle where the daemon may
+    // (CAP_DAC_READ_SEARCH), else through an index of the cgroup tree, else the caller's own
+    // /proc entry.
     let cgroup_dir = cgroup_root.and_then(|root| {
-        cgroup_by_id(root, ev.cgroup_id).or_else(|| cgroup_of(proc_root, ev.pid, root))
+        cgroup_by_id(root, ev.cgroup_id)
+            .or_else(|| {
+                if index.is_none() {
+                    *index = CgroupIndex::scan(root).ok();
+                }
+                let path = index.as_mut()?.path(ev.cgroup_id)?;
+                Some(root.join(path.trim_start_matches('/')))
+            })
+            .or_else(|| cgroup_of(proc_root, ev.pid, root))
     });
     let mut chmod = chmod.clone();
     chmod.name.clone_from(&name);
