@@ -147,8 +147,8 @@ pub mod programs {
 
 /// Names of the global variables the loader sets before loading.
 pub mod globals {
-    /// Bytes of unconsumed data in the ring buffer at which a submit wakes the reader.
-    /// Below it, records are submitted without a wakeup and the reader's timer drains them.
+    /// The wakeup threshold: a submit wakes the reader when the unconsumed data crosses a
+    /// multiple of it (0: every record); other records wait for the reader's timer.
     pub const WAKEUP_BYTES: &str = "SENSOR_WAKEUP_BYTES";
     /// Offset of the `__data_loc char[] filename` field in the `sched:sched_process_exec`
     /// record (read from its format file at start-up: the layout is not ABI).

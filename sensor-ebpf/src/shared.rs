@@ -62,8 +62,8 @@ pub static SENSOR_EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0
 #[map]
 static SENSOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Unconsumed bytes in the ring buffer at which a submit wakes the reader (set at load).
-/// Below it the record is submitted silently and the reader's timer picks it up.
+/// The wakeup threshold (set at load): a submit wakes the reader when the unconsumed bytes in
+/// the ring cross a multiple of it ([`wakeup_flags`]); 0 wakes on every record.
 #[unsafe(no_mangle)]
 static SENSOR_WAKEUP_BYTES: u64 = 0;
 
