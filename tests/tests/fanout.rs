@@ -272,8 +272,10 @@ fn a_subscriber_that_stops_reading_gets_an_exact_loss_count_and_the_others_every
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // More than the stalled stream's queue, session chunks, HTTP/2 window and buffers hold,
-    // paced so that three debug-built readers keep up on a busy 2-core machine.
-    generate(&cg.path, &["paced", "2000", &N.to_string(), f]);
+    // paced so that three debug-built readers keep up on a busy 2-core machine (at 2,000/s
+    // one came 154 events short once in CI; the assertion below now also counts its loss
+    // records, to tell a reported loss from a silent one).
+    generate(&cg.path, &["paced", "1000", &N.to_string(), f]);
     std::thread::sleep(Duration::from_millis(500));
     // It reads again; the loss record travels with the next event (the marker).
     let first = runtime.block_on(read_until(&mut stalled, Duration::from_secs(2), |_| false));
@@ -304,12 +306,15 @@ fn a_subscriber_that_stops_reading_gets_an_exact_loss_count_and_the_others_every
     );
     for h in healthy {
         let events = runtime.block_on(h).unwrap();
+        let lost_records = events
+            .iter()
+            .filter(|e| kind(e) == pb::EventKind::Lost as i32)
+            .count();
         assert_eq!(
-            chmods(&events),
-            N + 1,
-            "a healthy subscriber got every event"
+            (chmods(&events), lost_records),
+            (N + 1, 0),
+            "a healthy subscriber got every event and no loss record"
         );
-        assert!(events.iter().all(|e| kind(e) != pb::EventKind::Lost as i32));
         assert!(events.windows(2).all(|w| w[1].seq > w[0].seq));
     }
 }
