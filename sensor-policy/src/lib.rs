@@ -1,5 +1,7 @@
 //! sensor policy files: parsing, validation and compilation of `apiVersion: sensor/v1`, `kind: Policy`
-//! documents (the format is documented in `docs/policy.md`).
+//! documents, and of the two Kubernetes resources with the same `spec`
+//! (`apiVersion: sensor.dev/v1`, `kind: SensorClusterPolicy` or `SensorPolicy`; see
+//! [`PolicyForm`]). The format is documented in `docs/policy.md`.
 //!
 //! - [`parse`] checks a file strictly (unknown fields, wrong types, bad CIDRs and globs,
 //!   duplicate rule names, a rule carrying another type's fields, ...) and reports **every**
@@ -31,14 +33,27 @@ pub use compile::{ChmodEntry, CidrRule, Compiled, PrivilegeEntry, compile};
 pub use glob::Glob;
 pub use model::{
     Action, DestinationSpec, KernelRule, LabelOperator, LabelRequirement, LabelSelector,
-    MetadataRule, NamespaceScope, Policy, PrivilegeRule, Raise, Rule, RuleKind, SETID_BITS, Scope,
+    MetadataRule, NamespaceScope, Policy, PolicyForm, PrivilegeRule, Raise, Rule, RuleKind,
+    SETID_BITS, Scope,
 };
 pub use validate::{MAX_KERNEL_RULES, MAX_PORTS};
 
-/// The only `apiVersion` this sensor reads.
+/// The `apiVersion` of a policy file.
 pub const API_VERSION: &str = "sensor/v1";
-/// The only `kind`.
+/// The `kind` of a policy file.
 pub const KIND: &str = "Policy";
+/// The API group of the policy resources (their `apiVersion` is `sensor.dev/v1`).
+pub const RESOURCE_GROUP: &str = "sensor.dev";
+/// The version of the policy resources.
+pub const RESOURCE_VERSION: &str = "v1";
+/// The cluster-scoped resource: namespace scope as in a policy file, no cgroups.
+pub const CLUSTER_KIND: &str = "SensorClusterPolicy";
+/// The namespaced resource: applies to the pods of its own namespace only.
+pub const NAMESPACED_KIND: &str = "SensorPolicy";
+/// The resource name of [`CLUSTER_KIND`] in API paths.
+pub const CLUSTER_PLURAL: &str = "sensorclusterpolicies";
+/// The resource name of [`NAMESPACED_KIND`] in API paths.
+pub const NAMESPACED_PLURAL: &str = "sensorpolicies";
 /// Larger files are refused before parsing.
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
@@ -82,7 +97,9 @@ fn lone_carriage_return(text: &str) -> Option<(usize, usize)> {
 }
 
 /// Parses and validates one policy file's text; `file` names it in the errors. On failure,
-/// every problem found, ordered by position.
+/// every problem found, ordered by position. The text may be a policy file or either
+/// resource, in YAML or in JSON (the daemon passes an API object as pretty-printed JSON,
+/// which is YAML too); [`Policy::form`] says which it was.
 pub fn parse(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
     let error = |line, column, message: String| PolicyError {
         file: file.to_owned(),

@@ -5,9 +5,12 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 use super::glob::{Glob, wildcard_match};
 use crate::destinations::Prefix;
 
-/// A validated policy (`apiVersion: sensor/v1`, `kind: Policy`).
+/// A validated policy: a policy file (`apiVersion: sensor/v1`, `kind: Policy`) or one of the
+/// two resources (`apiVersion: sensor.dev/v1`), as [`Policy::form`] says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
+    /// Which document it came from.
+    pub form: PolicyForm,
     /// `metadata.name`; reported as `policy` in events.
     pub name: String,
     /// `metadata.description`.
@@ -17,8 +20,27 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// The kind of document a [`Policy`] was read from.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PolicyForm {
+    /// A policy file: `apiVersion: sensor/v1`, `kind: Policy`.
+    #[default]
+    File,
+    /// `apiVersion: sensor.dev/v1`, `kind: SensorClusterPolicy`: cluster-scoped; its scope
+    /// has `namespaces` and never `cgroups`.
+    Cluster,
+    /// `apiVersion: sensor.dev/v1`, `kind: SensorPolicy`: the pods of one namespace.
+    /// `namespace` is `metadata.namespace` (the API server always sets it; a manifest may
+    /// leave it to `kubectl apply -n`).
+    Namespaced { namespace: Option<String> },
+}
+
 /// Which workloads the rules apply to (`spec.scope`). At least one of `namespaces` and
-/// `cgroups` is set.
+/// `cgroups` is set, except in a `SensorPolicy` without `metadata.namespace` (below).
+///
+/// A `SensorPolicy` cannot name namespaces or cgroups: its `namespaces` is its own namespace
+/// (include that one, exclude none) when `metadata.namespace` is given, and `None` when it is
+/// not (such a policy selects nothing until it has a namespace); `cgroups` is empty.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Scope {
     /// Kubernetes: pods in these namespaces.

@@ -228,8 +228,8 @@ fn examples_mean_what_they_say() {
 
 /// Every complete policy shown in docs/policy.md parses (so the documentation cannot drift),
 /// and the default policy shown there is the built-in one.
-#[test]
-fn policies_in_the_docs_parse() {
+/// The YAML code blocks of docs/policy.md.
+fn docs_yaml_blocks() -> Vec<&'static str> {
     let mut blocks = Vec::new();
     let mut rest = DOCS;
     while let Some(start) = rest.find("```yaml\n") {
@@ -240,7 +240,12 @@ fn policies_in_the_docs_parse() {
         blocks.push(&rest[..end]);
         rest = &rest[end + 3..];
     }
-    let policies: Vec<&str> = blocks
+    blocks
+}
+
+#[test]
+fn policies_in_the_docs_parse() {
+    let policies: Vec<&str> = docs_yaml_blocks()
         .into_iter()
         .filter(|b| b.contains("apiVersion: sensor/v1"))
         .collect();
@@ -511,7 +516,7 @@ fn more_bad_files() {
         &with_line(1, "apiVersion: sensor/v2"),
         1,
         13,
-        "unsupported apiVersion 'sensor/v2' (this sensor reads sensor/v1)",
+        "unsupported apiVersion 'sensor/v2' (this sensor reads sensor/v1 policy files and sensor.dev/v1 resources)",
     );
     assert_error(
         &with_line(2, "kind: ConfigMap"),
@@ -803,4 +808,462 @@ fn mutated_default_never_panics() {
     }
     // Both outcomes occur, so the loop exercises the validator and not only the YAML parser.
     assert!(ok > 50 && err > 50, "ok {ok}, err {err}");
+}
+
+// The resources: `SensorClusterPolicy` and `SensorPolicy` (apiVersion sensor.dev/v1).
+
+/// `GOOD` as a resource of `kind`: the same lines, the same numbers.
+fn resource(kind: &str) -> String {
+    GOOD.replacen(
+        "apiVersion: sensor/v1\nkind: Policy",
+        &format!("apiVersion: sensor.dev/v1\nkind: {kind}"),
+        1,
+    )
+}
+
+/// `text` with line `n` (1-based) replaced by `lines` (which may be several lines).
+fn line_replaced(text: &str, n: usize, lines: &str) -> String {
+    let mut out: Vec<&str> = text.lines().collect();
+    out[n - 1] = lines;
+    out.join("\n") + "\n"
+}
+
+/// A `SensorPolicy` without a scope; line 4 is `name`, 5 `namespace`, 6 `spec`, 7 `rules`.
+const NAMESPACED: &str = "\
+apiVersion: sensor.dev/v1
+kind: SensorPolicy
+metadata:
+  name: test
+  namespace: prod
+spec:
+  rules:
+    - name: block-metadata
+      type: metadata
+      action: enforce
+      destinations: [default]
+";
+
+#[test]
+fn the_resource_constants_are_the_contract() {
+    assert_eq!((RESOURCE_GROUP, RESOURCE_VERSION), ("sensor.dev", "v1"));
+    assert_eq!(
+        (CLUSTER_KIND, CLUSTER_PLURAL),
+        ("SensorClusterPolicy", "sensorclusterpolicies")
+    );
+    assert_eq!(
+        (NAMESPACED_KIND, NAMESPACED_PLURAL),
+        ("SensorPolicy", "sensorpolicies")
+    );
+}
+
+#[test]
+fn a_policy_file_is_of_the_file_form() {
+    assert_eq!(parse("good.yaml", GOOD).unwrap().form, PolicyForm::File);
+    assert_eq!(default_policy().form, PolicyForm::File);
+}
+
+#[test]
+fn a_cluster_policy_is_a_policy_file_of_another_kind() {
+    let p = parse("c.yaml", &resource(CLUSTER_KIND)).unwrap();
+    let file = parse("good.yaml", GOOD).unwrap();
+    assert_eq!(p.form, PolicyForm::Cluster);
+    assert_eq!(
+        (&p.name, &p.scope, &p.rules),
+        (&file.name, &file.scope, &file.rules)
+    );
+    // A Kubernetes object name is a DNS subdomain: dots are fine there, not in a file.
+    let dotted = line_replaced(&resource(CLUSTER_KIND), 4, "  name: metadata.v2");
+    assert_eq!(parse("c.yaml", &dotted).unwrap().name, "metadata.v2");
+    assert_error(
+        &with_line(4, "  name: metadata.v2"),
+        4,
+        9,
+        "'metadata.v2': not a valid name",
+    );
+    for (name, column) in [("a..b", 9), ("-a.b", 9), ("a.b-", 9), ("A.b", 9)] {
+        assert_error(
+            &line_replaced(&resource(CLUSTER_KIND), 4, &format!("  name: {name}")),
+            4,
+            column,
+            &format!("metadata.name: '{name}': not a valid name (a DNS subdomain"),
+        );
+    }
+    let long = format!("{}.b", "a".repeat(252));
+    assert_error(
+        &line_replaced(&resource(CLUSTER_KIND), 4, &format!("  name: {long}")),
+        4,
+        9,
+        "at most 253",
+    );
+}
+
+#[test]
+fn a_namespaced_policy_applies_to_its_own_namespace() {
+    let p = parse("n.yaml", NAMESPACED).unwrap();
+    assert_eq!(
+        p.form,
+        PolicyForm::Namespaced {
+            namespace: Some("prod".into())
+        }
+    );
+    let ns = p.scope.namespaces.as_ref().unwrap();
+    assert_eq!(
+        (ns.include.as_slice(), ns.exclude.len()),
+        (&["prod".to_owned()][..], 0)
+    );
+    assert!(ns.matches("prod") && !ns.matches("prod-2") && !ns.matches("staging"));
+    assert_eq!((p.scope.pod_selector, p.scope.cgroups.len()), (None, 0));
+    // Without metadata.namespace (a manifest for `kubectl apply -n`): no namespace yet.
+    let p = parse("n.yaml", &line_replaced(NAMESPACED, 5, "  labels: {}")).unwrap();
+    assert_eq!(p.form, PolicyForm::Namespaced { namespace: None });
+    assert_eq!(p.scope.namespaces, None);
+    // podSelector alone narrows it (no namespaces needed), and an empty scope is no scope.
+    let selected = line_replaced(
+        NAMESPACED,
+        6,
+        "spec:\n  scope:\n    podSelector: {matchLabels: {app: web}}",
+    );
+    let p = parse("n.yaml", &selected).unwrap();
+    let selector = p.scope.pod_selector.unwrap();
+    assert_eq!(selector.match_labels["app"], "web");
+    assert_eq!(p.scope.namespaces.unwrap().include, ["prod"]);
+    let empty = line_replaced(NAMESPACED, 6, "spec:\n  scope: {}");
+    assert_eq!(parse("n.yaml", &empty).unwrap().scope.pod_selector, None);
+    // A bad selector is reported as in a file.
+    assert_error(
+        &line_replaced(NAMESPACED, 6, "spec:\n  scope:\n    podSelector: {}"),
+        8,
+        18,
+        "spec.scope.podSelector: an empty selector selects every pod",
+    );
+}
+
+#[test]
+fn a_namespaced_policy_cannot_widen_itself() {
+    let why =
+        "a SensorPolicy applies to the pods of its own namespace; use podSelector to narrow it";
+    assert_error(
+        &line_replaced(
+            NAMESPACED,
+            6,
+            "spec:\n  scope:\n    namespaces:\n      include: [\"*\"]",
+        ),
+        8,
+        5,
+        &format!("spec.scope.namespaces: {why}"),
+    );
+    assert_error(
+        &line_replaced(
+            NAMESPACED,
+            6,
+            "spec:\n  scope:\n    cgroups: [/sys/fs/cgroup/x]",
+        ),
+        8,
+        5,
+        &format!("spec.scope.cgroups: {why}"),
+    );
+    // Both, beside a valid podSelector: two errors, in order.
+    let both = line_replaced(
+        NAMESPACED,
+        6,
+        "spec:\n  scope:\n    podSelector: {matchLabels: {app: web}}\n    cgroups: [/x]\n    namespaces: {include: [a]}",
+    );
+    let got = errors(&both);
+    assert_eq!(
+        got,
+        [
+            format!("bad.yaml:9:5: spec.scope.cgroups: {why}"),
+            format!("bad.yaml:10:5: spec.scope.namespaces: {why}"),
+        ]
+    );
+    // Anything else is an unknown field.
+    assert_error(
+        &line_replaced(NAMESPACED, 6, "spec:\n  scope:\n    podSelectors: {}"),
+        8,
+        5,
+        "spec.scope: unknown field 'podSelectors' (expected podSelector)",
+    );
+    // The namespace is a namespace name.
+    assert_error(
+        &line_replaced(NAMESPACED, 5, "  namespace: Prod"),
+        5,
+        14,
+        "metadata.namespace: 'Prod': not a valid name",
+    );
+    assert_error(
+        &line_replaced(NAMESPACED, 5, "  namespace: 7"),
+        5,
+        14,
+        "metadata.namespace: expected a string, found",
+    );
+}
+
+#[test]
+fn a_cluster_policy_has_no_namespace_and_no_cgroups() {
+    assert_error(
+        &line_replaced(
+            &resource(CLUSTER_KIND),
+            4,
+            "  name: test\n  namespace: prod",
+        ),
+        5,
+        3,
+        "metadata.namespace: a SensorClusterPolicy is cluster-scoped and has no namespace",
+    );
+    assert_error(
+        &line_replaced(
+            &resource(CLUSTER_KIND),
+            8,
+            "      include: [\"*\"]\n    cgroups: [/sys/fs/cgroup/x]",
+        ),
+        9,
+        5,
+        "spec.scope.cgroups: cgroup roots are node configuration: a SensorClusterPolicy, written in the API, must not attach programs to host cgroups",
+    );
+    // The other scope rules are a file's: podSelector needs namespaces, a scope is required.
+    assert_error(
+        &line_replaced(
+            &resource(CLUSTER_KIND),
+            7,
+            "    podSelector: {matchLabels: {app: web}}",
+        )
+        .replace("      include: [\"*\"]\n", ""),
+        7,
+        5,
+        "spec.scope: podSelector needs namespaces",
+    );
+    assert_error(
+        &line_replaced(&resource(CLUSTER_KIND), 6, "  scope: {}")
+            .replace("    namespaces:\n      include: [\"*\"]\n", ""),
+        6,
+        10,
+        "spec.scope: the scope selects nothing: give namespaces",
+    );
+    assert_error(
+        &resource(CLUSTER_KIND).replace("  scope:\n    namespaces:\n      include: [\"*\"]\n", ""),
+        6,
+        3,
+        "spec: missing field 'scope'",
+    );
+}
+
+#[test]
+fn resources_accept_the_api_servers_metadata_and_status() {
+    let text = line_replaced(
+        NAMESPACED,
+        5,
+        "  namespace: prod
+  description: what it does
+  labels: {team: a}
+  annotations: {\"kubectl.kubernetes.io/last-applied-configuration\": \"{}\"}
+  uid: 0b7c5a52-4f4e-4b8a-9d5e-000000000000
+  resourceVersion: \"4242\"
+  generation: 3
+  creationTimestamp: \"2026-01-01T00:00:00Z\"
+  deletionTimestamp: null
+  managedFields: [{manager: kubectl, fieldsV1: {f:spec: {}}}]
+  finalizers: [sensor.dev/cleanup]
+  ownerReferences: []
+  generateName: test-
+  selfLink: /apis/sensor.dev/v1/namespaces/prod/sensorpolicies/test
+  deletionGracePeriodSeconds: 0",
+    ) + "status:\n  mode: enforce\n  nodes: {node-a: {accepted: true}}\n";
+    let p = parse("n.yaml", &text).unwrap();
+    assert_eq!(p.description.as_deref(), Some("what it does"));
+    // Not in a policy file, and no other field in a resource.
+    assert_error(
+        &format!("{GOOD}status: {{}}\n"),
+        14,
+        1,
+        "unknown field 'status' (expected apiVersion, kind, metadata or spec)",
+    );
+    assert_error(
+        &format!("{NAMESPACED}statuz: {{}}\n"),
+        12,
+        1,
+        "unknown field 'statuz' (expected apiVersion, kind, metadata, spec or status)",
+    );
+    assert_error(
+        &line_replaced(NAMESPACED, 5, "  namespace: prod\n  owner: me"),
+        6,
+        3,
+        "metadata: unknown field 'owner' (expected name, namespace, description, labels,",
+    );
+    // A resource needs its name like a file.
+    assert_error(
+        &line_replaced(NAMESPACED, 4, "  generateName: test-"),
+        4,
+        3,
+        "metadata: missing field 'name'",
+    );
+}
+
+#[test]
+fn api_version_and_kind_must_agree() {
+    // The kind decides: the file's namespaces are then refused as in a SensorPolicy.
+    assert_eq!(
+        errors(&GOOD.replacen("kind: Policy", "kind: SensorPolicy", 1)),
+        [
+            "bad.yaml:1:13: apiVersion: a SensorPolicy is a Kubernetes resource of apiVersion sensor.dev/v1 (sensor/v1 is the policy file format, kind Policy)",
+            "bad.yaml:7:5: spec.scope.namespaces: a SensorPolicy applies to the pods of its own namespace; use podSelector to narrow it",
+        ]
+    );
+    assert_error(
+        &GOOD.replacen("sensor/v1", "sensor.dev/v1", 1),
+        2,
+        7,
+        "kind: expected SensorClusterPolicy or SensorPolicy, found 'Policy' (kind Policy is a policy file, apiVersion sensor/v1)",
+    );
+    assert_error(
+        &resource("ConfigMap"),
+        2,
+        7,
+        "kind: expected SensorClusterPolicy or SensorPolicy, found 'ConfigMap'",
+    );
+    // With a wrong apiVersion, a resource kind still decides the rules the rest is read by.
+    let text = line_replaced(NAMESPACED, 1, "apiVersion: sensor.dev/v2");
+    assert_error(
+        &text,
+        1,
+        13,
+        "unsupported apiVersion 'sensor.dev/v2' (this sensor reads sensor/v1 policy files and sensor.dev/v1 resources)",
+    );
+}
+
+/// An API object as the daemon passes it: `serde_json::to_string_pretty` of what the API
+/// server returned.
+fn api_object(action: &str) -> String {
+    let object = serde_json::json!({
+        "apiVersion": "sensor.dev/v1",
+        "kind": "SensorPolicy",
+        "metadata": {
+            "name": "metadata",
+            "namespace": "prod",
+            "uid": "0b7c5a52-4f4e-4b8a-9d5e-000000000000",
+            "resourceVersion": "4242",
+            "generation": 2,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app.kubernetes.io/part-of": "sensor"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"sensor.dev/v1\"}\n"
+            },
+            "managedFields": [{
+                "apiVersion": "sensor.dev/v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {".": {}, "f:rules": {}}},
+                "manager": "kubectl-client-side-apply",
+                "operation": "Update",
+                "time": "2026-01-01T00:00:00Z"
+            }]
+        },
+        "spec": {
+            "scope": {"podSelector": {"matchExpressions": [
+                {"key": "sensor.dev/exempt", "operator": "DoesNotExist"}
+            ]}},
+            "rules": [
+                {"name": "block-metadata", "type": "metadata", "action": action,
+                 "destinations": ["default", "10.20.0.0/16"], "ports": [80, 443]},
+                {"name": "deny-setid-chmod", "type": "chmod", "action": "enforce",
+                 "setid": true, "modeMask": "0o111", "paths": ["/usr/**"]},
+                {"name": "audit-raises", "type": "privilege", "action": "audit",
+                 "raises": ["setuid-root", "capset"]}
+            ]
+        },
+        "status": {"mode": "enforce", "readyNodes": 1, "nodes": {}}
+    });
+    serde_json::to_string_pretty(&object).unwrap()
+}
+
+#[test]
+fn an_api_object_as_pretty_json_parses() {
+    let p = parse("prod/metadata", &api_object("enforce")).unwrap();
+    assert_eq!(
+        p.form,
+        PolicyForm::Namespaced {
+            namespace: Some("prod".into())
+        }
+    );
+    assert_eq!(p.name, "metadata");
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(
+        p.rules[0].kind,
+        RuleKind::Metadata(MetadataRule {
+            destinations: vec![
+                DestinationSpec::Default,
+                DestinationSpec::Cidr("10.20.0.0/16".parse().unwrap())
+            ],
+            ports: vec![80, 443]
+        })
+    );
+    let RuleKind::Chmod(chmod) = &p.rules[1].kind else {
+        panic!("rule 1 is not a chmod rule")
+    };
+    assert_eq!((chmod.setid, chmod.mode_mask), (true, Some(0o111)));
+    assert_eq!(p.scope.pod_selector.unwrap().match_expressions.len(), 1);
+}
+
+#[test]
+fn an_error_in_pretty_json_is_located_at_its_line() {
+    let text = api_object("maybe");
+    let (line, at) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find("\"maybe\"").map(|c| (i + 1, c)))
+        .unwrap();
+    // The value of the first rule's `action`, well below the metadata.
+    assert!(line > 20, "{text}");
+    assert_error(
+        &text,
+        line,
+        at + 1,
+        "spec.rules[0].action: unknown action 'maybe' (expected enforce or audit)",
+    );
+    // An unknown field of the spec, at its key.
+    let typo = api_object("enforce").replacen("\"ports\"", "\"port\"", 1);
+    let line = typo.lines().position(|l| l.contains("\"port\"")).unwrap() + 1;
+    let column = typo.lines().nth(line - 1).unwrap().find('"').unwrap() + 1;
+    assert_error(
+        &typo,
+        line,
+        column,
+        "spec.rules[0]: unknown field 'port' of a metadata rule",
+    );
+}
+
+const RESOURCE_EXAMPLES: &str = include_str!("../../deploy/examples/policies.yaml");
+
+/// deploy/examples/policies.yaml is shown in docs/policy.md, and each of its objects parses
+/// as what it says it is.
+#[test]
+fn the_resource_examples_in_the_docs_parse() {
+    let blocks: Vec<&str> = docs_yaml_blocks()
+        .into_iter()
+        .filter(|b| b.contains("apiVersion: sensor.dev/v1"))
+        .collect();
+    assert_eq!(
+        blocks,
+        [RESOURCE_EXAMPLES],
+        "docs/policy.md shows the example verbatim"
+    );
+    let forms: Vec<(PolicyForm, Action)> = RESOURCE_EXAMPLES
+        .split("\n---\n")
+        .enumerate()
+        .map(
+            |(i, text)| match parse(&format!("policies.yaml object {i}"), text) {
+                Ok(p) => (p.form, p.rules[0].action),
+                Err(errors) => panic!("{errors:#?}\n{text}"),
+            },
+        )
+        .collect();
+    let namespaced = |ns: &str| PolicyForm::Namespaced {
+        namespace: Some(ns.into()),
+    };
+    assert_eq!(
+        forms,
+        [
+            (PolicyForm::Cluster, Action::Enforce),
+            (namespaced("prod"), Action::Enforce),
+            (namespaced("staging"), Action::Audit),
+        ]
+    );
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{
-    API_VERSION, KIND,
+    API_VERSION, CLUSTER_KIND, KIND, NAMESPACED_KIND, RESOURCE_GROUP, RESOURCE_VERSION,
     glob::{Glob, MAX_GLOB_BYTES},
     model::*,
     yaml::{Node, NodeKind, Pos, ScalarType},
@@ -17,9 +17,29 @@ use super::{
 use crate::destinations::{METADATA_ENDPOINTS, Prefix, PrefixError};
 
 const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+const RESOURCE_TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 const METADATA_FIELDS: &[&str] = &["name", "description"];
+const RESOURCE_METADATA_FIELDS: &[&str] = &["name", "namespace", "description"];
+/// The other Kubernetes ObjectMeta fields: a resource may carry them, unchecked (the API
+/// server sets and checks them).
+const OBJECT_META_FIELDS: &[&str] = &[
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "managedFields",
+    "finalizers",
+    "ownerReferences",
+    "generateName",
+    "selfLink",
+    "deletionGracePeriodSeconds",
+];
 const SPEC_FIELDS: &[&str] = &["scope", "rules"];
 const SCOPE_FIELDS: &[&str] = &["namespaces", "podSelector", "cgroups"];
+const NAMESPACED_SCOPE_FIELDS: &[&str] = &["podSelector"];
 const NAMESPACES_FIELDS: &[&str] = &["include", "exclude"];
 const SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const REQUIREMENT_FIELDS: &[&str] = &["key", "operator", "values"];
@@ -331,6 +351,25 @@ fn check_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// A Kubernetes object name (DNS-1123 subdomain): dot-separated parts of lowercase letters,
+/// digits and '-', each starting and ending with a letter or digit, at most 253 in all.
+fn check_object_name(s: &str) -> Result<String, String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    if s.len() <= 253 && s.split('.').all(part_ok) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "'{s}': not a valid name (a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit)"
+        ))
+    }
+}
+
 fn check_namespace_pattern(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
@@ -489,6 +528,14 @@ fn check_mode_mask(node: &Node, ck: &mut Checker, path: &str) -> Option<u16> {
     }
 }
 
+/// Which document is being checked (the model's [`PolicyForm`] without the namespace).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    File,
+    Cluster,
+    Namespaced,
+}
+
 /// Where a destination prefix was first listed, to keep each prefix in one rule.
 struct Owner {
     rule: String,
@@ -522,32 +569,37 @@ pub(crate) fn policy(root: &Node) -> (Option<Policy>, Vec<(Pos, String)>) {
 impl PolicyChecker {
     fn top(&mut self, root: &Node) -> Option<Policy> {
         let mut f = self.ck.mapping(root, "")?;
-        if let Some(n) = self.ck.required(&mut f, "apiVersion")
-            && let Some(v) = self.ck.string(n, "apiVersion")
-            && v != API_VERSION
-        {
-            self.ck.error(
-                n.pos,
-                "apiVersion",
-                format_args!("unsupported apiVersion '{v}' (this sensor reads {API_VERSION})"),
-            );
-        }
-        if let Some(n) = self.ck.required(&mut f, "kind")
-            && let Some(v) = self.ck.string(n, "kind")
-            && v != KIND
-        {
-            self.ck
-                .error(n.pos, "kind", format_args!("expected {KIND}, found '{v}'"));
-        }
+        let form = self.form(&mut f);
         let meta = self
             .ck
             .required(&mut f, "metadata")
-            .and_then(|n| self.metadata(n));
-        let spec = self.ck.required(&mut f, "spec").and_then(|n| self.spec(n));
-        self.ck.unknown_fields(&f, TOP_FIELDS);
-        let (name, description) = meta?;
-        let (scope, rules) = spec?;
+            .and_then(|n| self.metadata(n, form));
+        let spec = self
+            .ck
+            .required(&mut f, "spec")
+            .and_then(|n| self.spec(n, form));
+        if form == Form::File {
+            self.ck.unknown_fields(&f, TOP_FIELDS);
+        } else {
+            // The API server's view of the object; the daemon reports into it, never reads it.
+            f.get("status");
+            self.ck.unknown_fields(&f, RESOURCE_TOP_FIELDS);
+        }
+        let (name, description, namespace) = meta?;
+        let (mut scope, rules) = spec?;
+        let form = match form {
+            Form::File => PolicyForm::File,
+            Form::Cluster => PolicyForm::Cluster,
+            Form::Namespaced => {
+                scope.namespaces = namespace.clone().map(|ns| NamespaceScope {
+                    include: vec![ns],
+                    exclude: Vec::new(),
+                });
+                PolicyForm::Namespaced { namespace }
+            }
+        };
         Some(Policy {
+            form,
             name,
             description,
             scope,
@@ -555,31 +607,153 @@ impl PolicyChecker {
         })
     }
 
-    fn metadata(&mut self, node: &Node) -> Option<(String, Option<String>)> {
+    /// `apiVersion` and `kind`. With one of them wrong (reported), the other decides which
+    /// rules the rest of the document is checked by.
+    fn form(&mut self, f: &mut Fields<'_>) -> Form {
+        let api = self
+            .ck
+            .required(f, "apiVersion")
+            .and_then(|n| Some((n, self.ck.string(n, "apiVersion")?)));
+        let resource_api = format!("{RESOURCE_GROUP}/{RESOURCE_VERSION}");
+        let api_form = match api {
+            Some((_, v)) if v == API_VERSION => Some(Form::File),
+            Some((_, v)) if v == resource_api => Some(Form::Cluster),
+            Some((n, v)) => {
+                self.ck.error(
+                    n.pos,
+                    "apiVersion",
+                    format_args!(
+                        "unsupported apiVersion '{v}' (this sensor reads {API_VERSION} policy files and {resource_api} resources)"
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
+        let kind = self
+            .ck
+            .required(f, "kind")
+            .and_then(|n| Some((n, self.ck.string(n, "kind")?)));
+        let kind_form = kind.and_then(|(n, v)| {
+            let form = match v {
+                KIND => Form::File,
+                CLUSTER_KIND => Form::Cluster,
+                NAMESPACED_KIND => Form::Namespaced,
+                _ if api_form == Some(Form::Cluster) => {
+                    self.ck.error(
+                        n.pos,
+                        "kind",
+                        format_args!("expected {CLUSTER_KIND} or {NAMESPACED_KIND}, found '{v}'"),
+                    );
+                    return None;
+                }
+                _ => {
+                    self.ck
+                        .error(n.pos, "kind", format_args!("expected {KIND}, found '{v}'"));
+                    return None;
+                }
+            };
+            Some((n, v, form))
+        });
+        match (api, api_form, kind_form) {
+            (Some((n, _)), Some(Form::File), Some((_, v, form))) if form != Form::File => {
+                self.ck.error(
+                    n.pos,
+                    "apiVersion",
+                    format_args!(
+                        "a {v} is a Kubernetes resource of apiVersion {resource_api} ({API_VERSION} is the policy file format, kind {KIND})"
+                    ),
+                );
+                form
+            }
+            (_, Some(Form::Cluster), Some((n, v, Form::File))) => {
+                self.ck.error(
+                    n.pos,
+                    "kind",
+                    format_args!(
+                        "expected {CLUSTER_KIND} or {NAMESPACED_KIND}, found '{v}' (kind {KIND} is a policy file, apiVersion {API_VERSION})"
+                    ),
+                );
+                Form::Cluster
+            }
+            (_, _, Some((_, _, form))) => form,
+            (_, api_form, None) => api_form.unwrap_or(Form::File),
+        }
+    }
+
+    /// `metadata`: the name, the description, and a `SensorPolicy`'s namespace.
+    fn metadata(
+        &mut self,
+        node: &Node,
+        form: Form,
+    ) -> Option<(String, Option<String>, Option<String>)> {
         let mut f = self.ck.mapping(node, "metadata")?;
         let name = self.ck.required(&mut f, "name").and_then(|n| {
             let s = self.ck.string(n, "metadata.name")?;
-            check_name(s)
+            let check = if form == Form::File {
+                check_name
+            } else {
+                check_object_name
+            };
+            check(s)
                 .map_err(|m| self.ck.error(n.pos, "metadata.name", m))
                 .ok()
         });
-        let mut description_ok = true;
+        let mut ok = true;
         let description = f.get("description").and_then(|n| {
             let s = self.ck.string(n, "metadata.description");
-            description_ok = s.is_some();
+            ok &= s.is_some();
             s.map(str::to_owned)
         });
-        self.ck.unknown_fields(&f, METADATA_FIELDS);
-        description_ok.then_some(())?;
-        Some((name?, description))
+        if form == Form::File {
+            self.ck.unknown_fields(&f, METADATA_FIELDS);
+            ok.then_some(())?;
+            return Some((name?, description, None));
+        }
+        let namespace = f.get("namespace").and_then(|n| {
+            let path = "metadata.namespace";
+            if form == Form::Cluster {
+                self.ck.error(
+                    f.key_pos("namespace").unwrap_or(n.pos),
+                    path,
+                    format_args!(
+                        "a {CLUSTER_KIND} is cluster-scoped and has no namespace (a {NAMESPACED_KIND} applies to one namespace)"
+                    ),
+                );
+                ok = false;
+                return None;
+            }
+            let checked = self
+                .ck
+                .string(n, path)
+                .map(|s| check_name(s).map_err(|m| self.ck.error(n.pos, path, m)));
+            ok &= matches!(checked, Some(Ok(_)));
+            checked?.ok()
+        });
+        // The API server's fields: whatever it wrote is fine.
+        for field in OBJECT_META_FIELDS {
+            f.get(field);
+        }
+        let mut expected = RESOURCE_METADATA_FIELDS.to_vec();
+        expected.extend_from_slice(OBJECT_META_FIELDS);
+        self.ck.unknown_fields(&f, &expected);
+        ok.then_some(())?;
+        Some((name?, description, namespace))
     }
 
-    fn spec(&mut self, node: &Node) -> Option<(Scope, Vec<Rule>)> {
+    fn spec(&mut self, node: &Node, form: Form) -> Option<(Scope, Vec<Rule>)> {
         let mut f = self.ck.mapping(node, "spec")?;
-        let scope = self
-            .ck
-            .required(&mut f, "scope")
-            .and_then(|n| self.scope(n));
+        let scope = if form == Form::Namespaced {
+            // Optional: without it, every pod of the namespace.
+            match f.get("scope") {
+                None => Some(Scope::default()),
+                Some(n) => self.namespaced_scope(n),
+            }
+        } else {
+            self.ck
+                .required(&mut f, "scope")
+                .and_then(|n| self.scope(n, form))
+        };
         let rules = self
             .ck
             .required(&mut f, "rules")
@@ -588,7 +762,8 @@ impl PolicyChecker {
         Some((scope?, rules?))
     }
 
-    fn scope(&mut self, node: &Node) -> Option<Scope> {
+    /// A policy file's or a `SensorClusterPolicy`'s scope (no cgroups in the latter).
+    fn scope(&mut self, node: &Node, form: Form) -> Option<Scope> {
         let path = "spec.scope";
         let mut f = self.ck.mapping(node, path)?;
         let mut ok = true;
@@ -597,11 +772,23 @@ impl PolicyChecker {
             .map(|n| self.namespaces(n))
             .map(|r| r.ok_or(()));
         let selector = f.get("podSelector").map(|n| self.selector(n).ok_or(()));
-        let cgroups = f.get("cgroups").map(|n| {
-            self.ck
-                .string_list(n, &f.field_path("cgroups"), false, check_cgroup_path)
-                .ok_or(())
-        });
+        let cgroups = match (f.get("cgroups"), f.key_pos("cgroups")) {
+            (Some(_), Some(pos)) if form == Form::Cluster => {
+                self.ck.error(
+                    pos,
+                    &f.field_path("cgroups"),
+                    format_args!(
+                        "cgroup roots are node configuration: a {CLUSTER_KIND}, written in the API, must not attach programs to host cgroups (give them to sensor run --scope-cgroup or a policy file on the node)"
+                    ),
+                );
+                Some(Err(()))
+            }
+            (n, _) => n.map(|n| {
+                self.ck
+                    .string_list(n, &f.field_path("cgroups"), false, check_cgroup_path)
+                    .ok_or(())
+            }),
+        };
         if let Some(pos) = f.key_pos("podSelector")
             && !f.has("namespaces")
         {
@@ -612,12 +799,18 @@ impl PolicyChecker {
             );
             ok = false;
         }
-        // With an unknown field (a misspelt `namespaces`?) that error says it all.
-        if !f.has("namespaces") && !f.has("cgroups") && f.entries.iter().all(|e| e.used) {
+        // With an unknown field (a misspelt `namespaces`?) or a podSelector without
+        // namespaces, that error says it all.
+        if ok && !f.has("namespaces") && !f.has("cgroups") && f.entries.iter().all(|e| e.used) {
+            let give = if form == Form::Cluster {
+                "give namespaces"
+            } else {
+                "give namespaces (Kubernetes) and/or cgroups (plain host)"
+            };
             self.ck.error(
                 f.pos,
                 path,
-                "the scope selects nothing: give namespaces (Kubernetes) and/or cgroups (plain host)",
+                format_args!("the scope selects nothing: {give}"),
             );
             ok = false;
         }
@@ -629,6 +822,32 @@ impl PolicyChecker {
             namespaces,
             pod_selector,
             cgroups,
+        })
+    }
+
+    /// A `SensorPolicy`'s scope: its own namespace, narrowed by `podSelector` at most.
+    fn namespaced_scope(&mut self, node: &Node) -> Option<Scope> {
+        let mut f = self.ck.mapping(node, "spec.scope")?;
+        let mut ok = true;
+        for field in ["namespaces", "cgroups"] {
+            if let (Some(_), Some(pos)) = (f.get(field), f.key_pos(field)) {
+                self.ck.error(
+                    pos,
+                    &f.field_path(field),
+                    format_args!(
+                        "a {NAMESPACED_KIND} applies to the pods of its own namespace; use podSelector to narrow it"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let selector = f.get("podSelector").map(|n| self.selector(n).ok_or(()));
+        self.ck.unknown_fields(&f, NAMESPACED_SCOPE_FIELDS);
+        let pod_selector = selector.transpose().ok()?;
+        ok.then_some(Scope {
+            namespaces: None,
+            pod_selector,
+            cgroups: Vec::new(),
         })
     }
 
