@@ -4,6 +4,7 @@
 //! the [`reload::Reloader`] replaces whole.
 
 pub mod reload;
+pub mod resources;
 
 use std::{
     path::{Path, PathBuf},
