@@ -18,8 +18,11 @@ pub mod maps {
     pub const DEST_V6: &str = "SENSOR_DEST_V6";
     /// Scope roots for the global (tracepoint) hooks: cgroup v2 id -> 1.
     pub const SCOPE: &str = "SENSOR_SCOPE";
-    /// Exempted cgroups (pod level): cgroup v2 id -> 1. A task at or below one is not blocked.
-    pub const EXEMPT: &str = "SENSOR_EXEMPT";
+    /// Policy membership (pod level): cgroup v2 id -> the policies (bits, [`crate::MAX_POLICIES`])
+    /// whose scope holds the pod; a task at or below a pod's cgroup answers to those policies
+    /// only (0: exempted from all). Key [`crate::OTHER_CGROUPS`] holds the policies of every
+    /// cgroup no known pod claims.
+    pub const MEMBERS: &str = "SENSOR_MEMBERS";
     /// Per-CPU kernel counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "SENSOR_COUNTERS";
     /// Two [`crate::KernelRuleSet`] sets (double buffer); the daemon writes the inactive one, then
@@ -55,7 +58,7 @@ pub mod maps {
         DEST_V4,
         DEST_V6,
         SCOPE,
-        EXEMPT,
+        MEMBERS,
         COUNTERS,
         CHMOD_RULES,
         CHMOD_ACTIVE,
@@ -397,21 +400,50 @@ pub const SETID_BITS: u32 = 0o6000;
 /// `AT_FDCWD`.
 pub const AT_FDCWD: i32 = -100;
 
-/// Value of a destination LPM trie entry.
+/// Most policies in force at once: a policy is one bit of a `u32` mask in the kernel maps.
+pub const MAX_POLICIES: usize = 32;
+
+/// [`maps::MEMBERS`] key of the policies that apply to a cgroup no known pod claims (cgroup
+/// ids start at 1).
+pub const OTHER_CGROUPS: u64 = 0;
+
+/// Value of a destination LPM trie entry: which policies cover the prefix (merged with every
+/// shorter prefix that contains it), as policy bits, on every port or on listed ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DestRule {
-    /// [`Action`] as `u32`.
-    pub action: u32,
-    /// Index of the rule in the daemon's rule table (names it in events).
+    /// Policies with an enforcing rule for every port.
+    pub enforce: u32,
+    /// Policies with an audit rule for every port.
+    pub audit: u32,
+    /// Index of the entry in the daemon's table (names the prefix in events).
     pub rule: u32,
-    /// How many of `ports` are used; 0 = the entry applies to every port.
+    /// How many of `ports` are used.
     pub nports: u32,
-    pub _pad: u32,
-    /// Destination ports (host order) the entry applies to, the first `nports` of them.
+    /// Ports (host order) some policy lists, the first `nports` of them, each with the policies
+    /// that enforce or audit it ([`Self::port_enforce`], [`Self::port_audit`]).
     pub ports: [u16; MAX_RULE_PORTS],
+    pub port_enforce: [u32; MAX_RULE_PORTS],
+    pub port_audit: [u32; MAX_RULE_PORTS],
 }
-const _: () = assert!(size_of::<DestRule>() == 48);
+const _: () = assert!(size_of::<DestRule>() == 16 + 2 * MAX_RULE_PORTS + 8 * MAX_RULE_PORTS);
+
+impl DestRule {
+    /// The policies (enforcing, auditing) whose rules cover `port`.
+    #[inline(always)]
+    pub fn policies_at(&self, port: u16) -> (u32, u32) {
+        let (mut enforce, mut audit) = (self.enforce, self.audit);
+        let mut i = 0;
+        while i < MAX_RULE_PORTS {
+            if (i as u32) < self.nports && self.ports[i] == port {
+                enforce |= self.port_enforce[i];
+                audit |= self.port_audit[i];
+            }
+            i += 1;
+        }
+        (enforce, audit)
+    }
+}
 
 /// A chmod rule as the kernel evaluates it: a call matches when its requested mode has any of
 /// `mode_bits`, or always with [`rule_flags::MATCH_ALL`].
@@ -425,8 +457,11 @@ pub struct KernelRule {
     pub mode_bits: u32,
     /// [`rule_flags`].
     pub flags: u32,
+    /// The policy the rule belongs to, as its bit ([`maps::MEMBERS`]).
+    pub policy: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelRule>() == 16);
+const _: () = assert!(size_of::<KernelRule>() == 24);
 
 pub mod rule_flags {
     /// Every call matches, whatever the mode.
@@ -436,19 +471,27 @@ pub mod rule_flags {
     pub const USERSPACE_PATHS: u32 = 2;
 }
 
-/// Most chmod rules the kernel evaluates (the daemon refuses a policy with more).
-pub const MAX_KERNEL_RULES: usize = 16;
+pub mod set_flags {
+    /// Some rule is [`super::rule_flags::USERSPACE_PATHS`]: an event no kernel rule decided
+    /// carries the caller's policies, for userspace to match those rules against.
+    pub const USERSPACE_PATHS: u32 = 1;
+}
+
+/// Most chmod rules (and, separately, privilege rules) the kernel evaluates, summed over the
+/// policies in force (the daemon refuses a set with more).
+pub const MAX_KERNEL_RULES: usize = 32;
 
 /// One set of chmod rules (value of a [`maps::CHMOD_RULES`] slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelRuleSet {
-    /// Rules in use, the first `count` of `rules`, in policy file order.
+    /// Rules in use, the first `count` of `rules`: each policy's in its file order.
     pub count: u32,
-    pub _pad: u32,
+    /// [`set_flags`].
+    pub flags: u32,
     pub rules: [KernelRule; MAX_KERNEL_RULES],
 }
-const _: () = assert!(size_of::<KernelRuleSet>() == 8 + 16 * MAX_KERNEL_RULES);
+const _: () = assert!(size_of::<KernelRuleSet>() == 8 + 24 * MAX_KERNEL_RULES);
 
 /// `ChmodEvent::rule` when no kernel rule matched.
 pub const NO_RULE: u32 = u32::MAX;
@@ -504,7 +547,8 @@ pub struct ConnectEvent {
     pub dst_port: u32,
     /// Rule index from [`DestRule::rule`].
     pub rule: u32,
-    pub _pad: u32,
+    /// The policies (bits) whose rules matched and apply to the caller.
+    pub policies: u32,
     /// Destination address in network byte order; IPv4 uses the first 4 bytes.
     pub dst_addr: [u8; 16],
 }
@@ -545,7 +589,8 @@ pub struct ChmodEvent {
     pub path_len: u32,
     /// [`KernelRule::rule`] of the deciding rule, [`NO_RULE`] when none matched.
     pub rule: u32,
-    pub _pad: u32,
+    /// The policies (bits) whose rules matched and apply to the caller.
+    pub policies: u32,
     pub path: [u8; PATH_BYTES],
 }
 const _: () = assert!(size_of::<ChmodEvent>() == 64 + 32 + PATH_BYTES);
@@ -565,7 +610,8 @@ pub struct PrivilegeEvent {
     pub nids: u32,
     /// Index of the deciding privilege rule ([`NO_RULE`]: none).
     pub rule: u32,
-    pub _pad: u32,
+    /// The policies (bits) whose rules matched and apply to the caller.
+    pub policies: u32,
 }
 const _: () = assert!(size_of::<PrivilegeEvent>() == 64 + 32);
 

@@ -29,16 +29,17 @@ use aya_ebpf::{
     programs::{FExitContext, LsmContext, TracePointContext},
 };
 use sensor_common::{
-    ChmodEvent, Counter, EventKind, KernelOffsets, KernelRule, KernelRuleSet, ModeCall, NO_RULE,
-    Verdict, path_status, rule_flags,
+    ChmodEvent, Counter, EventKind, KernelOffsets, KernelRule, KernelRuleSet, ModeCall, Verdict,
+    path_status, rule_flags, set_flags,
 };
 
 use crate::{
     kstruct::HookArgs,
     kstruct::{lsm_ret, offsets, read},
     shared::{
-        ARG0, ARG1, ARG2, ARG3, SENSOR_EVENTS, SENSOR_REVERTS, count, current_in_scope,
-        fill_header, kill_tier_decide, lsm_tier_decide, path_read_status, wakeup_flags,
+        ARG0, ARG1, ARG2, ARG3, RuleRef, SENSOR_EVENTS, SENSOR_REVERTS, count, current_in_scope,
+        current_policies, fill_header, kill_tier_decide, lsm_tier_decide, path_read_status,
+        wakeup_flags,
     },
 };
 
@@ -98,16 +99,38 @@ fn path_chmod_hook(ctx: &impl HookArgs) -> i32 {
 
 /// LSM tier: the active chmod rules the kernel matches (rules with paths are userspace's).
 #[inline(always)]
-pub fn lsm_decide(matches: impl Fn(&KernelRule) -> bool) -> (Verdict, u32) {
+pub fn lsm_decide(matches: impl Fn(&KernelRule) -> bool) -> (Verdict, RuleRef) {
     match active_rules() {
-        Some(set) => lsm_tier_decide(
+        Some(set) => with_callers_policies(
             set,
-            |r| r.flags & rule_flags::USERSPACE_PATHS == 0 && matches(r),
-            Counter::LsmChmodDenied,
-            Counter::LsmChmodAudited,
+            lsm_tier_decide(
+                set,
+                |r| r.flags & rule_flags::USERSPACE_PATHS == 0 && matches(r),
+                Counter::LsmChmodDenied,
+                Counter::LsmChmodAudited,
+            ),
         ),
-        None => (Verdict::Allowed, NO_RULE),
+        None => (Verdict::Allowed, RuleRef::NONE),
     }
+}
+
+/// A call no kernel rule decided carries the caller's policies when the set has rules that
+/// userspace matches (by path), so that it matches only the rules of those policies.
+#[inline(always)]
+fn with_callers_policies(
+    set: &KernelRuleSet,
+    (verdict, rule): (Verdict, RuleRef),
+) -> (Verdict, RuleRef) {
+    if rule.is_none() && set.flags & set_flags::USERSPACE_PATHS != 0 {
+        return (
+            verdict,
+            RuleRef {
+                rule: rule.rule,
+                policies: current_policies(),
+            },
+        );
+    }
+    (verdict, rule)
 }
 
 /// LSM tier: a chmod event naming the file by its dentry's name.
@@ -116,7 +139,7 @@ pub fn report_dentry(
     call: ModeCall,
     mode: u32,
     old_mode: u32,
-    rule: u32,
+    rule: RuleRef,
     verdict: Verdict,
     dentry: *const u8,
     off: &KernelOffsets,
@@ -240,7 +263,7 @@ fn report(
 /// undoes it ahead of the event pipeline. A full revert ring is counted; the pipeline then
 /// reverts from the event itself.
 #[inline(always)]
-pub fn queue_revert(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+pub fn queue_revert(call: &Call, mode: u32, verdict: Verdict, rule: RuleRef) {
     if verdict != Verdict::Killed || mode & sensor_common::SETID_BITS == 0 {
         return;
     }
@@ -266,7 +289,7 @@ pub fn queue_revert(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
 /// A chmod event for a syscall's arguments (the path read from user memory); a killed
 /// set-id call is queued for its revert first ([`queue_revert`]).
 #[inline(always)]
-pub fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: u32) {
+pub fn write_call_event(call: &Call, mode: u32, verdict: Verdict, rule: RuleRef) {
     queue_revert(call, mode, verdict, rule);
     write_event(
         (call.syscall, call.fd, call.flags as u32),
@@ -297,7 +320,7 @@ pub fn write_event(
     call: (ModeCall, i32, u32),
     mode: u32,
     verdict: Verdict,
-    rule: u32,
+    rule: RuleRef,
     path: impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32),
 ) {
     let Some(mut entry) = SENSOR_EVENTS.reserve::<ChmodEvent>(0) else {
@@ -319,7 +342,7 @@ unsafe fn fill_event(
     (syscall, fd, flags): (ModeCall, i32, u32),
     mode: u32,
     verdict: Verdict,
-    rule: u32,
+    rule: RuleRef,
     path: impl FnOnce(&mut [u8; sensor_common::PATH_BYTES]) -> (u32, u32),
 ) {
     // SAFETY: the caller's.
@@ -334,8 +357,8 @@ unsafe fn fill_event(
         (*ev).mode = mode;
         (*ev).fd = fd;
         (*ev).flags = flags;
-        (*ev).rule = rule;
-        (*ev)._pad = 0;
+        (*ev).rule = rule.rule;
+        (*ev).policies = rule.policies;
         let (status, len) = path(&mut (*ev).path);
         (*ev).path_status = status;
         (*ev).path_len = len;
@@ -352,17 +375,21 @@ fn active_rules() -> Option<&'static KernelRuleSet> {
 /// Kill tier: the active chmod rules (rules with paths are left to userspace; "every chmod"
 /// rules do not cover file creation): see [`kill_tier_decide`].
 #[inline(always)]
-pub fn kill_decide(mode: u32, create: bool) -> (Verdict, u32) {
+pub fn kill_decide(mode: u32, create: bool) -> (Verdict, RuleRef) {
     let Some(set) = active_rules() else {
-        return (Verdict::Allowed, NO_RULE);
+        return (Verdict::Allowed, RuleRef::NONE);
     };
-    kill_tier_decide(
+    with_callers_policies(
         set,
-        |r| {
-            r.flags & rule_flags::USERSPACE_PATHS == 0
-                && ((!create && r.flags & rule_flags::MATCH_ALL != 0) || mode & r.mode_bits != 0)
-        },
-        Counter::ChmodKilled,
-        Counter::ChmodAudited,
+        kill_tier_decide(
+            set,
+            |r| {
+                r.flags & rule_flags::USERSPACE_PATHS == 0
+                    && ((!create && r.flags & rule_flags::MATCH_ALL != 0)
+                        || mode & r.mode_bits != 0)
+            },
+            Counter::ChmodKilled,
+            Counter::ChmodAudited,
+        ),
     )
 }

@@ -10,12 +10,11 @@ use aya_ebpf::{
     bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
-use sensor_common::{
-    Action, ConnectEvent, ConnectHook, Counter, DestRule, EventKind, MAX_RULE_PORTS, Verdict,
-};
+use sensor_common::{ConnectEvent, ConnectHook, Counter, DestRule, EventKind, Verdict};
 
 use crate::shared::{
-    SENSOR_DEST_V4, SENSOR_DEST_V6, SENSOR_EVENTS, count, current_exempt, fill_header, wakeup_flags,
+    SENSOR_DEST_V4, SENSOR_DEST_V6, SENSOR_EVENTS, applying, count, current_policies, fill_header,
+    wakeup_flags,
 };
 
 const ALLOW: i32 = 1;
@@ -87,40 +86,36 @@ fn check_v6(ctx: &SockAddrContext, hook: ConnectHook) -> i32 {
 }
 
 #[inline(always)]
-pub fn lookup(family: u32, addr: &[u8; 16]) -> Option<DestRule> {
+pub fn lookup(family: u32, addr: &[u8; 16]) -> Option<&'static DestRule> {
+    // The entry is read in place (it is too large to copy onto the BPF stack).
     if family == AF_INET {
         let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
-        SENSOR_DEST_V4.get(key).copied()
+        SENSOR_DEST_V4.get(key)
     } else {
-        SENSOR_DEST_V6.get(Key::new(128, *addr)).copied()
+        SENSOR_DEST_V6.get(Key::new(128, *addr))
     }
 }
 
+/// The policies (enforcing, auditing) whose rules in this entry cover `port`; `None` when no
+/// policy's does (not this entry's business).
 #[inline(always)]
-pub fn port_listed(rule: &DestRule, port: u16) -> bool {
-    if rule.nports == 0 {
-        return true;
-    }
-    let mut i = 0;
-    while i < MAX_RULE_PORTS {
-        if (i as u32) < rule.nports && rule.ports[i] == port {
-            return true;
-        }
-        i += 1;
-    }
-    false
+pub fn covering(rule: &DestRule, port: u16) -> Option<(u32, u32)> {
+    let (enforce, audit) = rule.policies_at(port);
+    (enforce | audit != 0).then_some((enforce, audit))
 }
 
-/// What a matching entry does, counted: anything but an explicit audit action enforces (a
-/// corrupt entry fails closed).
+/// What the covering policies that apply to the caller (`members`) make of the call, counted:
+/// `Blocked` when one of them enforces, else `Audited`, with the policies that applied. `None`:
+/// none applies (exempted, counted).
 #[inline(always)]
-pub fn verdict_for(rule: &DestRule) -> Verdict {
-    if rule.action == Action::Audit as u32 {
-        count(Counter::Audited);
-        Verdict::Audited
-    } else {
+pub fn verdict_for((enforce, audit): (u32, u32), members: u32) -> Option<(Verdict, u32)> {
+    let (enforcing, policies) = applying(enforce, audit, members)?;
+    if enforcing {
         count(Counter::Blocked);
-        Verdict::Blocked
+        Some((Verdict::Blocked, policies))
+    } else {
+        count(Counter::Audited);
+        Some((Verdict::Audited, policies))
     }
 }
 
@@ -132,18 +127,15 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
     // SAFETY: the context pointer is valid for the program's run; `user_port` is a 4-byte
     // load holding the port in network order in its low 16 bits.
     let dst_port = u16::from_be(unsafe { (*sa).user_port } as u16);
-    // The most specific prefix decides; when it lists ports, other ports are not its business.
-    if !port_listed(&rule, dst_port) {
+    let Some(cover) = covering(rule, dst_port) else {
         return ALLOW;
-    }
+    };
     // This hook runs for the call: the late-socket tracepoints have nothing to decide.
     crate::late_socket::seen_by_hook();
-    // Exemptions only remove protection for the pods they name; checked on a match only.
-    if current_exempt() {
-        count(Counter::Exempted);
+    // Membership is looked up on a match only.
+    let Some((verdict, policies)) = verdict_for(cover, current_policies()) else {
         return ALLOW;
-    }
-    let verdict = verdict_for(&rule);
+    };
     let ret = if verdict == Verdict::Blocked {
         DENY
     } else {
@@ -162,6 +154,7 @@ fn decide(sa: *mut bpf_sock_addr, hook: ConnectHook, dst_family: u32, dst_addr: 
             dst_family,
             dst_port,
             rule: rule.rule,
+            policies,
             dst_addr,
         },
     );
@@ -177,6 +170,8 @@ pub struct Destination {
     pub dst_family: u32,
     pub dst_port: u16,
     pub rule: u32,
+    /// The policies (bits) whose rules matched and apply to the caller.
+    pub policies: u32,
     pub dst_addr: [u8; 16],
 }
 
@@ -209,7 +204,7 @@ pub fn report_with(d: &Destination, header: impl FnOnce(&mut sensor_common::Even
                 (*ev).dst_family = d.dst_family;
                 (*ev).dst_port = u32::from(d.dst_port);
                 (*ev).rule = d.rule;
-                (*ev)._pad = 0;
+                (*ev).policies = d.policies;
                 (*ev).dst_addr = d.dst_addr;
             }
             entry.submit(wakeup_flags::<ConnectEvent>());

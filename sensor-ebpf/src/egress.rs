@@ -12,11 +12,11 @@ use aya_ebpf::{
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use sensor_common::{ConnectHook, Counter, EventKind, MAX_SCOPE_DEPTH, Verdict};
+use sensor_common::{ConnectHook, EventKind, Verdict};
 
 use crate::{
-    connect::{Destination, lookup, port_listed, report, report_with, verdict_for},
-    shared::{SENSOR_EXEMPT, count},
+    connect::{Destination, covering, lookup, report, report_with, verdict_for},
+    shared::policies_of,
 };
 
 const PASS: i32 = 1;
@@ -92,17 +92,17 @@ fn try_egress<const TASK: bool>(ctx: &SkBuffContext) -> Result<i32, i32> {
     } else {
         0
     };
-    if !port_listed(&rule, dst_port) {
+    let Some(cover) = covering(rule, dst_port) else {
         return Ok(PASS);
-    }
+    };
     if TASK {
         crate::late_socket::seen_by_hook();
     }
-    if skb_exempt(skb) {
-        count(Counter::Exempted);
+    // SAFETY: helper call on the context's skb.
+    let members = policies_of(|level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) });
+    let Some((verdict, policies)) = verdict_for(cover, members) else {
         return Ok(PASS);
-    }
-    let verdict = verdict_for(&rule);
+    };
     let ret = if verdict == Verdict::Blocked {
         DROP
     } else {
@@ -116,6 +116,7 @@ fn try_egress<const TASK: bool>(ctx: &SkBuffContext) -> Result<i32, i32> {
         dst_family,
         dst_port,
         rule: rule.rule,
+        policies,
         dst_addr: addr,
     };
     if TASK {
@@ -137,23 +138,4 @@ fn try_egress<const TASK: bool>(ctx: &SkBuffContext) -> Result<i32, i32> {
         });
     }
     Ok(ret)
-}
-
-/// Whether the packet's socket sits at or below an exempted (pod-level) cgroup.
-#[inline(always)]
-fn skb_exempt(skb: *mut aya_ebpf::bindings::__sk_buff) -> bool {
-    let mut level = 0;
-    while level < MAX_SCOPE_DEPTH {
-        // SAFETY: helper call on the context's skb.
-        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level as i32) };
-        if id == 0 {
-            return false;
-        }
-        // SAFETY: the value is read immediately, not kept across calls.
-        if unsafe { SENSOR_EXEMPT.get(id) }.is_some() {
-            return true;
-        }
-        level += 1;
-    }
-    false
 }

@@ -27,12 +27,12 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{FExitContext, LsmContext, TracePointContext},
 };
-use sensor_common::{Action, ConnectHook, Counter, KernelOffsets, MAX_SCOPE_DEPTH, Verdict};
+use sensor_common::{ConnectHook, Counter, KernelOffsets, MAX_SCOPE_DEPTH, Verdict};
 
 use crate::{
-    connect::{Destination, lookup, port_listed, report, verdict_for},
+    connect::{Destination, covering, lookup, report, verdict_for},
     kstruct::{HookArgs, lsm_ret, offsets, read},
-    shared::{count, current_exempt, current_in_scope, kill_current, scope_root},
+    shared::{applying, count, current_in_scope, current_policies, kill_current, scope_root},
 };
 
 const AF_INET: u32 = 2;
@@ -48,7 +48,9 @@ const EINPROGRESS: i64 = 115;
 /// A call on its way, by thread id, waiting to be seen by a scoped cgroup hook.
 #[derive(Clone, Copy)]
 pub struct Pending {
-    action: u32,
+    /// The policies whose rules cover the destination: enforcing, auditing.
+    enforce: u32,
+    audit: u32,
     rule: u32,
     dst_family: u32,
     dst_port: u16,
@@ -151,20 +153,18 @@ fn late_call(
     let Some(rule) = lookup(dst_family, &addr) else {
         return previous;
     };
-    if !port_listed(&rule, port) {
+    let Some(cover) = covering(rule, port) else {
         return previous;
-    }
+    };
     let sk: *const u8 = read(sock, off.socket_sk).unwrap_or(core::ptr::null());
     // A socket in scope is the cgroup hooks' call (they run later in the same call); one
     // whose cgroup cannot be read is treated as outside (checked here).
     if socket_in_scope(sk, off) {
         return previous;
     }
-    if current_exempt() {
-        count(Counter::Exempted);
+    let Some((verdict, policies)) = verdict_for(cover, current_policies()) else {
         return previous;
-    }
-    let verdict = verdict_for(&rule);
+    };
     report(
         verdict,
         &Destination {
@@ -175,6 +175,7 @@ fn late_call(
             dst_family,
             dst_port: port,
             rule: rule.rule,
+            policies,
             dst_addr: addr,
         },
     );
@@ -297,11 +298,12 @@ fn enter(ctx: &TracePointContext, addr_offset: usize) -> u32 {
     let Some(rule) = lookup(dst_family, &addr) else {
         return 0;
     };
-    if !port_listed(&rule, port) {
+    let Some((enforce, audit)) = covering(rule, port) else {
         return 0;
-    }
+    };
     let pending = Pending {
-        action: rule.action,
+        enforce,
+        audit,
         rule: rule.rule,
         dst_family,
         dst_port: port,
@@ -328,15 +330,14 @@ fn exit(ctx: &TracePointContext, took_effect: impl Fn(i64) -> bool) -> u32 {
     if !took_effect(ret) {
         return 0;
     }
-    if current_exempt() {
-        count(Counter::Exempted);
+    let Some((enforcing, policies)) = applying(p.enforce, p.audit, current_policies()) else {
         return 0;
-    }
-    let verdict = if p.action == Action::Audit as u32 {
+    };
+    let verdict = if enforcing {
+        kill_current(Counter::LateSocketKilled)
+    } else {
         count(Counter::LateSocketAudited);
         Verdict::Audited
-    } else {
-        kill_current(Counter::LateSocketKilled)
     };
     report(
         verdict,
@@ -348,6 +349,7 @@ fn exit(ctx: &TracePointContext, took_effect: impl Fn(i64) -> bool) -> u32 {
             dst_family: p.dst_family,
             dst_port: p.dst_port,
             rule: p.rule,
+            policies,
             dst_addr: p.dst_addr,
         },
     );

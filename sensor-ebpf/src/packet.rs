@@ -13,12 +13,12 @@ use aya_ebpf::{
     maps::Array,
     programs::{FExitContext, LsmContext, TracePointContext},
 };
-use sensor_common::{Action, ConnectHook, Counter, DestRule, NO_RULE, Verdict};
+use sensor_common::{ConnectHook, Counter, DestRule, Verdict};
 
 use crate::{
     connect::{Destination, report},
     kstruct::HookArgs,
-    shared::{count, current_exempt, current_in_scope, kill_current},
+    shared::{applying, count, current_in_scope, current_policies, kill_current},
 };
 
 #[map]
@@ -74,17 +74,16 @@ pub fn sensor_socket(ctx: TracePointContext) -> u32 {
 /// The packet rule for the current task: `kill` at the kill tier, else the LSM tier's denial.
 #[inline(always)]
 fn decide(sock_type: u32, protocol: u32, kill: bool) -> Verdict {
-    let Some(rule) = SENSOR_PACKET_RULE.get(0).copied() else {
+    let Some(rule) = SENSOR_PACKET_RULE.get(0) else {
         return Verdict::Allowed;
     };
-    if rule.rule == NO_RULE {
+    if rule.enforce | rule.audit == 0 {
         return Verdict::Allowed;
     }
-    if current_exempt() {
-        count(Counter::Exempted);
+    let Some((enforcing, policies)) = applying(rule.enforce, rule.audit, current_policies()) else {
         return Verdict::Allowed;
-    }
-    let verdict = if rule.action == Action::Audit as u32 {
+    };
+    let verdict = if !enforcing {
         count(Counter::PacketAudited);
         Verdict::Audited
     } else if !kill {
@@ -104,6 +103,7 @@ fn decide(sock_type: u32, protocol: u32, kill: bool) -> Verdict {
             dst_family: 0,
             dst_port: 0,
             rule: rule.rule,
+            policies,
             dst_addr: [0; 16],
         },
     );

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{macros::map, maps::Array};
 use sensor_common::{
-    Counter, EventKind, KernelRule, KernelRuleSet, NO_RULE, PrivilegeCall, PrivilegeEvent, Raise,
-    Verdict,
+    Counter, EventKind, KernelRule, KernelRuleSet, PrivilegeCall, PrivilegeEvent, Raise, Verdict,
 };
 
 use crate::shared::{
-    SENSOR_EVENTS, Tier, count, fill_header, kill_tier_decide, lsm_tier_decide, wakeup_flags,
+    RuleRef, SENSOR_EVENTS, Tier, count, fill_header, kill_tier_decide, lsm_tier_decide,
+    wakeup_flags,
 };
 
 #[map]
@@ -41,7 +41,7 @@ pub fn raise_decision(
             Counter::LsmPrivAudited,
         ),
     };
-    if rule != NO_RULE {
+    if !rule.is_none() {
         report(call, kind, ids, nids, rule, verdict);
     }
     verdict
@@ -49,7 +49,14 @@ pub fn raise_decision(
 
 /// Submit a privilege event (a full ring buffer is counted; the verdict stands either way).
 #[inline(always)]
-fn report(call: PrivilegeCall, kind: Raise, ids: [u32; 3], nids: u32, rule: u32, verdict: Verdict) {
+fn report(
+    call: PrivilegeCall,
+    kind: Raise,
+    ids: [u32; 3],
+    nids: u32,
+    rule: RuleRef,
+    verdict: Verdict,
+) {
     let Some(mut entry) = SENSOR_EVENTS.reserve::<PrivilegeEvent>(0) else {
         count(Counter::RingbufFullPriv);
         return;
@@ -67,8 +74,8 @@ fn report(call: PrivilegeCall, kind: Raise, ids: [u32; 3], nids: u32, rule: u32,
         (*ev).raise = kind as u32;
         (*ev).ids = ids;
         (*ev).nids = nids;
-        (*ev).rule = rule;
-        (*ev)._pad = 0;
+        (*ev).rule = rule.rule;
+        (*ev).policies = rule.policies;
     }
     entry.submit(wakeup_flags::<PrivilegeEvent>());
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
     macros::{lsm, tracepoint},
     programs::{FExitContext, LsmContext, TracePointContext},
 };
-use sensor_common::{ModeCall, NO_RULE, rule_flags};
+use sensor_common::{ModeCall, rule_flags};
 
 use crate::{
     chmod::{self, Call},
@@ -59,7 +59,7 @@ fn path_mknod_hook(ctx: &impl HookArgs) -> i32 {
     };
     let (verdict, rule) =
         chmod::lsm_decide(|r| r.flags & rule_flags::MATCH_ALL == 0 && mode & r.mode_bits != 0);
-    if rule != NO_RULE {
+    if !rule.is_none() {
         chmod::report_dentry(ModeCall::LsmPathMknod, mode, 0, rule, verdict, dentry, off);
     }
     lsm_ret(verdict, previous)
@@ -199,7 +199,7 @@ pub fn report_create(
         return 0;
     }
     let (verdict, rule) = chmod::kill_decide(mode, true);
-    if rule != NO_RULE {
+    if !rule.is_none() {
         chmod::write_call_event(&call, mode, verdict, rule);
     }
     0

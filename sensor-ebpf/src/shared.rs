@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Action, COMM_BYTES, COUNTER_SLOTS, Counter, DestRule, EventHeader, EventKind, KernelRule,
-    KernelRuleSet, MAX_KERNEL_RULES, MAX_SCOPE_DEPTH, NO_RULE, Verdict,
+    KernelRuleSet, MAX_KERNEL_RULES, MAX_SCOPE_DEPTH, NO_RULE, OTHER_CGROUPS, Verdict,
 };
 
 const SIGKILL: u32 = 9;
@@ -56,8 +56,9 @@ pub static SENSOR_DEST_V6: LpmTrie<[u8; 16], DestRule> =
 #[map]
 static SENSOR_SCOPE: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
 
+/// Policy membership per pod cgroup, and of every other cgroup ([`OTHER_CGROUPS`]).
 #[map]
-pub static SENSOR_EXEMPT: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+pub static SENSOR_MEMBERS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 static SENSOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -119,10 +120,66 @@ pub fn current_in_scope() -> bool {
     inside
 }
 
-/// Whether the current task sits at or below an exempted (pod-level) cgroup.
+/// The policies (bits) the current task answers to: those of the first pod cgroup among its
+/// ancestors, else those of every other cgroup. Before the daemon has written them, all
+/// (fails closed).
 #[inline(always)]
-pub fn current_exempt() -> bool {
-    current_below(&SENSOR_EXEMPT)
+pub fn current_policies() -> u32 {
+    // SAFETY: helper call without pointer arguments.
+    policies_of(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) })
+}
+
+/// As [`current_policies`], for the cgroup whose ancestors (root first) `ancestor` gives.
+#[inline(always)]
+pub fn policies_of(ancestor: impl Fn(i32) -> u64) -> u32 {
+    let mut level = 0;
+    while level < MAX_SCOPE_DEPTH {
+        let id = ancestor(level as i32);
+        if id == 0 {
+            break;
+        }
+        // SAFETY: the value is copied out at once.
+        if let Some(policies) = unsafe { SENSOR_MEMBERS.get(id) } {
+            return *policies;
+        }
+        level += 1;
+    }
+    // SAFETY: as above.
+    unsafe { SENSOR_MEMBERS.get(OTHER_CGROUPS) }
+        .copied()
+        .unwrap_or(u32::MAX)
+}
+
+/// What the policies that apply to the caller make of a match: the enforcing and the auditing
+/// policies (bits) of the matched rules against those the caller answers to. `None`: none of
+/// them applies (the caller is exempted, counted).
+#[inline(always)]
+pub fn applying(enforce: u32, audit: u32, members: u32) -> Option<(bool, u32)> {
+    let (enforce, audit) = (enforce & members, audit & members);
+    if enforce | audit == 0 {
+        count(Counter::Exempted);
+        return None;
+    }
+    Some((enforce != 0, enforce | audit))
+}
+
+/// The rule that decided, with the policies (bits) whose matching rules applied.
+#[derive(Clone, Copy)]
+pub struct RuleRef {
+    pub rule: u32,
+    pub policies: u32,
+}
+
+impl RuleRef {
+    pub const NONE: Self = Self {
+        rule: NO_RULE,
+        policies: 0,
+    };
+
+    #[inline(always)]
+    pub fn is_none(&self) -> bool {
+        self.rule == NO_RULE
+    }
 }
 
 /// Whether the cgroup `id` is one of the scope roots.
@@ -170,20 +227,44 @@ pub fn fill_header(header: &mut EventHeader, kind: EventKind, size: usize, verdi
     header.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_BYTES]);
 }
 
-/// The first enforcing and the first audit rule of `set` (in file order) that match, each
-/// [`NO_RULE`] when none does. Anything but an explicit audit action enforces: a corrupt entry
-/// fails closed.
+/// Whether any rule of `set` matches, before anything about the caller is known.
 #[inline(always)]
-fn first_matches(set: &KernelRuleSet, matches: impl Fn(&KernelRule) -> bool) -> (u32, u32) {
+fn any_matches(set: &KernelRuleSet, matches: &impl Fn(&KernelRule) -> bool) -> bool {
+    let mut i = 0;
+    while i < MAX_KERNEL_RULES {
+        if i as u32 >= set.count {
+            break;
+        }
+        if matches(&set.rules[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Of the rules that match and belong to a policy in `members`: the first enforcing and the
+/// first audit rule (in set order), each [`NO_RULE`] when none, and the policies of all of
+/// them. Anything but an explicit audit action enforces: a corrupt entry fails closed. (The
+/// match is evaluated again rather than remembered from [`any_matches`]: a bit set per rule
+/// would give the verifier a distinct state per combination.)
+#[inline(always)]
+fn first_applying(
+    set: &KernelRuleSet,
+    matches: &impl Fn(&KernelRule) -> bool,
+    members: u32,
+) -> (u32, u32, u32) {
     let mut enforce = NO_RULE;
     let mut audit = NO_RULE;
+    let mut policies = 0;
     let mut i = 0;
     while i < MAX_KERNEL_RULES {
         if i as u32 >= set.count {
             break;
         }
         let r = &set.rules[i];
-        if matches(r) {
+        if r.policy & members != 0 && matches(r) {
+            policies |= r.policy;
             if r.action != Action::Audit as u32 {
                 if enforce == NO_RULE {
                     enforce = r.rule;
@@ -194,7 +275,7 @@ fn first_matches(set: &KernelRuleSet, matches: impl Fn(&KernelRule) -> bool) -> 
         }
         i += 1;
     }
-    (enforce, audit)
+    (enforce, audit, policies)
 }
 
 /// How an enforcing match is carried out.
@@ -216,7 +297,7 @@ pub fn kill_tier_decide(
     matches: impl Fn(&KernelRule) -> bool,
     killed: Counter,
     audited: Counter,
-) -> (Verdict, u32) {
+) -> (Verdict, RuleRef) {
     decide_with(set, matches, audited, || kill_current(killed))
 }
 
@@ -242,34 +323,47 @@ pub fn lsm_tier_decide(
     matches: impl Fn(&KernelRule) -> bool,
     denied: Counter,
     audited: Counter,
-) -> (Verdict, u32) {
+) -> (Verdict, RuleRef) {
     decide_with(set, matches, audited, || {
         count(denied);
         Verdict::Blocked
     })
 }
 
-/// The common part of both tiers: `enforce` carries out an enforcing match.
+/// The common part of both tiers: `enforce` carries out an enforcing match. The caller's
+/// policies are looked up only when a rule matches.
 #[inline(always)]
 fn decide_with(
     set: &KernelRuleSet,
     matches: impl Fn(&KernelRule) -> bool,
     audited: Counter,
     enforce_now: impl FnOnce() -> Verdict,
-) -> (Verdict, u32) {
-    let (enforce, audit) = first_matches(set, matches);
-    if enforce == NO_RULE && audit == NO_RULE {
-        return (Verdict::Allowed, NO_RULE);
+) -> (Verdict, RuleRef) {
+    if !any_matches(set, &matches) {
+        return (Verdict::Allowed, RuleRef::NONE);
     }
-    if current_exempt() {
+    let (enforce, audit, policies) = first_applying(set, &matches, current_policies());
+    if policies == 0 {
         count(Counter::Exempted);
-        return (Verdict::Allowed, NO_RULE);
+        return (Verdict::Allowed, RuleRef::NONE);
     }
     if enforce != NO_RULE {
-        return (enforce_now(), enforce);
+        return (
+            enforce_now(),
+            RuleRef {
+                rule: enforce,
+                policies,
+            },
+        );
     }
     count(audited);
-    (Verdict::Audited, audit)
+    (
+        Verdict::Audited,
+        RuleRef {
+            rule: audit,
+            policies,
+        },
+    )
 }
 
 /// (path_status, length) of a string read into an event's path buffer: `complete` when it fit,

@@ -1,6 +1,9 @@
-//! A minimal Kubernetes API server for the end-to-end attribution tests: `GET /api/v1/pods`
-//! lists the pods it holds, `...&watch=true` streams watch events pushed with [`KubeApi::add`].
-//! Plain HTTP on 127.0.0.1 only; one thread per connection; stops with the test process.
+//! A minimal Kubernetes API server for the end-to-end tests: `GET /api/v1/pods` lists the pods
+//! it holds and `...&watch=true` streams the watch events pushed with [`KubeApi::add`]; the
+//! policy resources (`/apis/sensor.dev/v1/sensorpolicies`, `.../sensorclusterpolicies`) the
+//! same, changed with [`KubeApi::apply`] and [`KubeApi::delete`]; `PATCH .../status` of a
+//! policy resource is recorded ([`KubeApi::statuses`]). Plain HTTP on 127.0.0.1 only; one
+//! thread per connection; stops with the test process.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -13,13 +16,41 @@ use std::{
 
 use serde_json::{Value, json};
 
+/// The resources served: pods and the two policy kinds.
+pub const PODS: &str = "pods";
+pub const POLICIES: &str = "sensorpolicies";
+pub const CLUSTER_POLICIES: &str = "sensorclusterpolicies";
+
 #[derive(Default)]
 struct State {
-    pods: Vec<Value>,
-    /// Watch events in order; a watcher sends those it has not sent yet.
-    events: Vec<Value>,
+    /// Objects by resource.
+    objects: std::collections::BTreeMap<&'static str, Vec<Value>>,
+    /// Watch events in order, with their resource; a watcher sends those of its resource it
+    /// has not sent yet.
+    events: Vec<(&'static str, Value)>,
     resource_version: u64,
     requests: Vec<String>,
+    /// Status patches received: (resource, namespace, name, body).
+    statuses: Vec<(String, String, String, Value)>,
+}
+
+/// The resource a request path names, and the object name for `.../NAME/status`.
+fn route(path: &str) -> Option<(&'static str, Option<(String, String)>)> {
+    let path = path.split('?').next().unwrap_or("");
+    if path == "/api/v1/pods" {
+        return Some((PODS, None));
+    }
+    let rest = path.strip_prefix("/apis/sensor.dev/v1/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let resource = |r: &str| [POLICIES, CLUSTER_POLICIES].into_iter().find(|x| *x == r);
+    match parts.as_slice() {
+        [r] => Some((resource(r)?, None)),
+        ["namespaces", ns, r, name, "status"] => {
+            Some((resource(r)?, Some(((*ns).to_owned(), (*name).to_owned()))))
+        }
+        [r, name, "status"] => Some((resource(r)?, Some((String::new(), (*name).to_owned())))),
+        _ => None,
+    }
 }
 
 pub struct KubeApi {
@@ -65,20 +96,77 @@ impl KubeApi {
 
     /// Add a pod: in later lists, and as an ADDED event to watchers.
     pub fn add(&self, pod: Value) {
+        self.apply(PODS, pod);
+    }
+
+    /// Create or replace (by namespace and name) an object of `resource`: in later lists, and
+    /// as an ADDED or MODIFIED event to watchers.
+    pub fn apply(&self, resource: &'static str, object: Value) {
         let (lock, cv) = &*self.state;
         let mut st = lock.lock().unwrap();
         st.resource_version += 1;
-        let mut pod = pod;
-        pod["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
-        st.pods.push(pod.clone());
-        st.events.push(json!({"type": "ADDED", "object": pod}));
+        let mut object = object;
+        object["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
+        let objects = st.objects.entry(resource).or_default();
+        let same = |o: &Value| {
+            o["metadata"]["namespace"] == object["metadata"]["namespace"]
+                && o["metadata"]["name"] == object["metadata"]["name"]
+        };
+        let kind = match objects.iter().position(same) {
+            Some(i) => {
+                objects[i] = object.clone();
+                "MODIFIED"
+            }
+            None => {
+                objects.push(object.clone());
+                "ADDED"
+            }
+        };
+        st.events
+            .push((resource, json!({"type": kind, "object": object})));
         cv.notify_all();
+    }
+
+    /// Delete an object of `resource` (`namespace` "" for a cluster-scoped one): gone from
+    /// later lists, and a DELETED event to watchers.
+    pub fn delete(&self, resource: &'static str, namespace: &str, name: &str) {
+        let (lock, cv) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        st.resource_version += 1;
+        let rv = st.resource_version.to_string();
+        let objects = st.objects.entry(resource).or_default();
+        let Some(i) = objects.iter().position(|o| {
+            o["metadata"]["namespace"].as_str().unwrap_or("") == namespace
+                && o["metadata"]["name"] == name
+        }) else {
+            return;
+        };
+        let mut object = objects.remove(i);
+        object["metadata"]["resourceVersion"] = json!(rv);
+        st.events
+            .push((resource, json!({"type": "DELETED", "object": object})));
+        cv.notify_all();
+    }
+
+    /// Status patches received so far: (resource, namespace, name, patch body).
+    pub fn statuses(&self) -> Vec<(String, String, String, Value)> {
+        self.state.0.lock().unwrap().statuses.clone()
     }
 
     /// Request lines seen so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.0.lock().unwrap().requests.clone()
     }
+}
+
+const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
+
+fn respond(out: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar)) -> std::io::Result<()> {
@@ -89,36 +177,72 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar)) -> std::io::Result<()
         if reader.read_line(&mut request)? == 0 {
             return Ok(());
         }
-        // Headers up to the blank line (GET requests have no body).
+        // Headers up to the blank line; a body only with Content-Length.
+        let mut length = 0usize;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
                 break;
             }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
         }
+        let mut body = vec![0u8; length];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        let method = request.split_whitespace().next().unwrap_or("").to_owned();
         let target = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-        state.0.lock().unwrap().requests.push(target.clone());
-        if !target.starts_with("/api/v1/pods") {
-            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
-            write!(
-                out,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )?;
+        state.0.lock().unwrap().requests.push(format!(
+            "{}{target}",
+            if method == "GET" {
+                String::new()
+            } else {
+                format!("{method} ")
+            }
+        ));
+        let Some((resource, object)) = route(&target) else {
+            respond(&mut out, "404 Not Found", NOT_FOUND)?;
+            continue;
+        };
+        if let Some((namespace, name)) = object {
+            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut st = state.0.lock().unwrap();
+            st.statuses.push((
+                resource.to_owned(),
+                namespace.clone(),
+                name.clone(),
+                patch.clone(),
+            ));
+            let found = st.objects.get(resource).and_then(|objects| {
+                objects.iter().find(|o| {
+                    o["metadata"]["namespace"].as_str().unwrap_or("") == namespace
+                        && o["metadata"]["name"] == name.as_str()
+                })
+            });
+            match found {
+                Some(o) => {
+                    let mut o = o.clone();
+                    o["status"] = patch["status"].clone();
+                    let text = o.to_string();
+                    drop(st);
+                    respond(&mut out, "200 OK", &text)?;
+                }
+                None => {
+                    drop(st);
+                    respond(&mut out, "404 Not Found", NOT_FOUND)?;
+                }
+            }
             continue;
         }
         if !target.contains("watch=true") && !target.contains("watch=1") {
             let body = {
                 let st = state.0.lock().unwrap();
-                json!({"kind": "PodList", "apiVersion": "v1",
-                       "metadata": {"resourceVersion": st.resource_version.to_string()}, "items": st.pods})
+                let items = st.objects.get(resource).cloned().unwrap_or_default();
+                json!({"kind": "List", "apiVersion": "v1",
+                       "metadata": {"resourceVersion": st.resource_version.to_string()}, "items": items})
                 .to_string()
             };
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )?;
+            respond(&mut out, "200 OK", &body)?;
             continue;
         }
         // Watch: events that come after the list, streamed as chunks, until the peer goes away.
@@ -133,13 +257,18 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar)) -> std::io::Result<()
                 let (lock, cv) = state;
                 let st = lock.lock().unwrap();
                 let (st, _) = cv.wait_timeout(st, Duration::from_secs(1)).unwrap();
-                st.events[sent..].to_vec()
+                let new = st.events[sent..]
+                    .iter()
+                    .filter(|(r, _)| *r == resource)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                sent = st.events.len();
+                new
             };
             for ev in &pending {
                 let line = format!("{ev}\n");
                 write!(out, "{:x}\r\n{line}\r\n", line.len())?;
             }
-            sent += pending.len();
             out.flush()?;
         }
     }

@@ -21,7 +21,12 @@ fn connect_event(sensor: &Sensor, pid: u64) -> Value {
 /// Wait until the sensor's pod watcher is watching (it listed and opened a watch).
 fn wait_for_watch(api: &KubeApi) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !api.requests().iter().any(|r| r.contains("watch=")) {
+    let pods = |r: &String| r.starts_with("/api/v1/pods");
+    while !api
+        .requests()
+        .iter()
+        .any(|r| pods(r) && r.contains("watch="))
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the sensor never watched pods: {:?}",
@@ -32,7 +37,7 @@ fn wait_for_watch(api: &KubeApi) {
     let list = api
         .requests()
         .into_iter()
-        .find(|r| !r.contains("watch="))
+        .find(|r| pods(r) && !r.contains("watch="))
         .expect("a list request");
     assert!(
         list.contains("spec.nodeName%3Dnode-a") || list.contains("spec.nodeName=node-a"),

@@ -12,13 +12,12 @@ pub mod pods;
 pub mod procs;
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use sensor_policy::{LabelSelector, NamespaceScope};
 use sensor_proto::v1 as pb;
 
 use crate::{
@@ -312,20 +311,18 @@ impl Enricher {
         self.pods.as_ref().map(PodIndex::generation)
     }
 
-    /// The pod-level cgroups of known pods outside `namespaces`/`selector` (exempted from
-    /// blocking); `None` in host mode. Pods the index does not know stay protected.
-    pub fn exempt_cgroups(
-        &mut self,
-        namespaces: &NamespaceScope,
-        selector: Option<&LabelSelector>,
-    ) -> Option<BTreeSet<u64>> {
+    /// The pod-level cgroups of known pods, each with the pod's namespace and labels; `None`
+    /// in host mode. Pods the index does not know are left out (they answer to the policies
+    /// of unclaimed cgroups).
+    #[allow(clippy::type_complexity)]
+    pub fn pod_cgroups(&mut self) -> Option<BTreeMap<u64, (String, BTreeMap<String, String>)>> {
         let pods = self.pods.as_ref()?;
         let cgroups = self.cgroups.as_mut()?;
         if let Err(err) = cgroups.rescan() {
-            tracing::warn!(error = %err, "cgroup rescan failed; exemptions not refreshed");
+            tracing::warn!(error = %err, "cgroup rescan failed; policy membership not refreshed");
             return None;
         }
-        let mut exempt = BTreeSet::new();
+        let mut out = BTreeMap::new();
         for (id, path) in cgroups.iter() {
             let Some(target) = parse_cgroup_path(path) else {
                 continue;
@@ -336,13 +333,9 @@ impl Enricher {
             let Some(pod) = pods.by_pod_uid(uid) else {
                 continue;
             };
-            let protected = namespaces.matches(&pod.namespace)
-                && selector.is_none_or(|s| s.matches(&pod.labels));
-            if !protected {
-                exempt.insert(id);
-            }
+            out.insert(id, (pod.namespace.clone(), pod.labels.clone()));
         }
-        Some(exempt)
+        Some(out)
     }
 
     /// Parked events that are now complete, or past the wait bound (`partial`), in arrival

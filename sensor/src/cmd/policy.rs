@@ -58,13 +58,37 @@ fn show(args: &ShowArgs) -> ExitCode {
         Ok(s) if args.json => {
             println!(
                 "{}",
-                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text})
+                serde_json::json!({"name": s.policy_name, "source": s.policy_source, "text": s.policy_text,
+                    "policies": s.policies.iter().map(|p| serde_json::json!({
+                        "name": p.name, "source": p.source, "mode": p.mode, "accepted": p.accepted,
+                        "blocked": p.blocked, "audited": p.audited, "errors": p.errors})).collect::<Vec<_>>()})
             );
             ExitCode::SUCCESS
         }
         Ok(s) => {
             println!("# policy '{}' from {}", s.policy_name, s.policy_source);
             print!("{}", s.policy_text);
+            if s.policies.len() > 1 {
+                println!("\n# policies in force (blocked/audited since accepted):");
+                for p in &s.policies {
+                    let state = if p.accepted {
+                        p.mode.as_str()
+                    } else {
+                        "REFUSED"
+                    };
+                    println!(
+                        "#   {:<32} {:<8} {:>8} {:>8}  {}",
+                        if p.name.is_empty() { "-" } else { &p.name },
+                        state,
+                        p.blocked,
+                        p.audited,
+                        p.source
+                    );
+                    for e in &p.errors {
+                        println!("#     {e}");
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(msg) => {

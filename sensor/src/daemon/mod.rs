@@ -26,7 +26,7 @@ use crate::{
     },
     kernel::{self, Loaded, pins::PinDir, tracefs},
     pipeline::Pipeline,
-    policy::{self, reload::Reloader},
+    policy::{self, reload::Reloader, watch},
     server::{
         api::{self, Service},
         health::Readiness,
@@ -54,7 +54,7 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
 pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     // Input is valid; from here on, logs.
     for what in &cfg.rules.not_enforced {
-        tracing::warn!(policy = %cfg.rules.policy, "not enforced at this tier: {what}");
+        tracing::warn!(policy = %cfg.rules.policy(), "not enforced at this tier: {what}");
     }
     for scope in cfg.scopes.iter().filter(|s| s.created) {
         tracing::info!(
@@ -101,7 +101,8 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     let pin = cfg.pin_dir.as_deref().map(PinDir::open).transpose()?;
     let loaded = kernel::load(&kernel::Config {
         scopes: &cfg.scopes,
-        destinations: &cfg.rules.entries,
+        destinations: cfg.rules.entries(),
+        others: cfg.rules.others(),
         chmod_rules: &cfg.rules.kernel_chmod_rules(),
         privilege_rules: &cfg.rules.kernel_privilege_rules(),
         wakeup_bytes: cfg.wakeup_bytes,
@@ -203,6 +204,14 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         queue: cfg.subscriber_queue,
     };
 
+    // Policy resources (Kubernetes mode): watched on the runtime, applied by the event loop,
+    // their status written back from the runtime.
+    let resources = watch::Pending::default();
+    let attached: Vec<String> = loaded
+        .attachments
+        .iter()
+        .map(|a| a.program.to_owned())
+        .collect();
     // The network (gRPC, pod watcher, signals) on the runtime; the event loop on this thread.
     let started = runtime.block_on(async {
         let unix = api::bind_unix(&cfg.listen.socket)?;
@@ -214,6 +223,23 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             stop_rx.clone(),
             Arc::clone(&readiness),
         ));
+        if let Some(client) = &kube {
+            for kind in [watch::Kind::Cluster, watch::Kind::Namespaced] {
+                tokio::spawn(watch::run(
+                    client.clone(),
+                    kind,
+                    resources.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+            tokio::spawn(crate::policy::status::run(
+                client.clone(),
+                cfg.node.clone(),
+                policy.clone(),
+                attached.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let watcher = match (kube, pods) {
             (Some(client), Some(index)) => {
                 let stats = Arc::new(WatcherStats::default());
@@ -244,14 +270,15 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             stream::retire_previous(pin, &mut pipeline);
         }
         tracing::info!(
-            policy = %cfg.rules.policy,
+            policy = %cfg.rules.policy(),
             scopes = cfg.scopes.len(),
-            destinations = cfg.rules.entries.len(),
+            destinations = cfg.rules.entries().len(),
             programs = loaded.attachments.len(),
             socket = %cfg.listen.socket.display(),
             "sensor ready"
         );
-        let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &cfg.node);
+        let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &cfg.node)
+            .with_resources(resources.clone());
         stream::stream(
             events,
             &control,

@@ -129,7 +129,7 @@ pub fn stream(
             if let Some(event) = reloader.reload(loaded, why) {
                 pipeline.report(event);
             }
-            reloader.refresh_exemptions(&mut pipeline.enricher, loaded);
+            reloader.refresh_members(&mut pipeline.enricher, loaded);
         };
     // The first slow tick at once (exemptions, counters), as before the first drain timer.
     let mut next_slow = Instant::now();
@@ -147,10 +147,13 @@ pub fn stream(
             reload("SIGHUP", &mut reloader, pipeline, loaded);
         }
         if now >= next_slow {
+            for event in reloader.apply_pending(loaded) {
+                pipeline.report(event);
+            }
             if reloader.file_changed() {
                 reload("file changed", &mut reloader, pipeline, loaded);
             } else {
-                reloader.refresh_exemptions(&mut pipeline.enricher, loaded);
+                reloader.refresh_members(&mut pipeline.enricher, loaded);
             }
             pipeline.kernel_counters(&loaded.kernel_counters()?);
             pipeline.sync_in_background();

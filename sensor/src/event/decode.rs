@@ -112,6 +112,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 dst_addr,
                 dst_port,
                 rule: ev.rule,
+                policies: ev.policies,
             })
         }
         EventKind::Chmod => {
@@ -136,6 +137,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 path,
                 name: None,
                 rule: ev.rule,
+                policies: ev.policies,
                 revert: None,
             })
         }
@@ -156,6 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 raise,
                 ids: ev.ids[..n].to_vec(),
                 rule: ev.rule,
+                policies: ev.policies,
             })
         }
     };
@@ -214,7 +217,7 @@ mod tests {
             dst_family,
             dst_port: 80,
             rule: 0,
-            _pad: 0,
+            policies: 1,
             dst_addr,
         }
     }
@@ -275,7 +278,7 @@ mod tests {
             path_status: status,
             path_len: path.len() as u32,
             rule: 3,
-            _pad: 0,
+            policies: 1,
             path: buf,
         }
     }

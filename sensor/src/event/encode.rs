@@ -18,7 +18,10 @@ use super::{
     key::{Key, PodKey},
     proto,
 };
-use crate::{attribution::procs::ProcInfo, policy::ActiveRules};
+use crate::{
+    attribution::procs::ProcInfo,
+    policy::{ActiveRules, Match, deciding},
+};
 
 /// A kernel event on its way to the journal: attributed, not yet encoded.
 #[derive(Debug)]
@@ -145,6 +148,26 @@ fn put_str(buf: &mut BytesMut, tag: u32, s: &str) {
     }
 }
 
+/// `policy` and `rule` of an event: the deciding match's, or the file policy's name and no
+/// rule when nothing matched.
+fn named<'a>(rules: &'a ActiveRules, matches: &'a [Match]) -> (&'a str, &'a str) {
+    match deciding(matches) {
+        Some(m) => (&m.policy, &m.rule),
+        None => (rules.policy(), ""),
+    }
+}
+
+/// A `sensor.v1.RuleMatch`, written as field 12.
+fn put_match(buf: &mut BytesMut, m: &Match) {
+    let action = m.action.as_str();
+    let len = str_len(1, &m.policy) + str_len(2, &m.rule) + str_len(3, action);
+    encode_key(12, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    put_str(buf, 1, &m.policy);
+    put_str(buf, 2, &m.rule);
+    put_str(buf, 3, action);
+}
+
 /// The `sensor.v1.Process` of a draft, written as field 5.
 fn put_process(buf: &mut BytesMut, d: &Draft) {
     let e = &d.event;
@@ -190,8 +213,16 @@ impl Draft {
     /// Encode: the `sensor.v1.Event` without `seq`.
     pub fn encode(mut self, node: &str) -> Encoded {
         let kind = proto::kind(self.event.kind());
-        let (rule, body) =
-            proto::rule_and_body(&mut self.event, &self.rules, self.process.as_deref());
+        let (matches, body) =
+            proto::matches_and_body(&mut self.event, &self.rules, self.process.as_deref());
+        let (policy, rule) = named(&self.rules, &matches);
+        self.rules.counts.count(
+            &matches,
+            matches!(
+                self.event.verdict,
+                sensor_common::Verdict::Blocked | sensor_common::Verdict::Killed
+            ),
+        );
         let verdict = proto::verdict(self.event.verdict) as i32;
         let mut buf = BytesMut::with_capacity(512);
         put_u64(&mut buf, 2, self.event.ktime_ns);
@@ -202,9 +233,12 @@ impl Draft {
             buf.put_slice(&pod.encoded);
         }
         put_u64(&mut buf, 7, self.enrichment as i32 as u64);
-        put_str(&mut buf, 8, &self.rules.policy);
-        put_str(&mut buf, 9, &rule);
+        put_str(&mut buf, 8, policy);
+        put_str(&mut buf, 9, rule);
         put_u64(&mut buf, 10, verdict as u64);
+        for m in &matches {
+            put_match(&mut buf, m);
+        }
         body.encode(&mut buf);
         Encoded {
             payload: buf.freeze(),
@@ -222,7 +256,9 @@ impl Draft {
     #[cfg(test)]
     pub fn to_pb(&self, node: &str) -> pb::Event {
         let mut event = self.event.clone();
-        let (rule, body) = proto::rule_and_body(&mut event, &self.rules, self.process.as_deref());
+        let (matches, body) =
+            proto::matches_and_body(&mut event, &self.rules, self.process.as_deref());
+        let (policy, rule) = named(&self.rules, &matches);
         let e = &self.event;
         let mut process = pb::Process {
             pid: e.pid,
@@ -257,8 +293,9 @@ impl Draft {
             process: Some(process),
             pod: self.pod.as_ref().map(|p| p.decoded()),
             enrichment: self.enrichment as i32,
-            policy: self.rules.policy.clone(),
-            rule: rule.into_owned(),
+            policy: policy.to_owned(),
+            rule: rule.to_owned(),
+            matches: matches.iter().map(proto::rule_match).collect(),
             verdict: proto::verdict(e.verdict) as i32,
             repeat: None,
             body: Some(body),

@@ -65,6 +65,9 @@ struct JsonEvent {
     policy: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     rule: String,
+    /// Every rule that matched (`policy`/`rule` name the deciding one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    matches: Vec<JsonMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connect: Option<JsonConnect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +85,14 @@ struct JsonEvent {
     /// Exporter flood control: this line stands for `count` identical events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     repeat: Option<JsonRepeat>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonMatch {
+    policy: String,
+    rule: String,
+    action: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -296,6 +307,15 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
             .then(|| enum_name(e.enrichment().as_str_name(), "ENRICHMENT_")),
         policy: e.policy.clone(),
         rule: e.rule.clone(),
+        matches: e
+            .matches
+            .iter()
+            .map(|m| JsonMatch {
+                policy: m.policy.clone(),
+                rule: m.rule.clone(),
+                action: m.action.clone(),
+            })
+            .collect(),
         repeat: e.repeat.as_ref().map(|r| JsonRepeat {
             count: r.count,
             first_time: rfc3339(r.first_time_unix_ns),
@@ -567,6 +587,15 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         enrichment: enrichment as i32,
         policy: j.policy,
         rule: j.rule,
+        matches: j
+            .matches
+            .into_iter()
+            .map(|m| pb::RuleMatch {
+                policy: m.policy,
+                rule: m.rule,
+                action: m.action,
+            })
+            .collect(),
         verdict: verdict as i32,
         repeat,
         body: Some(body),

@@ -58,6 +58,8 @@ pub struct Privilege {
     pub ids: Vec<u32>,
     /// Index of the deciding privilege rule.
     pub rule: u32,
+    /// The policies (bits) whose matching rules applied to the caller.
+    pub policies: u32,
 }
 
 impl Event {
@@ -83,6 +85,8 @@ pub struct Connect {
     pub dst_port: u16,
     /// Index into the destination table.
     pub rule: u32,
+    /// The policies (bits) whose matching rules applied to the caller.
+    pub policies: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +101,9 @@ pub struct Chmod {
     pub name: Option<PathBuf>,
     /// Index of the deciding chmod rule ([`sensor_common::NO_RULE`]: none).
     pub rule: u32,
+    /// The policies (bits) whose matching rules applied to the caller; when no kernel rule
+    /// decided and some rule has paths, the caller's policies.
+    pub policies: u32,
     /// Kill tier: what the daemon did about the file afterwards.
     pub revert: Option<crate::pipeline::revert::Revert>,
 }
@@ -136,6 +143,7 @@ impl Connect {
             dst_addr: IpAddr::from([169, 254, 169, 254]),
             dst_port: 80,
             rule: 0,
+            policies: 1,
         }
     }
 }
@@ -152,6 +160,7 @@ impl Chmod {
             path,
             name: None,
             rule: sensor_common::NO_RULE,
+            policies: 0,
             revert: None,
         }
     }

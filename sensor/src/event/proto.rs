@@ -1,16 +1,23 @@
 //! Domain <-> `sensor.v1` conversions, all in one place.
 
-use sensor_common::{ConnectHook, EventKind, ModeCall, PrivilegeCall, Raise, Verdict};
+use sensor_common::{ConnectHook, EventKind, ModeCall, NO_RULE, PrivilegeCall, Raise, Verdict};
 use sensor_proto::v1 as pb;
-
-use std::borrow::Cow;
 
 use crate::{
     attribution::procs::ProcInfo,
     event::{Body, Event, PathArg, Privilege},
     pipeline::revert::Revert,
-    policy::ActiveRules,
+    policy::{ActiveRules, Match},
 };
+
+/// A rule match in its `sensor.v1` form.
+pub fn rule_match(m: &Match) -> pb::RuleMatch {
+    pb::RuleMatch {
+        policy: m.policy.clone(),
+        rule: m.rule.clone(),
+        action: m.action.as_str().to_owned(),
+    }
+}
 
 pub fn verdict(v: Verdict) -> pb::Verdict {
     match v {
@@ -77,21 +84,23 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
     }
 }
 
-/// The rule name and the body of a kernel event in its `sensor.v1` form; `process`: what the
-/// process cache knows (an exec event's arguments). The event's strings move into the body
-/// (its path and name are left empty).
-pub fn rule_and_body<'a>(
+/// The rules that matched (the deciding one first) and the body of a kernel event in its
+/// `sensor.v1` form; `process`: what the process cache knows (an exec event's arguments). The
+/// event's strings move into the body (its path and name are left empty).
+pub fn matches_and_body(
     event: &mut Event,
-    rules: &'a ActiveRules,
+    rules: &ActiveRules,
     process: Option<&ProcInfo>,
-) -> (Cow<'a, str>, pb::event::Body) {
-    let name =
-        |names: &'a [String], i: u32| names.get(i as usize).map(|s| Cow::Borrowed(s.as_str()));
+) -> (Vec<Match>, pb::event::Body) {
     let body = std::mem::replace(&mut event.body, Body::Exit);
     let event: &Event = event;
     match body {
         Body::Connect(c) => (
-            name(&rules.names, c.rule).unwrap_or_else(|| Cow::Owned(format!("rule-{}", c.rule))),
+            if c.hook == ConnectHook::Packet {
+                rules.packet_matches(c.policies)
+            } else {
+                rules.connect_matches(c.dst_addr, c.dst_port, c.policies)
+            },
             pb::event::Body::Connect(pb::Connect {
                 hook: hook(c.hook) as i32,
                 socket_family: c.sock_family,
@@ -110,7 +119,11 @@ pub fn rule_and_body<'a>(
                 PathArg::Name(p) => (p, pb::PathState::Name),
             };
             (
-                name(&rules.chmod_names, c.rule).unwrap_or_default(),
+                if c.rule == NO_RULE {
+                    Vec::new()
+                } else {
+                    rules.chmod_matches(c.rule, c.mode, c.policies)
+                },
                 pb::event::Body::Chmod(pb::Chmod {
                     syscall: syscall(c.syscall) as i32,
                     mode: c.mode,
@@ -131,18 +144,19 @@ pub fn rule_and_body<'a>(
             )
         }
         Body::Exec { filename } => (
-            Cow::Borrowed(""),
+            Vec::new(),
             pb::event::Body::Exec(pb::Exec {
                 exe: filename.text().unwrap_or_default().to_owned(),
                 args: process.map(|p| p.args.clone()).unwrap_or_default(),
             }),
         ),
-        Body::Exit => (
-            Cow::Borrowed(""),
-            pb::event::Body::Exit(pb::Exit { code: None }),
-        ),
+        Body::Exit => (Vec::new(), pb::event::Body::Exit(pb::Exit { code: None })),
         Body::Privilege(p) => (
-            name(&rules.privilege_names, p.rule).unwrap_or_default(),
+            if p.rule == NO_RULE {
+                Vec::new()
+            } else {
+                rules.privilege_matches(p.rule, p.raise as u32, p.policies)
+            },
             pb::event::Body::Privilege(privilege(event, &p)),
         ),
     }

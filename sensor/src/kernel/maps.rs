@@ -1,10 +1,10 @@
 //! What the daemon writes into the kernel's maps, and reads back: destination tries, the
-//! packet-socket rule, the double-buffered rule sets, scope roots, exemptions, kernel struct
+//! packet-socket rule, the double-buffered rule sets, scope roots, policy membership, kernel struct
 //! offsets, counters. Every write that a reload makes keeps the maps consistent at every moment
 //! (no destination both versions block is ever missing; a rule set is switched with one 4-byte
 //! write).
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::{
     Ebpf,
@@ -14,26 +14,49 @@ use aya::{
     },
 };
 use sensor_common::{
-    Action, Counter, DestRule, KernelOffsets, KernelRule, KernelRuleSet, MAX_KERNEL_RULES,
-    MAX_RULE_PORTS, maps,
+    Counter, DestRule, KernelOffsets, KernelRule, KernelRuleSet, MAX_KERNEL_RULES, MAX_RULE_PORTS,
+    maps,
 };
 use sensor_policy::destinations::Prefix;
 
 use super::{ProgramsError, scope::ScopeRoot};
 
 const _: () = assert!(sensor_policy::MAX_PORTS == MAX_RULE_PORTS);
-const _: () = assert!(sensor_policy::MAX_KERNEL_RULES == MAX_KERNEL_RULES);
+const _: () = assert!(sensor_policy::MAX_KERNEL_RULES <= MAX_KERNEL_RULES);
 
-/// One destination trie entry: a prefix, what a match does, and the index the kernel reports
-/// (it names the entry in events).
+/// One destination trie entry: a prefix, the policies (bits) that cover it per action on
+/// every port and on listed ports, and the index the kernel reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DestEntry {
     pub prefix: Prefix,
-    pub action: Action,
+    /// Policies enforcing / auditing it on every port.
+    pub enforce: u32,
+    pub audit: u32,
+    /// Listed ports with the policies enforcing and auditing each; at most [`MAX_RULE_PORTS`]
+    /// (the merge refuses more).
+    pub ports: Vec<(u16, u32, u32)>,
     pub rule: u32,
-    /// Destination ports the entry applies to; empty = every port. At most
-    /// [`MAX_RULE_PORTS`] (the policy parser refuses more).
-    pub ports: Vec<u16>,
+}
+
+impl DestEntry {
+    /// The kernel's value.
+    pub fn value(&self) -> DestRule {
+        let mut value = DestRule {
+            enforce: self.enforce,
+            audit: self.audit,
+            rule: self.rule,
+            nports: self.ports.len().min(MAX_RULE_PORTS) as u32,
+            ports: [0; MAX_RULE_PORTS],
+            port_enforce: [0; MAX_RULE_PORTS],
+            port_audit: [0; MAX_RULE_PORTS],
+        };
+        for (i, (port, enforce, audit)) in self.ports.iter().take(MAX_RULE_PORTS).enumerate() {
+            value.ports[i] = *port;
+            value.port_enforce[i] = *enforce;
+            value.port_audit[i] = *audit;
+        }
+        value
+    }
 }
 
 /// A double-buffered rule map: two [`KernelRuleSet`]s and the index of the one the programs
@@ -81,16 +104,7 @@ pub fn write_destinations(
     let mut v6: LpmTrie<_, [u8; 16], DestRule> =
         LpmTrie::try_from(v6.ok_or_else(|| missing(maps::DEST_V6))?).map_err(&v6_err)?;
     for e in entries {
-        let mut ports = [0u16; MAX_RULE_PORTS];
-        let nports = e.ports.len().min(MAX_RULE_PORTS);
-        ports[..nports].copy_from_slice(&e.ports[..nports]);
-        let value = DestRule {
-            action: e.action as u32,
-            rule: e.rule,
-            nports: nports as u32,
-            _pad: 0,
-            ports,
-        };
+        let value = e.value();
         let len = u32::from(e.prefix.len);
         match e.prefix.addr {
             IpAddr::V4(a) => v4
@@ -114,19 +128,22 @@ pub fn write_destinations(
     Ok(())
 }
 
-/// The metadata rule that decides about packet sockets (which can reach any destination): the
-/// first enforcing entry's, else the first audit entry's, else none.
+/// The rule that decides about packet sockets (which can reach any destination): every
+/// policy with a destination rule, by the strictest action it has.
 pub fn write_packet_rule(ebpf: &mut Ebpf, entries: &[DestEntry]) -> Result<(), ProgramsError> {
-    let chosen = entries
-        .iter()
-        .find(|e| e.action != Action::Audit)
-        .or_else(|| entries.first());
+    let (mut enforce, mut audit) = (0, 0);
+    for e in entries {
+        enforce |= e.enforce | e.ports.iter().fold(0, |acc, p| acc | p.1);
+        audit |= e.audit | e.ports.iter().fold(0, |acc, p| acc | p.2);
+    }
     let value = DestRule {
-        action: chosen.map_or(Action::Audit as u32, |e| e.action as u32),
-        rule: chosen.map_or(sensor_common::NO_RULE, |e| e.rule),
+        enforce,
+        audit: audit & !enforce,
+        rule: entries.first().map_or(sensor_common::NO_RULE, |e| e.rule),
         nports: 0,
-        _pad: 0,
         ports: [0; MAX_RULE_PORTS],
+        port_enforce: [0; MAX_RULE_PORTS],
+        port_audit: [0; MAX_RULE_PORTS],
     };
     set_single(ebpf, maps::PACKET_RULE, value)
 }
@@ -138,6 +155,9 @@ pub fn write_rule_set(
     maps: RuleMaps,
     rules: &[KernelRule],
 ) -> Result<(), ProgramsError> {
+    let paths = rules
+        .iter()
+        .any(|r| r.flags & sensor_common::rule_flags::USERSPACE_PATHS != 0);
     let [sets, active] = ebpf.maps_disjoint_mut([maps.sets, maps.active]);
     let (sets_err, active_err) = (map_error(maps.sets), map_error(maps.active));
     let mut sets: Array<_, KernelRuleSet> =
@@ -147,7 +167,11 @@ pub fn write_rule_set(
     let now = active.get(&0, 0).map_err(&active_err)? & 1;
     let mut set = KernelRuleSet {
         count: rules.len().min(MAX_KERNEL_RULES) as u32,
-        _pad: 0,
+        flags: if paths {
+            sensor_common::set_flags::USERSPACE_PATHS
+        } else {
+            0
+        },
         rules: [KernelRule::default(); MAX_KERNEL_RULES],
     };
     for (slot, rule) in set.rules.iter_mut().zip(rules) {
@@ -170,23 +194,25 @@ pub fn write_scope(ebpf: &mut Ebpf, scopes: &[ScopeRoot]) -> Result<(), Programs
     Ok(())
 }
 
-/// Make `ids` the exempted (pod-level) cgroups, given the ones exempted now (`current`): add
-/// the new ones, then remove the others.
-pub fn write_exemptions(
+/// Make `members` the policy membership of pod cgroups (and of [`OTHER_CGROUPS`]), given the
+/// map's content now (`current`): changed and new keys first, then the keys no longer there.
+pub fn write_members(
     ebpf: &mut Ebpf,
-    ids: &BTreeSet<u64>,
-    current: &BTreeSet<u64>,
+    members: &BTreeMap<u64, u32>,
+    current: &BTreeMap<u64, u32>,
 ) -> Result<(), ProgramsError> {
-    let err = map_error(maps::EXEMPT);
+    let err = map_error(maps::MEMBERS);
     let map = ebpf
-        .map_mut(maps::EXEMPT)
-        .ok_or_else(|| missing(maps::EXEMPT))?;
-    let mut exempt: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(&err)?;
-    for id in ids.difference(current) {
-        exempt.insert(id, 1, 0).map_err(&err)?;
+        .map_mut(maps::MEMBERS)
+        .ok_or_else(|| missing(maps::MEMBERS))?;
+    let mut map: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(&err)?;
+    for (id, policies) in members {
+        if current.get(id) != Some(policies) {
+            map.insert(id, policies, 0).map_err(&err)?;
+        }
     }
-    for id in current.difference(ids) {
-        match exempt.remove(id) {
+    for id in current.keys().filter(|id| !members.contains_key(id)) {
+        match map.remove(id) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(err(e)),
         }

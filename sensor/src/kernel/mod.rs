@@ -16,7 +16,7 @@ pub mod pins;
 pub mod scope;
 pub mod tracefs;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -104,6 +104,8 @@ pub enum ProgramsError {
 pub struct Config<'a> {
     pub scopes: &'a [ScopeRoot],
     pub destinations: &'a [DestEntry],
+    /// The policies (bits) of cgroups no known pod claims.
+    pub others: u32,
     /// At most [`sensor_common::MAX_KERNEL_RULES`] (the daemon refuses a policy with more).
     pub chmod_rules: &'a [KernelRule],
     /// Privilege rules in the same form (`mode_bits` = raise kinds).
@@ -132,8 +134,8 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// The prefixes in the destination tries now.
     destinations: Vec<Prefix>,
-    /// The exempted cgroup ids now.
-    exempt: BTreeSet<u64>,
+    /// The policy membership map now (pod cgroup id, or `OTHER_CGROUPS` -> policy bits).
+    members: BTreeMap<u64, u32>,
     /// Pinned mode: our links (closing them leaves them attached: the pins hold them).
     _pinned: Vec<PinnedLink>,
     /// The override tier's links (made through the bpf syscall, not aya).
@@ -181,10 +183,16 @@ pub fn retire(
 }
 
 impl Loaded {
-    /// Make `ids` the exempted (pod-level) cgroups: add the new ones, then remove the others.
-    pub fn set_exemptions(&mut self, ids: &BTreeSet<u64>) -> Result<(), ProgramsError> {
-        maps::write_exemptions(&mut self.ebpf, ids, &self.exempt)?;
-        self.exempt = ids.clone();
+    /// The policy membership map now.
+    pub fn members(&self) -> &BTreeMap<u64, u32> {
+        &self.members
+    }
+
+    /// Make `members` the policy membership (pod cgroup id, or `OTHER_CGROUPS` -> policy bits):
+    /// changed and new keys first, then the others removed.
+    pub fn set_members(&mut self, members: &BTreeMap<u64, u32>) -> Result<(), ProgramsError> {
+        maps::write_members(&mut self.ebpf, members, &self.members)?;
+        self.members = members.clone();
         Ok(())
     }
 
@@ -241,6 +249,8 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         .load(OBJECT)
         .map_err(ProgramsError::Load)?;
 
+    let members = BTreeMap::from([(sensor_common::OTHER_CGROUPS, config.others)]);
+    maps::write_members(&mut ebpf, &members, &BTreeMap::new())?;
     maps::write_destinations(&mut ebpf, config.destinations, &[])?;
     maps::write_packet_rule(&mut ebpf, config.destinations)?;
     maps::write_rule_set(&mut ebpf, maps::CHMOD_RULES, config.chmod_rules)?;
@@ -296,7 +306,7 @@ pub fn load(config: &Config<'_>) -> Result<Loaded, ProgramsError> {
         ebpf,
         attachments: attached.attachments,
         destinations,
-        exempt: BTreeSet::new(),
+        members,
         _pinned: attached.pinned,
         _raw_links: attached.raw_links,
     })

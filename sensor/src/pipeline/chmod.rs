@@ -19,12 +19,12 @@ use crate::{
     event::{Chmod, Event, PathArg},
 };
 
-/// Complete a chmod event: name, path rule, revert. `rules`: the active chmod rules in file
-/// order (a rule's position is the index events report); `outcomes`: the revert thread's
+/// Complete a chmod event: name, path rule, revert. `rules`: the active chmod rules with the
+/// slot of their policy (a rule's position is the index events report); `outcomes`: the revert thread's
 /// ([`super::reverter`]), which has normally undone a killed call already.
 pub fn step(
     event: &mut Event,
-    rules: &[ChmodEntry],
+    rules: &[(usize, ChmodEntry)],
     proc_root: &Path,
     enricher: &mut Enricher,
     counters: &mut Counters,
@@ -90,17 +90,19 @@ pub fn step(
     }
 }
 
-/// The index of the rule with `paths` that names this call: the first enforcing match in file
-/// order, else the first audit match (docs/policy.md, "When several rules match").
-fn path_rule(rules: &[ChmodEntry], chmod: &Chmod) -> Option<u32> {
+/// The index of the rule with `paths` that names this call, among the rules of the policies
+/// the caller answers to (`chmod.policies`): the first enforcing match in set order, else the
+/// first audit match (docs/policy.md, "When several rules match").
+fn path_rule(rules: &[(usize, ChmodEntry)], chmod: &Chmod) -> Option<u32> {
     let name = match (&chmod.path, &chmod.name) {
         (_, Some(name)) => name.to_str()?,
         (PathArg::Complete(p), None) if p.starts_with('/') => p.as_str(),
         _ => return None,
     };
     let matching = |action| {
-        rules.iter().position(|r| {
-            r.action == action
+        rules.iter().position(|(slot, r)| {
+            chmod.policies & crate::policy::set::bit(*slot) != 0
+                && r.action == action
                 && !r.paths.is_empty()
                 && (r.match_all || chmod.mode & u32::from(r.mode_bits) != 0)
                 && r.paths.iter().any(|g| g.matches(name))

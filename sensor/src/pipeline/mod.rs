@@ -154,7 +154,7 @@ impl Pipeline {
             };
             chmod::step(
                 &mut event,
-                &rules.chmod,
+                &rules.tables.chmod,
                 &self.proc_root,
                 &mut self.enricher,
                 &mut self.counters,

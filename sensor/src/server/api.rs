@@ -161,10 +161,11 @@ impl pb::sensor_server::Sensor for Service {
             counters: counters.into_iter().collect(),
             journal: Some(journal),
             subscribers: u32::try_from(self.hub.subscribers()).unwrap_or(u32::MAX),
-            policy_name: policy.policy.clone(),
-            policy_source: policy.source.clone(),
-            policy_text: policy.text.clone(),
+            policy_name: policy.policy().to_owned(),
+            policy_source: policy.source().to_owned(),
+            policy_text: policy.text().to_owned(),
             scopes: self.status.scopes.clone(),
+            policies: crate::policy::states(&policy),
         }))
     }
 }

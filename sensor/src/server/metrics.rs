@@ -413,17 +413,37 @@ fn policy_families(out: &mut Exposition, status: &StatusBoard) {
     let counters = status.policy.counters();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let active = status.policy.current();
-    let (policy, source) = (&active.policy, &active.source);
     out.family(
         "sensor_policy_info",
         "gauge",
-        "The policy in force (value 1).",
+        "The policies in force (value 1 each; at most 32).",
     );
-    out.sample(
-        "sensor_policy_info",
-        &[("policy", policy), ("source", source)],
-        1,
+    for (_, p) in active.in_force() {
+        out.sample(
+            "sensor_policy_info",
+            &[
+                ("policy", &p.name),
+                ("source", &p.source),
+                ("mode", p.mode()),
+            ],
+            1,
+        );
+    }
+    out.family(
+        "sensor_policy_decisions_total",
+        "counter",
+        "Calls each policy in force blocked or audited since its version in force was accepted.",
     );
+    for (_, p) in active.in_force() {
+        let (blocked, audited) = active.counts.get(&p.name);
+        for (outcome, n) in [("blocked", blocked), ("audited", audited)] {
+            out.sample(
+                "sensor_policy_decisions_total",
+                &[("policy", &p.name), ("outcome", outcome)],
+                n,
+            );
+        }
+    }
     out.single(
         "sensor_policy_generation",
         "gauge",
@@ -439,7 +459,7 @@ fn policy_families(out: &mut Exposition, status: &StatusBoard) {
     out.single(
         "sensor_policy_exempted_cgroups",
         "gauge",
-        "Pod cgroups exempted now (pods outside the policy's namespace/label scope).",
+        "Pod cgroups no policy applies to now (pods outside every policy's scope).",
         load(&counters.exemptions),
     );
     let mut hooks: BTreeMap<(&str, &str), u64> = BTreeMap::new();
