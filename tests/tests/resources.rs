@@ -138,12 +138,13 @@ impl Node {
     ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let found = self
-                .api
-                .statuses()
-                .into_iter()
-                .rev()
-                .find(|(r, ns, n, _)| r == resource && ns == namespace && n == name);
+            // The latest patch with this node's entry (a `readyNodes` patch follows each).
+            let found = self.api.statuses().into_iter().rev().find(|(r, ns, n, p)| {
+                r == resource
+                    && ns == namespace
+                    && n == name
+                    && !p["status"]["nodes"][NODE].is_null()
+            });
             if let Some((_, _, _, patch)) = &found
                 && pred(&patch["status"]["nodes"][NODE])
             {

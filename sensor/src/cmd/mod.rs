@@ -12,6 +12,7 @@ mod floor;
 pub mod health;
 pub mod logging;
 pub mod policy;
+pub mod policy_test;
 pub mod run;
 pub mod status;
 pub mod tail;

@@ -18,6 +18,10 @@ pub enum PolicyCommand {
     Default,
     /// Print the policy the running daemon enforces (name, source, text).
     Show(ShowArgs),
+    /// Dry run: what a candidate policy would have blocked or audited among the events the
+    /// node recorded (journal or exported file), per rule, beside what the policies in force
+    /// did.
+    Test(super::policy_test::TestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +49,7 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
             }
         }
         PolicyCommand::Show(args) => show(&args),
+        PolicyCommand::Test(args) => super::policy_test::main(&args),
         PolicyCommand::Default => {
             print!("{}", sensor_policy::DEFAULT_POLICY_YAML);
             ExitCode::SUCCESS

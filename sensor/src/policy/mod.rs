@@ -405,6 +405,11 @@ impl ActiveRules {
         Ok(next)
     }
 
+    /// One policy alone (in slot 0), e.g. a candidate to test against recorded events.
+    pub fn single(policy: InForce) -> Result<ActiveRules, String> {
+        Self::build(vec![Some(policy)], Vec::new())
+    }
+
     fn build(
         slots: Vec<Option<InForce>>,
         scope_cgroups: Vec<PathBuf>,
