@@ -167,11 +167,8 @@ fn outside_the_scope_and_unlisted_destinations_connect() {
 fn a_child_cgroup_of_the_scope_is_blocked_too() {
     let mut cg = TestCgroup::new();
     let child = cg.child("pod-a");
-    let grandchild = {
-        let p = child.join("container-b");
-        std::fs::create_dir(&p).unwrap();
-        p
-    };
+    // Made through the guard, so that a failure below still removes it.
+    let grandchild = cg.child("pod-a/container-b");
     let ns = NetNs::with_metadata_addresses();
     let sensor = scoped_sensor(&cg, "enforce");
     // Created after the sensor attached: covered from its first connect.
@@ -188,7 +185,6 @@ fn a_child_cgroup_of_the_scope_is_blocked_too() {
         assert_eq!(ev["cgroup_id"], TestCgroup::id(dir), "{ev}");
         assert_eq!(ev["verdict"], "blocked");
     }
-    std::fs::remove_dir(&grandchild).unwrap();
 }
 
 #[test]
