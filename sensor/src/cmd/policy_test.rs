@@ -5,7 +5,6 @@
 //! and cannot answer: only calls some policy in force reported were recorded.
 
 use std::{
-    collections::BTreeMap,
     io::{self, BufRead as _},
     net::IpAddr,
     path::{Path, PathBuf},
@@ -130,21 +129,28 @@ pub fn matches(rules: &ActiveRules, event: &pb::Event) -> Vec<Match> {
     }
 }
 
-/// Every rule of the candidate with what it would have done to `events`, in rule order.
+/// Every rule of the candidate with what it would have done to `events`, in file order
+/// (rules that matched nothing too).
 pub fn evaluate(rules: &ActiveRules, events: &[pb::Event]) -> Vec<RuleOutcome> {
     let policy = rules.file();
-    let mut out: BTreeMap<String, RuleOutcome> = BTreeMap::new();
+    let mut out: Vec<RuleOutcome> = policy
+        .reported_rules()
+        .into_iter()
+        .map(|(rule, action)| RuleOutcome {
+            policy: policy.name.clone(),
+            rule,
+            action: action.as_str().to_owned(),
+            ..Default::default()
+        })
+        .collect();
     for event in events {
         let verdict = pb::Verdict::try_from(event.verdict).unwrap_or(pb::Verdict::Unspecified);
         let stopped = matches!(verdict, pb::Verdict::Blocked | pb::Verdict::Killed);
         let decided = stopped || verdict == pb::Verdict::Audited;
         for m in matches(rules, event) {
-            let o = out.entry(m.rule.clone()).or_insert_with(|| RuleOutcome {
-                policy: m.policy.clone(),
-                rule: m.rule.clone(),
-                action: m.action.as_str().to_owned(),
-                ..Default::default()
-            });
+            let Some(o) = out.iter_mut().find(|o| o.rule == m.rule) else {
+                continue;
+            };
             o.matched += 1;
             let new = match m.action {
                 Action::Enforce => !stopped,
@@ -158,45 +164,7 @@ pub fn evaluate(rules: &ActiveRules, events: &[pb::Event]) -> Vec<RuleOutcome> {
             }
         }
     }
-    // Rules in file order (those that matched nothing too); destinations under their name.
-    let mut names: Vec<String> = policy.rule_names.clone();
-    for d in &policy.dests {
-        if !names.contains(&d.destination) {
-            names.push(d.destination.clone());
-        }
-    }
-    names
-        .into_iter()
-        .filter_map(|name| {
-            out.remove(&name).or_else(|| {
-                let action = policy
-                    .dests
-                    .iter()
-                    .find(|d| d.destination == name)
-                    .map(|d| d.action)
-                    .or_else(|| {
-                        policy
-                            .chmod
-                            .iter()
-                            .find(|c| policy.rule_names[c.rule as usize] == name)
-                            .map(|c| c.action)
-                    })
-                    .or_else(|| {
-                        policy
-                            .privilege
-                            .iter()
-                            .find(|p| policy.rule_names[p.rule as usize] == name)
-                            .map(|p| p.action)
-                    })?;
-                Some(RuleOutcome {
-                    policy: policy.name.clone(),
-                    rule: name,
-                    action: action.as_str().to_owned(),
-                    ..Default::default()
-                })
-            })
-        })
-        .collect()
+    out
 }
 
 /// Events from an exported JSON file (`FILE:LINE: what is wrong` on a bad line).

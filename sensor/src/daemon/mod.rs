@@ -53,7 +53,7 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
 /// Run the daemon until SIGINT or SIGTERM.
 pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     // Input is valid; from here on, logs.
-    for what in &cfg.rules.not_enforced {
+    for what in &cfg.rules.not_enforced() {
         tracing::warn!(policy = %cfg.rules.policy(), "not enforced at this tier: {what}");
     }
     for scope in cfg.scopes.iter().filter(|s| s.created) {

@@ -111,8 +111,6 @@ pub struct ActiveRules {
     pub tables: Tables,
     /// Scope roots the file policy adds to `--scope-cgroup`.
     pub scope_cgroups: Vec<PathBuf>,
-    /// What of the policies no tier enforces in the kernel (logged at load).
-    pub not_enforced: Vec<String>,
     /// Resources refused (key -> errors), kept for status and `sensor policy show`.
     pub refused: BTreeMap<String, Vec<String>>,
     /// Decisions per policy since it was accepted (shared by every version of the set).
@@ -165,6 +163,13 @@ impl PolicyCounts {
 }
 
 impl ActiveRules {
+    /// What of the policies no tier enforces in the kernel (logged at load).
+    pub fn not_enforced(&self) -> Vec<String> {
+        self.in_force()
+            .flat_map(|(_, p)| p.not_enforced())
+            .collect()
+    }
+
     /// The file (or built-in) policy.
     pub fn file(&self) -> &InForce {
         self.slots[0]
@@ -415,24 +420,10 @@ impl ActiveRules {
         scope_cgroups: Vec<PathBuf>,
     ) -> Result<ActiveRules, String> {
         let tables = set::merge(&slots)?;
-        let not_enforced = slots
-            .iter()
-            .flatten()
-            .flat_map(|p| {
-                p.chmod
-                    .iter()
-                    .filter(|c| !c.paths.is_empty() && c.action == parser::Action::Enforce)
-                    .map(|c| format!(
-                        "chmod rule {} of {} (it has paths: matched in userspace and reported as audited; the tracepoint tier kills only for rules without paths)",
-                        p.rule_names[c.rule as usize], p.name
-                    ))
-            })
-            .collect();
         Ok(ActiveRules {
             slots,
             tables,
             scope_cgroups,
-            not_enforced,
             refused: BTreeMap::new(),
             counts: Arc::default(),
         })

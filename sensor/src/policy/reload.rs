@@ -219,7 +219,7 @@ impl Reloader {
             }
             return self.refused(source, error_chain(&err), Vec::new());
         }
-        for what in &next.not_enforced {
+        for what in &next.not_enforced() {
             tracing::warn!("not enforced at this tier: {what}");
         }
         let policies = next.in_force().count();

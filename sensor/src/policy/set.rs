@@ -85,6 +85,56 @@ impl InForce {
             && self.pod_selector.as_ref().is_none_or(|s| s.matches(labels))
     }
 
+    /// What of it the kill tier does not enforce in the kernel: enforcing chmod rules with
+    /// `paths` (matched in userspace, reported as audited).
+    pub fn not_enforced(&self) -> Vec<String> {
+        self.chmod
+            .iter()
+            .filter(|c| !c.paths.is_empty() && c.action == Action::Enforce)
+            .map(|c| {
+                format!(
+                    "chmod rule {} of {} (it has paths: matched in userspace and reported as audited; the tracepoint tier kills only for rules without paths)",
+                    self.rule_names[c.rule as usize], self.name
+                )
+            })
+            .collect()
+    }
+
+    /// The names events give its rules, with their actions, in file order: a metadata rule
+    /// under the names of its destinations (`metadata-imds-v4`, ... for `default`).
+    pub fn reported_rules(&self) -> Vec<(String, Action)> {
+        let mut out: Vec<(String, Action)> = Vec::new();
+        for (index, name) in self.rule_names.iter().enumerate() {
+            let dests: Vec<&parser::CidrRule> = self
+                .dests
+                .iter()
+                .filter(|d| d.rule as usize == index)
+                .collect();
+            let action = self
+                .chmod
+                .iter()
+                .find(|c| c.rule as usize == index)
+                .map(|c| c.action)
+                .or_else(|| {
+                    self.privilege
+                        .iter()
+                        .find(|p| p.rule as usize == index)
+                        .map(|p| p.action)
+                });
+            match action {
+                Some(action) => out.push((name.clone(), action)),
+                None => {
+                    for d in dests {
+                        if !out.iter().any(|(n, _)| *n == d.destination) {
+                            out.push((d.destination.clone(), d.action));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// "enforce", "audit" or "mixed": what its rules do.
     pub fn mode(&self) -> &'static str {
         let actions: Vec<Action> = self

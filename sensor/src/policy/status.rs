@@ -61,11 +61,7 @@ fn entry(rules: &ActiveRules, key: &str, attached: &[String]) -> Option<NodeStat
     let (_, policy) = rules.in_force().find(|(_, p)| p.source == key)?;
     let tiers = tiers(policy, attached);
     let (blocked, audited) = rules.counts.get(&policy.name);
-    let weak: Vec<&String> = rules
-        .not_enforced
-        .iter()
-        .filter(|w| w.contains(&format!(" of {} ", policy.name)))
-        .collect();
+    let weak = policy.not_enforced();
     let none: Vec<&String> = tiers
         .iter()
         .filter(|(_, t)| t.as_str() == "none")
@@ -81,7 +77,7 @@ fn entry(rules: &ActiveRules, key: &str, attached: &[String]) -> Option<NodeStat
             format!(
                 "in force; not enforced as written: {}",
                 weak.iter()
-                    .map(|s| s.as_str())
+                    .map(String::as_str)
                     .chain(none.iter().map(|p| p.as_str()))
                     .collect::<Vec<_>>()
                     .join("; ")
