@@ -46,6 +46,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the kernel programs, enforce, journal every event and serve the event stream.

@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// Node name reported in events (on Kubernetes, from the downward API).
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Cluster name reported in every event (the stream, JSON, OCSF, syslog and OTLP
+    /// exports), for fleets of several clusters: letters, digits, `.`, `_`, `-`.
+    #[arg(long, value_name = "NAME", value_parser = parse_cluster_name, env = "SENSOR_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// Pin every link (and the event ring buffer) under this bpffs directory, so that
     /// enforcement survives the daemon: a crash, a stop or an upgrade leaves the kernel
     /// enforcing, and the next daemon attaches its own programs before it retires the pinned
@@ -198,6 +202,23 @@ pub enum Tier {
     Kill,
 }
 
+/// `--cluster-name`: 1 to 253 of `A-Z a-z 0-9 . _ -` (it goes into syslog structured data and
+/// CEF unescaped-safe, and into OTLP resource attributes).
+fn parse_cluster_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err("1 to 253 characters".into());
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed (letters, digits, '.', '_' and '-')"
+        )),
+        None => Ok(s.to_owned()),
+    }
+}
+
 /// `--export-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
@@ -205,6 +226,9 @@ pub enum ExportFormat {
     Json,
     /// One OCSF 1.5.0 object per line (docs/export.md).
     Ocsf,
+    /// One ArcSight CEF line per event (docs/export.md, 'CEF mapping'); syslog and file
+    /// destinations.
+    Cef,
 }
 
 /// Entry point for `sensor run`; errors become one line on stderr and an exit code.
@@ -230,6 +254,7 @@ fn export_flags_of(args: &ExportArgs) -> ExportFlags {
         format: match args.format {
             ExportFormat::Json => Format::Json,
             ExportFormat::Ocsf => Format::Ocsf,
+            ExportFormat::Cef => Format::Cef,
         },
         max_bytes: args.max_bytes,
         max_files: args.max_files,
@@ -255,6 +280,7 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, RunError> {
         tls_client_ca: args.tls_client_ca.clone(),
         pin_dir: args.pin_dir.clone(),
         node_name: args.node_name.clone(),
+        cluster_name: args.cluster_name.clone(),
         journal_dir: args.journal_dir.clone(),
         journal_max_bytes: args.journal_max_bytes,
         journal_segment_bytes: args.journal_segment_bytes,
@@ -302,7 +328,7 @@ mod tests {
     fn bad_export_flags_name_the_flag_and_what_is_wrong() {
         let err = export_flags(&["--export", "syslog"]).unwrap_err();
         assert!(
-            err.contains("--export") && err.contains("expected stdout or file:PATH"),
+            err.contains("--export") && err.contains("expected stdout, file:PATH, syslog://"),
             "{err}"
         );
         let err = export_flags(&["--export-fold-window", "2h"]).unwrap_err();
@@ -317,19 +343,19 @@ mod tests {
 
         let j = Path::new("/var/lib/sensor/journal");
         let args = export_flags(&["--export", "stdout"]).unwrap();
-        let err = configs(&args, j, "n", true).unwrap_err();
+        let err = configs(&args, j, &crate::event::proto::Origin::node("n"), true).unwrap_err();
         assert!(err.contains("--stdout-events"), "{err}");
         let args = export_flags(&["--export", "file:/nonexistent-dir/x.jsonl"]).unwrap();
-        let err = configs(&args, j, "n", false).unwrap_err();
+        let err = configs(&args, j, &crate::event::proto::Origin::node("n"), false).unwrap_err();
         assert!(
             err.contains("directory /nonexistent-dir does not exist"),
             "{err}"
         );
         let args = export_flags(&["--export", "stdout", "--export", "stdout"]).unwrap();
-        let err = configs(&args, j, "n", false).unwrap_err();
+        let err = configs(&args, j, &crate::event::proto::Origin::node("n"), false).unwrap_err();
         assert_eq!(err, "--export stdout: given twice");
         let args = export_flags(&["--export", "stdout", "--export", "file:/tmp/e.jsonl"]).unwrap();
-        let c = configs(&args, j, "n", false).unwrap();
+        let c = configs(&args, j, &crate::event::proto::Origin::node("n"), false).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c[1].state_dir, Path::new("/var/lib/sensor/export"));
         assert_eq!(c[1].fold_window, Duration::from_secs(10));

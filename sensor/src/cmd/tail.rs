@@ -78,6 +78,8 @@ pub enum TailFormat {
     Compact,
     /// One OCSF 1.5.0 object per line (as `sensor run --export-format ocsf`).
     Ocsf,
+    /// One ArcSight CEF line per event (as `sensor run --export-format cef`).
+    Cef,
 }
 
 /// How many stored events `sensor tail` without `-f`, `--since` or `--from-seq` prints.
@@ -177,6 +179,7 @@ impl Printer {
             TailFormat::Json => to_json(event),
             TailFormat::Compact => to_compact(event, self.colour),
             TailFormat::Ocsf => crate::sinks::export::ocsf::to_ocsf(event).to_string(),
+            TailFormat::Cef => crate::sinks::export::cef::to_cef(event),
         };
         writeln!(self.out, "{line}").map_err(|_| TailError::StdoutClosed)?;
         if kind_of(event) != pb::EventKind::Lost {

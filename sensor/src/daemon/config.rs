@@ -13,6 +13,7 @@ use sensor_common::Action;
 
 use crate::{
     attribution::cgroups::cgroup2_root,
+    event::proto::Origin,
     kernel::{
         TierChoice, pins,
         scope::{ScopeError, ScopeRoot},
@@ -38,6 +39,7 @@ pub struct Flags {
     pub tls_client_ca: Option<PathBuf>,
     pub pin_dir: Option<PathBuf>,
     pub node_name: Option<String>,
+    pub cluster_name: Option<String>,
     pub journal_dir: PathBuf,
     pub journal_max_bytes: u64,
     pub journal_segment_bytes: u64,
@@ -86,6 +88,8 @@ pub struct RunConfig {
     pub listen: Listen,
     pub pin_dir: Option<PathBuf>,
     pub node: String,
+    /// `--cluster-name` (empty when not given).
+    pub cluster: String,
     pub exports: Vec<ExportConfig>,
     pub journal: JournalConfig,
     pub drain_interval: Duration,
@@ -182,10 +186,11 @@ impl RunConfig {
             pins::check(dir)?;
         }
         let node = node_name(flags.node_name.as_deref());
+        let cluster = flags.cluster_name.clone().unwrap_or_default();
         let exports = export::configs(
             &flags.export,
             &flags.journal_dir,
-            &node,
+            &Origin::new(&node, &cluster),
             flags.stdout_events,
         )
         .map_err(RunError::Usage)?;
@@ -196,6 +201,7 @@ impl RunConfig {
             listen,
             pin_dir: flags.pin_dir,
             node,
+            cluster,
             exports,
             journal: JournalConfig {
                 dir: flags.journal_dir,

@@ -129,7 +129,8 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     readiness.set_attached();
 
     let policy = policy::Shared::new(cfg.rules.clone());
-    let hub = Arc::new(Hub::new(&cfg.node));
+    let origin = crate::event::proto::Origin::new(&cfg.node, &cfg.cluster);
+    let hub = Arc::new(Hub::new(origin.clone()));
     let status = Arc::new(StatusBoard::new(
         &cfg.node,
         loaded
@@ -277,7 +278,7 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             socket = %cfg.listen.socket.display(),
             "sensor ready"
         );
-        let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &cfg.node)
+        let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &origin)
             .with_resources(resources.clone());
         stream::stream(
             events,

@@ -211,7 +211,7 @@ pub struct Encoded {
 
 impl Draft {
     /// Encode: the `sensor.v1.Event` without `seq`.
-    pub fn encode(mut self, node: &str) -> Encoded {
+    pub fn encode(mut self, origin: &proto::Origin) -> Encoded {
         let kind = proto::kind(self.event.kind());
         let (matches, body) =
             proto::matches_and_body(&mut self.event, &self.rules, self.process.as_deref());
@@ -227,7 +227,7 @@ impl Draft {
         let mut buf = BytesMut::with_capacity(512);
         put_u64(&mut buf, 2, self.event.ktime_ns);
         put_u64(&mut buf, 3, self.time_unix_ns as u64);
-        put_str(&mut buf, 4, node);
+        put_str(&mut buf, 4, &origin.node);
         put_process(&mut buf, &self);
         if let Some(pod) = &self.pod {
             buf.put_slice(&pod.encoded);
@@ -239,6 +239,7 @@ impl Draft {
         for m in &matches {
             put_match(&mut buf, m);
         }
+        put_str(&mut buf, 13, &origin.cluster);
         body.encode(&mut buf);
         Encoded {
             payload: buf.freeze(),
@@ -254,7 +255,7 @@ impl Draft {
 
     /// The same event as a decoded `sensor.v1.Event` (what [`Draft::encode`] must match).
     #[cfg(test)]
-    pub fn to_pb(&self, node: &str) -> pb::Event {
+    pub fn to_pb(&self, origin: &proto::Origin) -> pb::Event {
         let mut event = self.event.clone();
         let (matches, body) =
             proto::matches_and_body(&mut event, &self.rules, self.process.as_deref());
@@ -289,7 +290,8 @@ impl Draft {
             seq: 0,
             ktime_ns: e.ktime_ns,
             time_unix_ns: self.time_unix_ns,
-            node: node.to_owned(),
+            node: origin.node.clone(),
+            cluster: origin.cluster.clone(),
             process: Some(process),
             pod: self.pod.as_ref().map(|p| p.decoded()),
             enrichment: self.enrichment as i32,

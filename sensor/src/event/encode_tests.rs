@@ -5,6 +5,7 @@ use sensor_common::{ConnectHook, ModeCall, PrivilegeCall, Raise, Verdict};
 use sensor_proto::v1 as pb;
 
 use super::*;
+use crate::event::proto::Origin;
 use crate::{
     event::{Body, Chmod, Connect, PathArg, Privilege},
     pipeline::revert::Revert,
@@ -147,10 +148,10 @@ fn a_draft_encodes_byte_for_byte_as_prost_encodes_its_event() {
                     pb::Enrichment::Partial
                 },
             };
-            let expected = make().to_pb("node-1");
+            let expected = make().to_pb(&Origin::node("node-1"));
             // Twice: the second time from the processes' cached parts.
             for _ in 0..2 {
-                let encoded = make().encode("node-1");
+                let encoded = make().encode(&Origin::node("node-1"));
                 assert_eq!(
                     encoded.payload.as_ref(),
                     expected.encode_to_vec().as_slice(),
@@ -182,8 +183,8 @@ fn a_pod_with_several_labels_decodes_as_its_event() {
         pod: Some(Arc::new(PodAttr::new(&labels))),
         enrichment: pb::Enrichment::Complete,
     };
-    let expected = draft.to_pb("n");
-    let encoded = draft.encode("n");
+    let expected = draft.to_pb(&Origin::node("n"));
+    let encoded = draft.encode(&Origin::node("n"));
     assert_eq!(pb::Event::decode(encoded.payload).unwrap(), expected);
     assert_eq!(encoded.key.pod.unwrap().labels.len(), 3);
 }
@@ -207,7 +208,7 @@ fn an_exec_carries_the_process_arguments_and_a_cached_part_follows_a_new_process
         pod: None,
         enrichment: pb::Enrichment::Complete,
     };
-    let old = pb::Event::decode(draft(&before).encode("n").payload).unwrap();
+    let old = pb::Event::decode(draft(&before).encode(&Origin::node("n")).payload).unwrap();
     assert_eq!(old.process.unwrap().exe, "/bin/sh");
     // exec: the cache holds a new ProcInfo (a clone starts without encoded parts).
     let after = Arc::new(ProcInfo {
@@ -215,7 +216,7 @@ fn an_exec_carries_the_process_arguments_and_a_cached_part_follows_a_new_process
         args: vec!["curl".into(), "-s".into()],
         ..(*before).clone()
     });
-    let new = pb::Event::decode(draft(&after).encode("n").payload).unwrap();
+    let new = pb::Event::decode(draft(&after).encode(&Origin::node("n")).payload).unwrap();
     assert_eq!(new.process.as_ref().unwrap().exe, "/usr/bin/curl");
     match new.body {
         Some(pb::event::Body::Exec(x)) => assert_eq!(x.args, ["curl", "-s"]),
@@ -225,7 +226,7 @@ fn an_exec_carries_the_process_arguments_and_a_cached_part_follows_a_new_process
 
 #[test]
 fn daemon_events_encode_without_seq_and_count_by_stage() {
-    let mut lost = crate::event::proto::lost(pb::LossStage::Kernel, 7, "n", 99);
+    let mut lost = crate::event::proto::lost(pb::LossStage::Kernel, 7, &Origin::node("n"), 99);
     lost.seq = 12;
     let e = encode_pb(&lost);
     let decoded = pb::Event::decode(e.payload.clone()).unwrap();

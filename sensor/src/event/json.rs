@@ -32,6 +32,8 @@ struct JsonEvent {
     ktime_ns: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     node: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    cluster: String,
     #[serde(default)]
     pid: u32,
     #[serde(default)]
@@ -271,6 +273,7 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
         time: rfc3339(e.time_unix_ns),
         ktime_ns: e.ktime_ns,
         node: e.node.clone(),
+        cluster: e.cluster.clone(),
         pid: p.pid,
         tid: p.tid,
         uid: p.uid,
@@ -550,6 +553,7 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
         ktime_ns: j.ktime_ns,
         time_unix_ns,
         node: j.node,
+        cluster: j.cluster,
         process: Some(pb::Process {
             pid: j.pid,
             tid: j.tid,

@@ -10,6 +10,28 @@ use crate::{
     policy::{ActiveRules, Match},
 };
 
+/// Who reports: the node's name and the cluster's (`--cluster-name`, empty when not set), in
+/// every event, including the loss and policy records the daemon makes itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub node: String,
+    pub cluster: String,
+}
+
+impl Origin {
+    pub fn new(node: &str, cluster: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// A node outside any named cluster (tests, tools).
+    pub fn node(node: &str) -> Self {
+        Self::new(node, "")
+    }
+}
+
 /// A rule match in its `sensor.v1` form.
 pub fn rule_match(m: &Match) -> pb::RuleMatch {
     pb::RuleMatch {
@@ -240,7 +262,7 @@ fn revert(r: &Revert) -> pb::ChmodRevert {
 
 /// A `policy` event: a policy applied (`accepted`) or refused, with its errors.
 pub fn policy_change(
-    node: &str,
+    origin: &Origin,
     generation: u64,
     accepted: bool,
     source: &str,
@@ -248,7 +270,8 @@ pub fn policy_change(
     errors: Vec<String>,
 ) -> pb::Event {
     pb::Event {
-        node: node.to_owned(),
+        node: origin.node.clone(),
+        cluster: origin.cluster.clone(),
         time_unix_ns: super::time::now_unix_ns(),
         policy: policy.to_owned(),
         enrichment: pb::Enrichment::Complete as i32,
@@ -264,9 +287,10 @@ pub fn policy_change(
 }
 
 /// An in-band loss record.
-pub fn lost(stage: pb::LossStage, count: u64, node: &str, time_unix_ns: i64) -> pb::Event {
+pub fn lost(stage: pb::LossStage, count: u64, origin: &Origin, time_unix_ns: i64) -> pb::Event {
     pb::Event {
-        node: node.to_owned(),
+        node: origin.node.clone(),
+        cluster: origin.cluster.clone(),
         time_unix_ns,
         body: Some(pb::event::Body::Lost(pb::Lost {
             count,

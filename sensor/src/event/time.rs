@@ -44,3 +44,10 @@ pub fn rfc3339(unix_ns: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_ns).unwrap_or(0));
     humantime::format_rfc3339_nanos(t).to_string()
 }
+
+/// RFC 3339 UTC with microseconds (RFC 5424's TIMESTAMP allows at most six digits).
+pub fn rfc3339_micros(unix_ns: i64) -> String {
+    let t =
+        SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(unix_ns / 1000).unwrap_or(0));
+    humantime::format_rfc3339_micros(t).to_string()
+}

@@ -56,7 +56,7 @@ pub struct Pipeline {
     proc_root: PathBuf,
     /// The revert thread's outcomes (none: no revert thread, reverts done here).
     pub reverts: Option<Arc<reverter::Outcomes>>,
-    node: String,
+    origin: proto::Origin,
     /// Kernel ring-buffer losses already reported in-band.
     kernel_loss_reported: u64,
     /// Encoded, not yet journaled and published.
@@ -74,7 +74,7 @@ impl Pipeline {
             hub: Arc::clone(&status.hub),
             journal: Arc::clone(&status.journal),
             policy: status.policy.clone(),
-            node: status.node.clone(),
+            origin: status.hub.origin().clone(),
             status,
             counters: Counters::default(),
             enricher,
@@ -108,12 +108,8 @@ impl Pipeline {
     }
 
     fn emit_draft(&mut self, draft: Draft) {
-        let encoded = draft.encode(&self.node);
+        let encoded = draft.encode(&self.origin);
         self.emit(encoded);
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     /// Put an event made by the daemon itself (a policy change) into the stream now.
@@ -147,7 +143,7 @@ impl Pipeline {
                 Err(err) => {
                     self.counters.decode_errors += 1;
                     tracing::warn!(error = %err, "undecodable event record");
-                    let lost = proto::lost(pb::LossStage::Decode, 1, &self.node, now_unix_ns());
+                    let lost = proto::lost(pb::LossStage::Decode, 1, &self.origin, now_unix_ns());
                     self.emit_pb(&lost);
                     continue;
                 }
@@ -288,7 +284,7 @@ impl Pipeline {
             let lost = proto::lost(
                 pb::LossStage::Kernel,
                 full - self.kernel_loss_reported,
-                &self.node,
+                &self.origin,
                 now_unix_ns(),
             );
             self.kernel_loss_reported = full;

@@ -46,7 +46,7 @@ fn drained_records_are_journaled_and_published_in_batches_as_the_same_bytes() {
     })
     .unwrap();
     let journal = Arc::new(Mutex::new(journal));
-    let hub = Arc::new(Hub::new("node-1"));
+    let hub = Arc::new(Hub::new(crate::event::proto::Origin::node("node-1")));
     let status = Arc::new(StatusBoard::new(
         "node-1",
         Vec::new(),

@@ -27,7 +27,7 @@ use super::{ActiveRules, InForce, Shared, from_file, reload_refusal};
 use crate::{
     attribution::Enricher,
     error_chain,
-    event::proto::policy_change,
+    event::proto::{Origin, policy_change},
     kernel::{Loaded, ProgramsError},
 };
 
@@ -38,7 +38,7 @@ pub struct Reloader {
     path: Option<PathBuf>,
     seen: Option<FileId>,
     shared: Shared,
-    node: String,
+    origin: Origin,
     /// Pod index generation at the last membership refresh (`None`: refresh at the next one).
     members_generation: Option<u64>,
     /// The pod cgroups at the last refresh, with namespace and labels.
@@ -88,13 +88,13 @@ fn apply(
 
 impl Reloader {
     /// `path`: the `--policy` file, if any (without one there is nothing to reload).
-    pub fn new(path: Option<PathBuf>, shared: Shared, node: &str) -> Self {
+    pub fn new(path: Option<PathBuf>, shared: Shared, origin: &Origin) -> Self {
         let seen = path.as_deref().and_then(file_id);
         Self {
             path,
             seen,
             shared,
-            node: node.to_owned(),
+            origin: origin.clone(),
             members_generation: None,
             pods: BTreeMap::new(),
             pending: None,
@@ -232,7 +232,7 @@ impl Reloader {
             destinations,
             "{why}: policies in force changed"
         );
-        policy_change(&self.node, generation, true, source, name, Vec::new())
+        policy_change(&self.origin, generation, true, source, name, Vec::new())
     }
 
     fn refused(&self, source: &str, reason: String, errors: Vec<String>) -> pb::Event {
@@ -248,7 +248,7 @@ impl Reloader {
             errors
         };
         policy_change(
-            &self.node,
+            &self.origin,
             self.shared.generation(),
             false,
             source,

@@ -77,7 +77,7 @@ impl Service {
         // ones before it; since a time: the ones already stored that the time reader skips).
         let (follower, floor) = {
             let journal = lock(&self.journal);
-            let node = &self.status.node;
+            let node = self.status.hub.origin();
             let follower = match start {
                 Start::Live => None,
                 Start::Seq(seq) => Some(journal.reader_from_seq(seq).map(|r| {
@@ -294,7 +294,7 @@ impl Session {
                             // Not an event: reported as a journal loss, as a reader that
                             // decodes would.
                             None => {
-                                let loss = journal_loss(&self.service.status.node, seq, seq);
+                                let loss = journal_loss(self.service.hub.origin(), seq, seq);
                                 self.push_loss(&loss)?;
                             }
                         }
@@ -316,7 +316,7 @@ impl Session {
                         time_unix_ns,
                     } => {
                         let payload =
-                            Item::lost_payload(count, time_unix_ns, self.service.hub.node());
+                            Item::lost_payload(count, time_unix_ns, self.service.hub.origin());
                         self.push(0, &payload, false)?;
                     }
                     Item::Events(batch, selection) => {

@@ -10,7 +10,10 @@ use std::{
     collections::BTreeMap,
     fmt::{Display, Write as _},
     net::SocketAddr,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use sensor_common::Counter;
@@ -19,7 +22,10 @@ use super::{
     health::Readiness,
     status::{Snapshot, StatusBoard},
 };
-use crate::{attribution::pods::WatcherStats, sinks::journal::Journal};
+use crate::{
+    attribution::pods::WatcherStats,
+    sinks::{export::ExportStats, journal::Journal},
+};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -240,6 +246,7 @@ fn userspace_families(out: &mut Exposition, snap: &Snapshot, status: &StatusBoar
             ("stdout", status.exports.stdout_events_write_errors()),
         ],
     );
+    export_families(out, status);
     let (lag_max, queued) = hub.lag();
     out.single(
         "sensor_subscribers",
@@ -501,6 +508,60 @@ fn policy_families(out: &mut Exposition, status: &StatusBoard) {
     }
 }
 
+/// Every `--export` destination's counters, labelled by the destination without its options
+/// (as many series as destinations).
+fn export_families(out: &mut Exposition, status: &StatusBoard) {
+    type Field = fn(&ExportStats) -> &AtomicU64;
+    let families: [(&str, &str, &str, Field); 6] = [
+        (
+            "sensor_export_records_total",
+            "counter",
+            "Records delivered, by destination (a file: written and synced; syslog: acknowledged by the receiver's TCP; OTLP: an OK Export call).",
+            |s| &s.records,
+        ),
+        (
+            "sensor_export_failures_total",
+            "counter",
+            "Failed deliveries (writes, connections, calls), each retried, by destination.",
+            |s| &s.write_errors,
+        ),
+        (
+            "sensor_export_retried_records_total",
+            "counter",
+            "Records delivered by a retry after a failure, by destination.",
+            |s| &s.retried,
+        ),
+        (
+            "sensor_export_rejected_records_total",
+            "counter",
+            "Records an OTLP receiver refused for good (partial success), by destination.",
+            |s| &s.rejected,
+        ),
+        (
+            "sensor_export_lost_events_total",
+            "counter",
+            "Events a destination never got: deleted by journal retention before it was delivered, or unreadable (each reported to it in a lost record).",
+            |s| &s.lost,
+        ),
+        (
+            "sensor_export_lag_records",
+            "gauge",
+            "Journal records not delivered yet, by destination.",
+            |s| &s.lag,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        out.family(name, kind, help);
+        for s in status.exports.per_destination() {
+            out.sample(
+                name,
+                &[("destination", s.destination.as_str())],
+                field(s).load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
 /// Text exposition format 0.0.4 writer.
 #[derive(Default)]
 struct Exposition(String);
@@ -596,7 +657,12 @@ mod tests {
                 ..Default::default()
             });
         }
-        pipeline.record(&crate::event::proto::lost(pb::LossStage::Kernel, 1, "n", 0));
+        pipeline.record(&crate::event::proto::lost(
+            pb::LossStage::Kernel,
+            1,
+            &crate::event::proto::Origin::node("n"),
+            0,
+        ));
         let board = Snapshot {
             kernel: vec![(Counter::RingbufFullChmod, 7)],
             pipeline,

@@ -109,8 +109,8 @@ pub enum Item {
 
 impl Item {
     /// The `lost` record (stage `subscriber`), encoded without `seq`.
-    pub fn lost_payload(count: u64, time_unix_ns: i64, node: &str) -> Bytes {
-        let lost = proto::lost(pb::LossStage::Subscriber, count, node, time_unix_ns);
+    pub fn lost_payload(count: u64, time_unix_ns: i64, origin: &proto::Origin) -> Bytes {
+        let lost = proto::lost(pb::LossStage::Subscriber, count, origin, time_unix_ns);
         encode::encode_pb(&lost).payload
     }
 }
@@ -150,7 +150,7 @@ struct Subscriber {
 }
 
 pub struct Hub {
-    node: String,
+    origin: proto::Origin,
     subscribers: Mutex<Option<Vec<Subscriber>>>,
     next_id: AtomicU64,
     /// Events lost over all subscribers (queue overflow).
@@ -201,17 +201,17 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(node: &str) -> Self {
+    pub fn new(origin: proto::Origin) -> Self {
         Self {
-            node: node.to_owned(),
+            origin,
             subscribers: Mutex::new(Some(Vec::new())),
             next_id: AtomicU64::new(1),
             lost_total: AtomicU64::new(0),
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
+    pub fn origin(&self) -> &proto::Origin {
+        &self.origin
     }
 
     /// Subscribe to live events passing `filter`, with a queue of `capacity` events. After

@@ -44,7 +44,7 @@ fn drain(sub: &Subscription) -> Vec<i64> {
 
 #[test]
 fn a_stalled_subscriber_gets_an_exact_loss_record_and_others_everything() {
-    let hub = Hub::new("n");
+    let hub = Hub::new(crate::event::proto::Origin::node("n"));
     let slow = hub.subscribe(&pb::Filter::default(), 4);
     let fast = hub.subscribe(&pb::Filter::default(), 1024);
     for seq in 1..=100 {
@@ -65,7 +65,7 @@ fn a_stalled_subscriber_gets_an_exact_loss_record_and_others_everything() {
 
 #[test]
 fn a_batch_is_cut_where_the_queue_is_full_and_the_loss_comes_before_the_next_event() {
-    let hub = Hub::new("n");
+    let hub = Hub::new(crate::event::proto::Origin::node("n"));
     let sub = hub.subscribe(&pb::Filter::default(), 10);
     hub.publish(&batch(1..=25));
     assert_eq!(hub.lag(), (10, 10));
@@ -83,7 +83,7 @@ fn a_batch_is_cut_where_the_queue_is_full_and_the_loss_comes_before_the_next_eve
 
 #[test]
 fn every_subscriber_takes_what_its_filter_passes_from_one_shared_batch() {
-    let hub = Hub::new("n");
+    let hub = Hub::new(crate::event::proto::Origin::node("n"));
     let filter = |kinds: &[pb::EventKind]| pb::Filter {
         kinds: kinds.iter().map(|k| *k as i32).collect(),
         ..Default::default()
@@ -133,7 +133,7 @@ fn selections_truncate_and_iterate_in_order() {
 
 #[test]
 fn filters_apply_and_dropped_receivers_unsubscribe() {
-    let hub = Hub::new("n");
+    let hub = Hub::new(crate::event::proto::Origin::node("n"));
     let chmod_only = pb::Filter {
         kinds: vec![pb::EventKind::Chmod as i32],
         ..Default::default()

@@ -1,21 +1,29 @@
-//! SIEM export: JSON lines or OCSF objects on stdout or in size-rotated files, read from the
-//! journal with a persisted cursor (`--export`, docs/export.md).
+//! SIEM export: JSON lines, OCSF objects or CEF lines on stdout, in size-rotated files, to a
+//! syslog receiver (RFC 5424 over TCP or TLS) or an OTLP logs receiver, read from the journal
+//! with a persisted cursor per destination (`--export`, docs/export.md).
 //!
 //! Each exporter is a thread of its own that follows the journal: the pipeline never waits for
-//! it. After every batch it writes whole lines, then its state (cursor, open fold windows, the
+//! it, nor do the other destinations. After every batch is delivered (a file: written and
+//! synced; syslog: acknowledged by the receiver's TCP; OTLP: an OK Export call) it writes its
+//! state (cursor, open fold windows, the
 //! active file's size): after a restart, even after `kill -9`, it continues after the last line
 //! it wrote, with no gap and no duplicate. A destination that is slow or failing falls behind
 //! in the journal; what retention deletes before the exporter got to it becomes one `lost`
 //! record (stage `journal`) with the count. Flood control (`fold`) folds identical events
 //! within a window into one record with a count, and never holds back the first of a window.
 
+pub mod cef;
 mod config;
+mod facts;
 pub mod fold;
 pub mod ocsf;
+mod otlp;
 mod sink;
 mod state;
+mod syslog;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::{
     path::{Path, PathBuf},
@@ -37,10 +45,10 @@ use crate::{
         follow::{Followed, Follower},
     },
 };
-pub use config::{Destination, ExportConfig, ExportFlags, Format, configs};
+pub use config::{Destination, ExportConfig, ExportFlags, Format, Remote, configs};
 use fold::Folder;
 pub use sink::FileMark;
-use sink::{RotatingFile, Sink};
+use sink::{Batch, RotatingFile, Sink};
 use state::State;
 
 /// At the latest, how often an exporter that has caught up looks for new journal records (a
@@ -49,8 +57,10 @@ const POLL: Duration = Duration::from_millis(50);
 /// Lines written (and the cursor committed) at least this often during a long catch-up.
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 256 * 1024;
-/// Retry delay after a failed write.
+/// Retry delay after a failed write; network destinations double it after every failure in a
+/// row, up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// At most one warning per exporter this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -77,15 +87,21 @@ pub enum ExportError {
 /// One exporter's counters.
 #[derive(Debug, Default)]
 pub struct ExportStats {
-    /// Lines written.
+    /// The destination, without options (the `destination` label of the metrics).
+    pub destination: String,
+    /// Records delivered.
     pub records: AtomicU64,
+    /// Records delivered by a retry (their batch had failed before).
+    pub retried: AtomicU64,
+    /// Records the receiver refused for good (OTLP partial success).
+    pub rejected: AtomicU64,
     /// Events folded into a repeat record instead of a line of their own.
     pub folded: AtomicU64,
     /// Events unfolded because the fold table was full.
     pub fold_table_full: AtomicU64,
     /// Events the exporter never saw (deleted by journal retention first, or unreadable).
     pub lost: AtomicU64,
-    /// Failed writes (retried).
+    /// Failed deliveries (writes, connections, calls; each retried).
     pub write_errors: AtomicU64,
     /// Uncommitted bytes cut from the file at start (written before a crash, written again).
     pub rolled_back_bytes: AtomicU64,
@@ -112,7 +128,7 @@ pub struct ExportCounters {
 
 impl ExportCounters {
     /// Counters over all `--export` destinations (`lag`: the largest), by status-API name.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         let sum = |f: fn(&ExportStats) -> &AtomicU64| {
             self.exports
                 .iter()
@@ -131,9 +147,16 @@ impl ExportCounters {
             ("export_fold_table_full", sum(|s| &s.fold_table_full)),
             ("export_lost", sum(|s| &s.lost)),
             ("export_write_errors", sum(|s| &s.write_errors)),
+            ("export_retried", sum(|s| &s.retried)),
+            ("export_rejected", sum(|s| &s.rejected)),
             ("export_rolled_back_bytes", sum(|s| &s.rolled_back_bytes)),
             ("export_lag", lag),
         ]
+    }
+
+    /// Every `--export` destination's own counters.
+    pub fn per_destination(&self) -> &[Arc<ExportStats>] {
+        &self.exports
     }
 
     /// Failed writes of `--stdout-events` (retried).
@@ -223,10 +246,14 @@ struct Exporter {
     stats: Arc<ExportStats>,
     /// Events to render.
     out: Vec<pb::Event>,
-    /// Rendered lines not written yet (kept across a failed write).
-    buf: Vec<u8>,
+    /// Rendered records not delivered yet (kept across a failed delivery).
+    batch: Batch,
     /// Journal records consumed since the last commit.
     uncommitted: usize,
+    /// Failed deliveries in a row.
+    failures: u32,
+    /// The syslog facility (syslog destinations).
+    facility: u8,
     last_warn: Option<Instant>,
 }
 
@@ -256,9 +283,27 @@ impl Exporter {
             })?,
             None => None,
         };
-        let stats = Arc::new(ExportStats::default());
+        let mut stats = ExportStats {
+            destination: cfg.destination.label(),
+            ..ExportStats::default()
+        };
+        let remote_error = |msg: String| ExportError::State {
+            path: PathBuf::from(cfg.destination.label()),
+            msg,
+        };
+        let mut facility = 0;
         let sink = match &cfg.destination {
             Destination::Stdout => Sink::Stdout(std::io::stdout()),
+            Destination::Syslog(remote) => {
+                facility = remote.facility;
+                Sink::Syslog(
+                    syslog::SyslogClient::new(remote, cfg.tls.as_ref()).map_err(remote_error)?,
+                )
+            }
+            Destination::Otlp(remote) => Sink::Otlp(Box::new(
+                otlp::OtlpClient::new(remote, cfg.tls.as_ref(), &cfg.origin)
+                    .map_err(remote_error)?,
+            )),
             Destination::File(path) => {
                 let committed = state.as_ref().and_then(|s| s.file);
                 let (file, cut) = RotatingFile::open(path, cfg.max_bytes, cfg.max_files, committed)
@@ -266,7 +311,7 @@ impl Exporter {
                 if cut > 0 {
                     tracing::info!(file = %path.display(), bytes = cut, "export: cut lines written after the last committed cursor (they are written again)");
                 }
-                stats.rolled_back_bytes.store(cut, Ordering::Relaxed);
+                *stats.rolled_back_bytes.get_mut() = cut;
                 Sink::File(file)
             }
         };
@@ -286,15 +331,15 @@ impl Exporter {
             }
             Some(s) => {
                 let unreadable = s.restore_windows(&mut folder);
-                stats.lost.fetch_add(unreadable, Ordering::Relaxed);
+                *stats.lost.get_mut() += unreadable;
                 s.cursor
             }
             // A new exporter starts with what comes next, not with the whole journal.
             None => next_seq,
         };
-        tracing::info!(destination = ?cfg.destination, format = ?cfg.format, cursor, "exporter ready");
+        tracing::info!(destination = %cfg.destination.label(), format = ?cfg.format, cursor, "exporter ready");
         Ok(Self {
-            follower: Follower::from_seq(cursor, &cfg.node),
+            follower: Follower::from_seq(cursor, &cfg.origin),
             cursor,
             cfg,
             journal,
@@ -302,10 +347,12 @@ impl Exporter {
             state_path,
             committed: cursor,
             folder,
-            stats,
+            stats: Arc::new(stats),
             out: Vec::new(),
-            buf: Vec::new(),
+            batch: Batch::default(),
             uncommitted: 0,
+            failures: 0,
+            facility,
             last_warn: None,
         })
     }
@@ -324,18 +371,18 @@ impl Exporter {
                 }
                 self.render();
                 if !self.commit() && !stopping {
-                    thread::sleep(RETRY);
+                    self.pause(stop);
                     continue;
                 }
                 if stopping {
                     return;
                 }
-            } else if !self.buf.is_empty() {
-                // A write failed: retry later, the journal keeps the events meanwhile.
+            } else if !self.batch.is_empty() {
+                // A delivery failed: retry later, the journal keeps the events meanwhile.
                 if stopping {
                     return;
                 }
-                thread::sleep(RETRY);
+                self.pause(stop);
                 continue;
             }
             if !stopping {
@@ -346,13 +393,28 @@ impl Exporter {
         }
     }
 
-    /// Export what the journal holds now. `true` when everything was read and written.
+    /// Wait before a retry (backoff for network destinations), or until the daemon stops.
+    fn pause(&self, stop: &AtomicBool) {
+        let delay = if self.sink.remote() {
+            RETRY
+                .saturating_mul(1 << self.failures.saturating_sub(1).min(5))
+                .min(RETRY_MAX)
+        } else {
+            RETRY
+        };
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+            thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+        }
+    }
+
+    /// Export what the journal holds now. `true` when everything was read and delivered.
     fn pass(&mut self) -> bool {
         let next_seq = lock(&self.journal).next_seq();
         self.stats
             .lag
             .store(next_seq.saturating_sub(self.committed), Ordering::Relaxed);
-        if !self.buf.is_empty() && !self.commit() {
+        if !self.batch.is_empty() && !self.commit() {
             return false;
         }
         // A batch cut short by a failed write: read again after the last rendered record.
@@ -382,7 +444,7 @@ impl Exporter {
                 self.uncommitted += 1;
                 self.render();
                 if (self.uncommitted >= BATCH_RECORDS
-                    || self.buf.len() >= BATCH_BYTES
+                    || self.batch.size >= BATCH_BYTES
                     || self.file_full())
                     && !self.commit()
                 {
@@ -395,35 +457,49 @@ impl Exporter {
     fn file_full(&self) -> bool {
         match &self.sink {
             Sink::File(f) => {
-                f.mark().size + self.buf.len() as u64 >= self.cfg.max_bytes && !self.buf.is_empty()
+                f.mark().size + self.batch.size as u64 >= self.cfg.max_bytes
+                    && !self.batch.is_empty()
             }
-            Sink::Stdout(_) => false,
+            _ => false,
         }
     }
 
-    /// Render the events to write into lines.
+    /// Render the events into the batch.
     fn render(&mut self) {
         for event in self.out.drain(..) {
-            self.buf
-                .extend_from_slice(self.cfg.format.line(&event).as_bytes());
-            self.buf.push(b'\n');
+            let payload = self.cfg.format.line(&event);
+            self.sink
+                .render(&event, payload, self.facility, &mut self.batch);
         }
     }
 
-    /// Write the rendered lines, make them durable, then save the state; rotate a full file.
-    /// `false` when the write failed (the lines stay buffered, the state is not saved).
+    /// Deliver the rendered records, then save the state; rotate a full file. `false` when
+    /// the delivery failed (the records stay in the batch, the state is not saved).
     fn commit(&mut self) -> bool {
-        if self.buf.is_empty() && self.uncommitted == 0 {
+        if self.batch.is_empty() && self.uncommitted == 0 {
             return true;
         }
-        let lines = bytecount_lines(&self.buf);
-        if let Err(err) = self.sink.write(&self.buf).and_then(|()| self.sink.sync()) {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            self.warn(&format!("write: {err}"));
-            return false;
+        let records = self.batch.records;
+        match self.sink.deliver(&mut self.batch) {
+            Ok(rejected) => {
+                if rejected > 0 {
+                    self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::warn!(destination = %self.cfg.destination.label(), "export: the receiver refused {rejected} of {records} records for good (partial success; not sent again)");
+                }
+            }
+            Err(err) => {
+                self.failures = self.failures.saturating_add(1);
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.warn(&err);
+                return false;
+            }
         }
-        self.buf.clear();
-        self.stats.records.fetch_add(lines, Ordering::Relaxed);
+        if self.failures > 0 {
+            self.stats.retried.fetch_add(records, Ordering::Relaxed);
+            tracing::info!(destination = %self.cfg.destination.label(), failures = self.failures, "export: delivered again");
+            self.failures = 0;
+        }
+        self.stats.records.fetch_add(records, Ordering::Relaxed);
         self.stats
             .folded
             .store(self.folder.stats.folded, Ordering::Relaxed);
@@ -472,11 +548,7 @@ impl Exporter {
     fn warn(&mut self, what: &str) {
         if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
             self.last_warn = Some(Instant::now());
-            tracing::warn!(destination = ?self.cfg.destination, "export: {what} (retrying; further warnings within a minute are not logged)");
+            tracing::warn!(destination = %self.cfg.destination.label(), "export: {what} (retrying; further warnings within a minute are not logged)");
         }
     }
-}
-
-fn bytecount_lines(buf: &[u8]) -> u64 {
-    buf.iter().filter(|&&b| b == b'\n').count() as u64
 }

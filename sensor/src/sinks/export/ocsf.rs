@@ -270,13 +270,7 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         Some(B::Connect(c)) => {
             let v6 = c.dst_addr.contains(':');
             o["dst_endpoint"] = json!({ "ip": c.dst_addr, "port": c.dst_port });
-            let protocol = match c.protocol as i32 {
-                libc::IPPROTO_TCP => "tcp",
-                libc::IPPROTO_UDP => "udp",
-                libc::IPPROTO_ICMP => "icmp",
-                libc::IPPROTO_ICMPV6 => "ipv6-icmp",
-                _ => "",
-            };
+            let protocol = super::facts::transport(c);
             let mut info = json!({
                 "protocol_num": c.protocol,
                 "direction_id": 2,
@@ -294,8 +288,7 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
             );
         }
         Some(B::Chmod(c)) => {
-            let file = if c.name.is_empty() { &c.path } else { &c.name };
-            o["file"] = file_obj(file);
+            o["file"] = file_obj(super::facts::chmod_file(c));
             let mut ch = json!({
                 "syscall": c.syscall().as_str_name().trim_start_matches("CHMOD_SYSCALL_").to_ascii_lowercase(),
                 "mode": format!("{:04o}", c.mode),
@@ -384,10 +377,14 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         "event_code": kind_name(kind_of(e)),
     });
     if e.seq != 0 {
-        metadata["uid"] = json!(format!("{}:{}", e.node, e.seq));
+        metadata["uid"] = json!(super::facts::uid(e));
         metadata["sequence"] = json!(e.seq);
     }
     o["metadata"] = metadata;
+    // OCSF 1.5 has no attribute for a cluster (`cloud` has account, region and zone).
+    if !e.cluster.is_empty() {
+        sensor.insert("cluster".into(), json!(e.cluster));
+    }
     o["unmapped"] = json!({ "sensor": sensor });
     o
 }

@@ -1,4 +1,5 @@
-//! Where exported lines go: stdout, or a file rotated by size.
+//! Where exported records go: stdout, a file rotated by size, a syslog receiver or an OTLP
+//! receiver ([`Sink`]), and what is rendered for them until it is delivered ([`Batch`]).
 //!
 //! A file receives whole lines only: every batch of lines is one `write(2)` on a file opened
 //! `O_APPEND`, so a shipper reading it never sees half a line at a batch boundary. Rotation
@@ -17,7 +18,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use sensor_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
+
+use super::{
+    otlp::{self, OtlpClient},
+    syslog::{self, SyslogClient},
+};
 
 /// The active file as of a committed cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,35 +148,105 @@ impl RotatingFile {
 }
 
 /// An exporter's destination.
-#[derive(Debug)]
 pub enum Sink {
     Stdout(io::Stdout),
     File(RotatingFile),
+    Syslog(SyslogClient),
+    Otlp(Box<OtlpClient>),
+}
+
+/// What a sink holds between rendering and delivery: bytes (lines, syslog frames) or OTLP
+/// records.
+#[derive(Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub logs: Vec<LogRecord>,
+    /// Records rendered and not delivered.
+    pub records: u64,
+    /// Their size (the payloads of OTLP records).
+    pub size: usize,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.logs.clear();
+        self.records = 0;
+        self.size = 0;
+    }
 }
 
 impl Sink {
-    pub fn write(&mut self, lines: &[u8]) -> io::Result<()> {
+    /// Render one event into `batch` (`payload`: the event in the destination's format).
+    pub fn render(&self, event: &pb::Event, payload: String, facility: u8, batch: &mut Batch) {
+        let before = batch.bytes.len();
         match self {
-            Self::Stdout(out) => {
-                let mut lock = out.lock();
-                lock.write_all(lines)?;
-                lock.flush()
+            Self::Stdout(_) | Self::File(_) => {
+                batch.bytes.extend_from_slice(payload.as_bytes());
+                batch.bytes.push(b'\n');
             }
-            Self::File(f) => f.write(lines),
+            Self::Syslog(_) => {
+                syslog::frame(
+                    event,
+                    &payload,
+                    facility,
+                    std::process::id(),
+                    &mut batch.bytes,
+                );
+            }
+            Self::Otlp(_) => {
+                batch.size += payload.len();
+                batch.logs.push(otlp::log_record(event, payload));
+            }
         }
+        batch.size += batch.bytes.len() - before;
+        batch.records += 1;
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        match self {
-            Self::Stdout(_) => Ok(()),
-            Self::File(f) => f.sync(),
+    /// Deliver the batch (written and synced; acknowledged by the receiver's TCP; an OK
+    /// Export call) and empty it; on failure it stays as it is, for a retry. `Ok(n)`: the
+    /// receiver refused `n` records for good (an OTLP partial success).
+    pub fn deliver(&mut self, batch: &mut Batch) -> Result<u64, String> {
+        if batch.is_empty() {
+            return Ok(0);
         }
+        let rejected = match self {
+            Self::Stdout(out) => {
+                let mut lock = out.lock();
+                lock.write_all(&batch.bytes)
+                    .and_then(|()| lock.flush())
+                    .map_err(|e| format!("write: {e}"))?;
+                0
+            }
+            Self::File(f) => {
+                f.write(&batch.bytes)
+                    .and_then(|()| f.sync())
+                    .map_err(|e| format!("write: {e}"))?;
+                0
+            }
+            Self::Syslog(c) => {
+                c.send(&batch.bytes).map_err(|e| format!("syslog: {e}"))?;
+                0
+            }
+            Self::Otlp(c) => c.send(&batch.logs).map_err(|e| format!("otlp: {e}"))?,
+        };
+        batch.clear();
+        Ok(rejected)
+    }
+
+    /// A network destination (retried with backoff).
+    pub fn remote(&self) -> bool {
+        matches!(self, Self::Syslog(_) | Self::Otlp(_))
     }
 
     pub fn mark(&self) -> Option<FileMark> {
         match self {
-            Self::Stdout(_) => None,
             Self::File(f) => Some(f.mark()),
+            _ => None,
         }
     }
 }

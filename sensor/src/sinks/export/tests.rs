@@ -281,16 +281,21 @@ impl Setup {
 
     fn exporter(&self, max_bytes: u64, window: Duration) -> Exporter {
         fs::create_dir_all(self.out.parent().unwrap()).unwrap();
+        self.exporter_to(Destination::File(self.out.clone()), max_bytes, window)
+    }
+
+    fn exporter_to(&self, destination: Destination, max_bytes: u64, window: Duration) -> Exporter {
         Exporter::open(
             ExportConfig {
-                destination: Destination::File(self.out.clone()),
+                destination,
                 format: Format::Json,
                 max_bytes,
                 max_files: 1000,
                 fold_window: window,
                 state_dir: self.state.clone(),
-                node: "node-a".into(),
+                origin: crate::event::proto::Origin::node("node-a"),
                 persist: true,
+                tls: None,
             },
             Arc::clone(&self.journal),
         )
@@ -457,4 +462,74 @@ fn a_cursor_beyond_a_removed_journal_continues_with_new_events() {
     s.append(chmods(10, 5));
     assert!(exporter.pass());
     assert_exactly(&seqs(&s.lines()), 11, 15);
+}
+
+/// Octet-counted messages read from `stream` until `n` arrived.
+fn read_frames(stream: &mut std::net::TcpStream, n: usize) -> Vec<String> {
+    use std::io::Read as _;
+    let mut data = Vec::new();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 65536];
+    while frames.len() < n {
+        let got = stream.read(&mut buf).unwrap();
+        assert!(got > 0, "connection closed after {} messages", frames.len());
+        data.extend_from_slice(&buf[..got]);
+        while let Some(sp) = data.iter().position(|&b| b == b' ') {
+            let len: usize = std::str::from_utf8(&data[..sp]).unwrap().parse().unwrap();
+            if data.len() < sp + 1 + len {
+                break;
+            }
+            frames.push(String::from_utf8(data[sp + 1..sp + 1 + len].to_vec()).unwrap());
+            data.drain(..sp + 1 + len);
+        }
+    }
+    frames
+}
+
+#[test]
+fn a_syslog_receiver_that_is_down_keeps_the_batch_and_gets_it_whole_once_it_listens() {
+    let s = setup("syslog-down", u64::MAX);
+    // A port nobody listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dest = Destination::parse(&format!("syslog://127.0.0.1:{port}?facility=local0")).unwrap();
+    let mut exporter = s.exporter_to(dest.clone(), 1 << 20, Duration::ZERO);
+    s.append(chmods(0, 50));
+    assert!(!exporter.pass(), "nothing listens: not delivered");
+    assert!(exporter.stats.write_errors.load(Ordering::Relaxed) >= 1);
+    assert_eq!(exporter.stats.records.load(Ordering::Relaxed), 0);
+    assert_eq!(exporter.committed, 1, "the cursor stays before the batch");
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    s.append(chmods(50, 10));
+    assert!(exporter.pass(), "delivered once the receiver listens");
+    let (mut conn, _) = listener.accept().unwrap();
+    let frames = read_frames(&mut conn, 60);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .map(|f| {
+            // <PRI>1 TIME HOST APP PROCID MSGID [SD] MSG: local0 (16) * 8 + info (6).
+            assert!(f.starts_with("<134>1 "), "{f}");
+            let json = &f[f.find("] {").unwrap() + 2..];
+            serde_json::from_str::<Value>(json).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_exactly(&seqs, 1, 60);
+    assert_eq!(exporter.stats.records.load(Ordering::Relaxed), 60);
+    // The 50 of the failed batch came by a retry; the 10 after it in a batch of their own.
+    assert_eq!(exporter.stats.retried.load(Ordering::Relaxed), 50);
+    assert_eq!(exporter.committed, 61);
+    // The cursor was saved: a new exporter for the same destination continues after it.
+    drop(exporter);
+    s.append(chmods(60, 5));
+    let mut again = s.exporter_to(dest, 1 << 20, Duration::ZERO);
+    assert!(again.pass());
+    let (mut conn, _) = listener.accept().unwrap();
+    let frames = read_frames(&mut conn, 5);
+    assert!(frames[0].contains("seq=\"61\""), "{}", frames[0]);
 }

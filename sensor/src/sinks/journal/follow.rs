@@ -11,7 +11,10 @@ use prost::Message as _;
 use sensor_proto::v1 as pb;
 
 use super::{Journal, JournalError, JournalReader, ReadItem};
-use crate::event::{proto, time::now_unix_ns};
+use crate::event::{
+    proto::{self, Origin},
+    time::now_unix_ns,
+};
 
 /// One item a follower hands out.
 #[derive(Debug)]
@@ -54,13 +57,13 @@ pub enum Stored {
 pub struct Follower {
     /// Every record below it has been handed out (or reported lost).
     cursor: u64,
-    node: String,
+    origin: Origin,
     reader: Option<JournalReader>,
 }
 
 /// A `lost` record for journal records `from..=to` a reader could not read.
-pub fn journal_loss(node: &str, from: u64, to: u64) -> pb::Event {
-    let mut e = proto::lost(pb::LossStage::Journal, to - from + 1, node, now_unix_ns());
+pub fn journal_loss(origin: &Origin, from: u64, to: u64) -> pb::Event {
+    let mut e = proto::lost(pb::LossStage::Journal, to - from + 1, origin, now_unix_ns());
     if let Some(pb::event::Body::Lost(l)) = &mut e.body {
         l.first_seq = from;
         l.last_seq = to;
@@ -69,20 +72,20 @@ pub fn journal_loss(node: &str, from: u64, to: u64) -> pb::Event {
 }
 
 impl Follower {
-    /// From sequence number `cursor` on (`node` names the node in loss records).
-    pub fn from_seq(cursor: u64, node: &str) -> Self {
+    /// From sequence number `cursor` on (`origin` names the node in loss records).
+    pub fn from_seq(cursor: u64, origin: &Origin) -> Self {
         Self {
             cursor,
-            node: node.to_owned(),
+            origin: origin.clone(),
             reader: None,
         }
     }
 
     /// From wherever `reader` starts (a reader made from a time).
-    pub fn from_reader(reader: JournalReader, node: &str) -> Self {
+    pub fn from_reader(reader: JournalReader, origin: &Origin) -> Self {
         Self {
             cursor: 0,
-            node: node.to_owned(),
+            origin: origin.clone(),
             reader: Some(reader),
         }
     }
@@ -117,14 +120,14 @@ impl Follower {
         journal: &Mutex<Journal>,
         max: usize,
     ) -> Result<Vec<Followed>, JournalError> {
-        let node = self.node.clone();
+        let origin = self.origin.clone();
         self.next_items(journal, max, |item| match item {
             Stored::Record { seq, payload } => match pb::Event::decode(payload.as_ref()) {
                 Ok(mut event) => {
                     event.seq = seq;
                     Followed::Event(event)
                 }
-                Err(_) => Followed::Lost(journal_loss(&node, seq, seq)),
+                Err(_) => Followed::Lost(journal_loss(&origin, seq, seq)),
             },
             Stored::Lost(loss) => Followed::Lost(*loss),
         })
@@ -179,7 +182,9 @@ impl Follower {
                         let from = from.max(self.cursor);
                         self.cursor = to + 1;
                         out.push(convert(Stored::Lost(Box::new(journal_loss(
-                            &self.node, from, to,
+                            &self.origin,
+                            from,
+                            to,
                         )))));
                     }
                 }
