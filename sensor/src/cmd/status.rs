@@ -72,6 +72,7 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
     serde_json::json!({
         "version": s.version,
         "node": s.node,
+        "cluster": s.cluster,
         "subscribers": s.subscribers,
         "attachments": s.attachments.iter().map(|a| serde_json::json!({"program": a.program, "target": a.target, "tier": a.tier})).collect::<Vec<_>>(),
         "protections": protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
@@ -81,15 +82,25 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
         "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
         "scopes": s.scopes.iter().map(|sc| serde_json::json!({"path": sc.path, "cgroup_id": sc.cgroup_id, "created": sc.created})).collect::<Vec<_>>(),
+        "exports": s.exports.iter().map(|e| serde_json::json!({
+            "destination": e.destination, "format": e.format, "delivered": e.delivered,
+            "failures": e.failures, "retried": e.retried, "rejected": e.rejected,
+            "lost": e.lost, "lag": e.lag, "error": e.error,
+        })).collect::<Vec<_>>(),
     })
 }
 
 fn to_text(s: &pb::GetStatusResponse) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let cluster = if s.cluster.is_empty() {
+        String::new()
+    } else {
+        format!(" in cluster {}", s.cluster)
+    };
     let _ = writeln!(
         out,
-        "sensor {} on {} ({} subscriber(s))",
+        "sensor {} on {}{cluster} ({} subscriber(s))",
         s.version, s.node, s.subscribers
     );
     let _ = writeln!(out, "\nscope:");
@@ -123,6 +134,28 @@ fn to_text(s: &pb::GetStatusResponse) -> String {
             rfc3339(j.last_time_unix_ns),
             j.next_seq
         );
+    }
+    if !s.exports.is_empty() {
+        let _ = writeln!(out, "\nexports:");
+        for e in &s.exports {
+            let state = if e.error.is_empty() {
+                "ok".to_owned()
+            } else {
+                format!("failing: {}", e.error)
+            };
+            let _ = writeln!(
+                out,
+                "  {} ({}): {state}; delivered {}, behind {}, lost {}, failures {}, retried {}, rejected {}",
+                e.destination,
+                e.format,
+                e.delivered,
+                e.lag,
+                e.lost,
+                e.failures,
+                e.retried,
+                e.rejected
+            );
+        }
     }
     let _ = writeln!(out, "\ncounters:");
     let counters: std::collections::BTreeMap<_, _> = s.counters.iter().collect();

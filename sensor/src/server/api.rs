@@ -166,6 +166,8 @@ impl pb::sensor_server::Sensor for Service {
             policy_text: policy.text().to_owned(),
             scopes: self.status.scopes.clone(),
             policies: crate::policy::states(&policy),
+            cluster: self.hub.origin().cluster.clone(),
+            exports: self.status.exports.states(),
         }))
     }
 }

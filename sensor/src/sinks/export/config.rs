@@ -312,6 +312,14 @@ impl Format {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Ocsf => "ocsf",
+            Self::Cef => "cef",
+        }
+    }
+
     pub fn line(self, event: &pb::Event) -> String {
         match self {
             Self::Json => to_json(event),

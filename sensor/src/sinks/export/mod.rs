@@ -89,6 +89,10 @@ pub enum ExportError {
 pub struct ExportStats {
     /// The destination, without options (the `destination` label of the metrics).
     pub destination: String,
+    /// `json`, `ocsf` or `cef`.
+    pub format: &'static str,
+    /// The last failed delivery's error while deliveries fail (empty once one succeeded).
+    pub error: Mutex<String>,
     /// Records delivered.
     pub records: AtomicU64,
     /// Records delivered by a retry (their batch had failed before).
@@ -157,6 +161,29 @@ impl ExportCounters {
     /// Every `--export` destination's own counters.
     pub fn per_destination(&self) -> &[Arc<ExportStats>] {
         &self.exports
+    }
+
+    /// Every `--export` destination, for the status API.
+    pub fn states(&self) -> Vec<pb::ExportState> {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.exports
+            .iter()
+            .map(|s| pb::ExportState {
+                destination: s.destination.clone(),
+                format: s.format.to_owned(),
+                delivered: n(&s.records),
+                failures: n(&s.write_errors),
+                retried: n(&s.retried),
+                rejected: n(&s.rejected),
+                lost: n(&s.lost),
+                lag: n(&s.lag),
+                error: s
+                    .error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            })
+            .collect()
     }
 
     /// Failed writes of `--stdout-events` (retried).
@@ -285,6 +312,7 @@ impl Exporter {
         };
         let mut stats = ExportStats {
             destination: cfg.destination.label(),
+            format: cfg.format.name(),
             ..ExportStats::default()
         };
         let remote_error = |msg: String| ExportError::State {
@@ -490,11 +518,13 @@ impl Exporter {
             Err(err) => {
                 self.failures = self.failures.saturating_add(1);
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.set_error(err.clone());
                 self.warn(&err);
                 return false;
             }
         }
         if self.failures > 0 {
+            self.set_error(String::new());
             self.stats.retried.fetch_add(records, Ordering::Relaxed);
             tracing::info!(destination = %self.cfg.destination.label(), failures = self.failures, "export: delivered again");
             self.failures = 0;
@@ -543,6 +573,14 @@ impl Exporter {
                 false
             }
         }
+    }
+
+    fn set_error(&self, error: String) {
+        *self
+            .stats
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
     fn warn(&mut self, what: &str) {
