@@ -2,7 +2,8 @@
 //! scratch directories, child and sensor process guards) is the shared harness
 //! (`sensor-harness`, re-exported here); this crate adds what only the host needs: network
 //! namespaces, bpffs pin directories, the `probe` helper that runs a scenario step inside a
-//! cgroup and a network namespace, `sensor tail`, gRPC and the PyPI validators.
+//! cgroup and a network namespace, `sensor tail`, gRPC, the PyPI validators, and the real
+//! receivers of the network SIEM exports ([`siem`]: a test CA, rsyslogd, an OTLP receiver).
 //!
 //! Safety (docs/testing.md, 'Safety rules for tests'): metadata addresses exist only on the
 //! `lo` of a network namespace a test created; the probe refuses network operations outside
@@ -25,6 +26,11 @@ use sensor_harness::{Lines, end_child, read_lines, unique, wait_exit};
 use serde_json::Value;
 
 pub mod kubeapi;
+pub mod siem;
+
+pub use siem::{
+    Delivery, OtlpOptions, OtlpReceiver, Rsyslog, SyslogInput, TestCa, assert_delivery, closed_port,
+};
 
 /// A network namespace with the metadata addresses on its own `lo`; deleted on drop.
 pub struct NetNs {
@@ -457,4 +463,13 @@ pub fn seqs_of(events: &[Value], pid: u32) -> Vec<u64> {
         .filter(|e| e["pid"] == pid && e["kind"] == "chmod")
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect()
+}
+
+/// The `{"counters": ...}` line a stopped sensor printed (docs/events.md).
+pub fn stop_counters(stderr: &str) -> Value {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("{\"counters\""))
+        .unwrap_or_else(|| panic!("no counters line:\n{stderr}"));
+    serde_json::from_str::<Value>(line).unwrap()["counters"].clone()
 }

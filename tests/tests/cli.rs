@@ -1,5 +1,5 @@
-//! `sensor run` input handling: bad flags and unusable cgroups give one line and exit 2,
-//! before anything is loaded; SIGTERM detaches and prints the counters.
+//! `sensor run` input handling: bad flags, unusable cgroups and bad export destinations give
+//! one line and exit 2, before anything is loaded; SIGTERM detaches and prints the counters.
 
 use std::process::Command;
 
@@ -85,6 +85,43 @@ fn unusable_cgroup_paths_are_refused_before_loading() {
                 path,
             ],
             path,
+        );
+    }
+}
+
+#[test]
+fn bad_export_destinations_are_one_line_and_exit_2() {
+    require_root();
+    let cg = TestCgroup::new();
+    let tmp = TempDir::new();
+    let headers = tmp.0.join("headers");
+    std::fs::write(&headers, "authorization: Bearer x\n").unwrap();
+    let headers_on_syslog = format!("syslog://127.0.0.1:514?headers={}", headers.display());
+    for (dest, mention) in [
+        ("kafka://x:1", "kafka"),
+        ("syslog://127.0.0.1", "port"),
+        ("otlp://127.0.0.1", "port"),
+        (
+            "syslog+tls://127.0.0.1:6514?ca=/nonexistent",
+            "/nonexistent",
+        ),
+        (
+            "otlp+tls://127.0.0.1:4317?cert=/nonexistent/c.pem&key=/nonexistent/k.pem",
+            "/nonexistent",
+        ),
+        ("syslog://127.0.0.1:514?colour=red", "colour"),
+        ("otlp://127.0.0.1:4317?facility=local0", "facility"),
+        (headers_on_syslog.as_str(), "headers"),
+    ] {
+        assert_usage_error(
+            &[
+                "run",
+                "--scope-cgroup",
+                cg.path.to_str().unwrap(),
+                "--export",
+                dest,
+            ],
+            mention,
         );
     }
 }

@@ -155,6 +155,32 @@ fn check(objects: &[Value], overlay: &str, caps: &[&str]) {
         "{overlay}"
     );
 
+    // Fleet delivery configured from an optional ConfigMap and Secret: a cluster without
+    // them still starts (docs/export.md, deploy/README.md).
+    for (name, key) in [
+        ("SENSOR_CLUSTER_NAME", "cluster-name"),
+        ("SENSOR_EXPORT", "export"),
+        ("SENSOR_EXPORT_FORMAT", "export-format"),
+    ] {
+        let r = &env_of(c, name)["valueFrom"]["configMapKeyRef"];
+        assert_eq!(
+            (&r["name"], &r["key"], &r["optional"]),
+            (&json!("sensor-export"), &json!(key), &json!(true)),
+            "{overlay}: {name}"
+        );
+    }
+    let export_tls = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "export-tls")
+        .expect("export-tls volume");
+    assert_eq!(
+        export_tls["secret"]["secretName"], "sensor-export",
+        "{overlay}"
+    );
+    assert_eq!(export_tls["secret"]["optional"], true, "{overlay}");
+
     // Host mounts: exactly these, read-only where the sensor only reads.
     let volumes: BTreeMap<&str, &Value> = pod["volumes"]
         .as_array()

