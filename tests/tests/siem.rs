@@ -1488,6 +1488,30 @@ fn a_destination_down_past_retention_gets_an_exact_loss_record() {
         Delivery::ExactlyOnce,
     );
     eprintln!("journal after the flood: {}", st["journal"]);
+    // `sensor status` says which destination is failing, why, and how far behind it is.
+    let exports = sensor.status()["exports"].clone();
+    let by_dest = |prefix: &str| {
+        exports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["destination"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} destination in {exports}"))
+            .clone()
+    };
+    let (down_state, up_state) = (by_dest("otlp://"), by_dest("syslog://"));
+    assert!(
+        down_state["error"].as_str().unwrap().starts_with("otlp: "),
+        "{down_state}"
+    );
+    assert!(
+        down_state["failures"].as_u64().unwrap() >= 1,
+        "{down_state}"
+    );
+    assert!(down_state["lag"].as_u64().unwrap() > 0, "{down_state}");
+    assert_eq!(down_state["delivered"], 0, "{down_state}");
+    assert_eq!(up_state["error"], "", "{up_state}");
+    assert_eq!(up_state["format"], "json", "{up_state}");
 
     // The destination comes up: what retention deleted comes as one loss record.
     let otlp = OtlpReceiver::start_on(down, OtlpOptions::default());
