@@ -353,8 +353,14 @@ fn check_cef(m: &Value, e: &Value) {
             ctx()
         );
     }
-    if let Some(comm) = e["comm"].as_str().filter(|s| !s.is_empty()) {
-        assert_eq!(c["sproc"], comm, "{}", ctx());
+    // The program: the executable's file name, else comm (which a process can set).
+    let program = e["exe"]
+        .as_str()
+        .and_then(|x| x.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .or_else(|| e["comm"].as_str().filter(|s| !s.is_empty()));
+    if let Some(program) = program {
+        assert_eq!(c["sproc"], program, "{}", ctx());
     }
     if kind_of(e) == "connect" {
         assert_eq!(c["dst"], e["connect"]["dst_addr"], "{}", ctx());
@@ -1593,4 +1599,79 @@ fn a_destination_down_past_retention_gets_an_exact_loss_record() {
         "retention: {count} of 1..={last} lost for the down destination (seq {first}..={last_lost}), {} delivered after",
         got.len()
     );
+}
+
+#[test]
+fn a_receiver_that_refuses_the_client_after_the_handshake_is_not_counted_as_delivered() {
+    require_root();
+    let ca = TestCa::new();
+    // The mutual-TLS input wants a client certificate; the sensor presents none. With TLS 1.3
+    // the client's handshake is done before the server has checked anything: the server's
+    // refusal (an alert, then the end of the connection) comes after the first data.
+    let rs = Rsyslog::start(&ca, &[SyslogInput::MutualTls, SyslogInput::Plain]);
+    let cg = TestCgroup::new();
+    let out = TempDir::new();
+    let target = out.real().join("target");
+    std::fs::write(&target, b"x").unwrap();
+    let state = StateDir::new();
+    let refused = format!(
+        "syslog+tls://127.0.0.1:{}?ca={}",
+        rs.port(SyslogInput::MutualTls),
+        ca.ca.display()
+    );
+    let sensor = Sensor::start_in_with(
+        &state,
+        &[
+            "--scope-cgroup",
+            path_str(&cg.path),
+            "--export",
+            &refused,
+            "--export",
+            &format!("syslog://127.0.0.1:{}", rs.port(SyslogInput::Plain)),
+            "--export-fold-window",
+            "0s",
+        ],
+        &quiet_options(),
+    );
+    wait_generator(generator(&cg, &target, 1000, 500));
+    // The working destination gets everything; meanwhile the refused one has tried.
+    rs.wait_messages(
+        SyslogInput::Plain,
+        false,
+        Duration::from_secs(30),
+        "the chmods on the plain input",
+        |m| syslog_seqs(m).len() >= 500,
+    );
+    let state_of = || {
+        sensor.status()["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["destination"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("syslog+tls://")
+            })
+            .unwrap()
+            .clone()
+    };
+    let refused_state = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        let s = state_of();
+        (s["failures"].as_u64() >= Some(2)).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no failure counted: {}", state_of()));
+    assert_eq!(refused_state["delivered"], 0, "{refused_state}");
+    assert!(
+        refused_state["lag"].as_u64().unwrap() >= 500,
+        "{refused_state}"
+    );
+    assert_ne!(refused_state["error"], "", "{refused_state}");
+    assert!(
+        rs.raw_lines(SyslogInput::MutualTls).is_empty(),
+        "the refusing input wrote nothing"
+    );
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    eprintln!("refused destination: {refused_state}");
 }

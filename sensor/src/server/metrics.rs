@@ -522,7 +522,7 @@ fn export_families(out: &mut Exposition, status: &StatusBoard) {
         (
             "sensor_export_failures_total",
             "counter",
-            "Failed deliveries (writes, connections, calls), each retried, by destination.",
+            "Failed deliveries (writes, connections, calls) or cursor saves, each retried, by destination.",
             |s| &s.write_errors,
         ),
         (

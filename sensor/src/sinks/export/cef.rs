@@ -21,11 +21,17 @@ fn header(s: &str) -> String {
         match c {
             '\\' => out.push_str("\\\\"),
             '|' => out.push_str("\\|"),
-            '\n' | '\r' => out.push(' '),
+            c if breaks_lines(c) => out.push(' '),
             c => out.push(c),
         }
     }
     out
+}
+
+/// Control characters and the Unicode line and paragraph separators: a receiver may split a
+/// line at any of them.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Extension `key=value` pairs; empty values are left out.
@@ -49,6 +55,7 @@ impl Extension {
                 '=' => self.0.push_str("\\="),
                 '\n' => self.0.push_str("\\n"),
                 '\r' => self.0.push_str("\\r"),
+                c if breaks_lines(c) => self.0.push(' '),
                 c => self.0.push(c),
             }
         }
@@ -102,7 +109,7 @@ pub fn to_cef(e: &pb::Event) -> String {
             x.put("spid", p.pid);
             x.put("suid", p.uid);
         }
-        x.put("sproc", &p.comm);
+        x.put("sproc", facts::program(p));
     }
     match &e.body {
         Some(B::Connect(c)) => {
@@ -203,6 +210,11 @@ mod tests {
             assert!(ext.contains(want), "{want:?} not in {ext}");
         }
         assert!(!ext.contains("cs3"), "no container, no cs3: {ext}");
+        let mut odd = chmod(pb::Verdict::Blocked);
+        odd.rule = "a\u{2028}b\u{b}c|d".into();
+        let line = to_cef(&odd);
+        assert!(line.contains("|chmod blocked (a b c\\|d)|"), "{line}");
+        assert!(line.contains("cs4=a b c|d "), "{line}");
         assert!(!line.contains('\n'));
     }
 

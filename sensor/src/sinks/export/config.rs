@@ -284,6 +284,14 @@ impl Remote {
     }
 }
 
+/// A receiver on this host (`localhost`, 127.0.0.0/8, ::1).
+fn loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn default_port(scheme: &str) -> u16 {
     match scheme {
         "syslog" => 514,
@@ -415,9 +423,17 @@ pub fn configs(
                 }
                 let fail = |e: String| format!("--export {}: {e}", remote.address());
                 if let Some(options) = &remote.tls {
-                    tls = Some(TlsFiles::load(options).map_err(fail)?);
+                    let files = TlsFiles::load(options).map_err(fail)?;
+                    files.server_name(&remote.host).map_err(fail)?;
+                    tls = Some(files);
                 }
                 if let Some(path) = &remote.headers {
+                    if remote.tls.is_none() && !loopback(&remote.host) {
+                        return Err(fail(
+                            "headers= would send credentials in clear text: use otlp+tls:// (plain otlp:// only to a collector on this host)"
+                                .into(),
+                        ));
+                    }
                     super::otlp::read_headers(path).map_err(fail)?;
                 }
             }
@@ -493,6 +509,51 @@ mod tests {
         assert_eq!(
             Destination::parse("syslog://h:1?format=cef"),
             Destination::parse("syslog://h:1")
+        );
+    }
+
+    #[test]
+    fn credentials_go_in_clear_text_only_to_this_host() {
+        let flags = |spec: &str| ExportFlags {
+            destinations: vec![Destination::parse(spec).unwrap()],
+            format: Format::Json,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_files: DEFAULT_MAX_FILES,
+            fold_window: Duration::ZERO,
+            state_dir: Some(PathBuf::from("/nonexistent")),
+        };
+        let origin = Origin::node("n");
+        let j = Path::new("/var/lib/sensor/journal");
+        let err = configs(
+            &flags("otlp://collector:4317?headers=/x"),
+            j,
+            &origin,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("clear text: use otlp+tls://"), "{err}");
+        // To a collector on this host, the file is read (and here missing).
+        let err = configs(
+            &flags("otlp://127.0.0.1:4317?headers=/nonexistent/h"),
+            j,
+            &origin,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("headers /nonexistent/h: No such file"),
+            "{err}"
+        );
+        let err = configs(
+            &flags("syslog+tls://h:1?ca=/nonexistent/ca.pem"),
+            j,
+            &origin,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "--export syslog+tls://h:1: ca /nonexistent/ca.pem: No such file or directory (os error 2)"
         );
     }
 

@@ -98,6 +98,25 @@ pub fn uid(e: &pb::Event) -> String {
     }
 }
 
+/// The program's name: the executable's file name (what the process cannot rename), else
+/// `comm` (which it can, and which is cut to 15 bytes).
+pub fn program(p: &pb::Process) -> &str {
+    match p.exe.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name,
+        _ => &p.comm,
+    }
+}
+
+/// An image reference's repository and tag: `registry:5000/team/app:1.2@sha256:...` ->
+/// (`registry:5000/team/app`, `1.2`).
+pub fn image_name_tag(image: &str) -> (&str, &str) {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, ""),
+    }
+}
+
 /// The chmod's file: the resolved name, else the path argument.
 pub fn chmod_file(c: &pb::Chmod) -> &str {
     if c.name.is_empty() { &c.path } else { &c.name }
@@ -112,5 +131,39 @@ pub fn transport(c: &pb::Connect) -> &'static str {
         libc::IPPROTO_ICMP => "icmp",
         libc::IPPROTO_ICMPV6 => "ipv6-icmp",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_tag() {
+        assert_eq!(image_name_tag("nginx:1.25"), ("nginx", "1.25"));
+        assert_eq!(
+            image_name_tag("registry:5000/team/app:2@sha256:abcd"),
+            ("registry:5000/team/app", "2")
+        );
+        assert_eq!(
+            image_name_tag("registry:5000/team/app"),
+            ("registry:5000/team/app", "")
+        );
+        assert_eq!(image_name_tag("app@sha256:abcd"), ("app", ""));
+    }
+
+    #[test]
+    fn the_program_is_the_executables_name_not_the_settable_comm() {
+        let p = pb::Process {
+            exe: "/usr/bin/python3.11".into(),
+            comm: "kworker/0:1".into(),
+            ..Default::default()
+        };
+        assert_eq!(program(&p), "python3.11");
+        let p = pb::Process {
+            comm: "sh".into(),
+            ..Default::default()
+        };
+        assert_eq!(program(&p), "sh");
     }
 }

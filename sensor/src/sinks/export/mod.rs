@@ -424,9 +424,13 @@ impl Exporter {
     /// Wait before a retry (backoff for network destinations), or until the daemon stops.
     fn pause(&self, stop: &AtomicBool) {
         let delay = if self.sink.remote() {
-            RETRY
+            // Jittered (75..125 %), so that the nodes of a fleet do not retry a receiver that
+            // comes back all at the same moment.
+            let base = RETRY
                 .saturating_mul(1 << self.failures.saturating_sub(1).min(5))
-                .min(RETRY_MAX)
+                .min(RETRY_MAX);
+            let spread = u64::from(now_unix_ns().unsigned_abs() as u32 % 501);
+            base.mul_f64(0.75 + spread as f64 / 1000.0)
         } else {
             RETRY
         };
@@ -508,12 +512,13 @@ impl Exporter {
             return true;
         }
         let records = self.batch.records;
-        match self.sink.deliver(&mut self.batch) {
+        let rejected = match self.sink.deliver(&mut self.batch) {
             Ok(rejected) => {
                 if rejected > 0 {
                     self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
                     tracing::warn!(destination = %self.cfg.destination.label(), "export: the receiver refused {rejected} of {records} records for good (partial success; not sent again)");
                 }
+                rejected
             }
             Err(err) => {
                 self.failures = self.failures.saturating_add(1);
@@ -522,14 +527,16 @@ impl Exporter {
                 self.warn(&err);
                 return false;
             }
-        }
+        };
         if self.failures > 0 {
             self.set_error(String::new());
             self.stats.retried.fetch_add(records, Ordering::Relaxed);
             tracing::info!(destination = %self.cfg.destination.label(), failures = self.failures, "export: delivered again");
             self.failures = 0;
         }
-        self.stats.records.fetch_add(records, Ordering::Relaxed);
+        self.stats
+            .records
+            .fetch_add(records.saturating_sub(rejected), Ordering::Relaxed);
         self.stats
             .folded
             .store(self.folder.stats.folded, Ordering::Relaxed);

@@ -41,14 +41,17 @@ const MAX_HEADERS_BYTES: u64 = 64 * 1024;
 /// Export call as gRPC metadata; read at start and again before every call (a rotated token
 /// is picked up), the last good ones kept when a re-read fails.
 pub fn read_headers(path: &Path) -> Result<Vec<Header>, String> {
+    use std::io::Read as _;
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("headers {shown}: {e}"))?;
-    if meta.len() > MAX_HEADERS_BYTES {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_HEADERS_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| format!("headers {shown}: {e}"))?;
+    if text.len() as u64 > MAX_HEADERS_BYTES {
         return Err(format!(
             "headers {shown}: larger than {MAX_HEADERS_BYTES} bytes"
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("headers {shown}: {e}"))?;
     let mut headers = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -60,7 +63,18 @@ pub fn read_headers(path: &Path) -> Result<Vec<Header>, String> {
             .split_once(':')
             .ok_or_else(|| format!("{}: expected 'name: value'", at()))?;
         let name = name.trim().to_ascii_lowercase();
-        if name.starts_with("grpc-") || name.is_empty() {
+        // gRPC's own and HTTP/2 connection headers: setting one breaks every call.
+        const RESERVED: [&str; 8] = [
+            "te",
+            "connection",
+            "host",
+            "content-type",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+            "user-agent",
+        ];
+        if name.starts_with("grpc-") || name.is_empty() || RESERVED.contains(&name.as_str()) {
             return Err(format!(
                 "{}: '{name}' is not a header an exporter may set",
                 at()
@@ -68,8 +82,10 @@ pub fn read_headers(path: &Path) -> Result<Vec<Header>, String> {
         }
         let key = MetadataKey::from_bytes(name.as_bytes())
             .map_err(|_| format!("{}: '{name}' is not a valid header name", at()))?;
-        let value = MetadataValue::try_from(value.trim())
+        let mut value = MetadataValue::try_from(value.trim())
             .map_err(|_| format!("{}: the value of '{name}' is not printable ASCII", at()))?;
+        // Tokens: never indexed by HPACK.
+        value.set_sensitive(true);
         headers.push((key, value));
     }
     Ok(headers)
@@ -152,7 +168,9 @@ pub fn log_record(e: &pb::Event, body: String) -> LogRecord {
         a.push(string("k8s.pod.uid", &pod.uid));
         a.push(string("k8s.container.name", &pod.container_name));
         a.push(string("container.id", &pod.container_id));
-        a.push(string("container.image.name", &pod.image));
+        let (image, tag) = facts::image_name_tag(&pod.image);
+        a.push(string("container.image.name", image));
+        a.push(strings("container.image.tags", &[tag.to_owned()]).filter(|_| !tag.is_empty()));
     }
     if let Some(p) = &e.process
         && p.pid != 0
@@ -162,7 +180,8 @@ pub fn log_record(e: &pb::Event, body: String) -> LogRecord {
             a.push(Some(int("process.parent_pid", p.ppid.into())));
         }
         a.push(string("process.executable.path", &p.exe));
-        a.push(string("process.executable.name", &p.comm));
+        a.push(string("process.executable.name", facts::program(p)));
+        a.push(string("sensor.comm", &p.comm));
         a.push(strings("process.command_args", &p.args));
         a.push(Some(int("process.real_user.id", p.uid.into())));
         a.push(Some(int("process.user.id", p.euid.unwrap_or(p.uid).into())));
@@ -171,7 +190,11 @@ pub fn log_record(e: &pb::Event, body: String) -> LogRecord {
         Some(B::Connect(c)) => {
             a.push(string("destination.address", &c.dst_addr));
             a.push(Some(int("destination.port", c.dst_port.into())));
-            a.push(string("network.transport", facts::transport(c)));
+            // Semantic conventions name transports only (tcp, udp); ICMP is not one.
+            let transport = facts::transport(c);
+            if matches!(transport, "tcp" | "udp") {
+                a.push(string("network.transport", transport));
+            }
         }
         Some(B::Chmod(c)) => a.push(string("file.path", facts::chmod_file(c))),
         Some(B::Lost(l)) => {
@@ -207,6 +230,48 @@ pub struct OtlpClient {
     resource: Resource,
     headers_path: Option<std::path::PathBuf>,
     headers: Vec<Header>,
+    /// The last error re-reading the headers file (logged when it changes, not per call).
+    headers_error: Option<String>,
+}
+
+/// At most this many records, and about this many encoded bytes, per Export call: well under
+/// the 4 MiB gRPC receivers accept by default, whatever a batch holds (closing fold windows
+/// can add thousands of records to one).
+const CALL_RECORDS: usize = 512;
+const CALL_BYTES: usize = 1 << 20;
+
+/// How many records from the front of `records` go into the next call (at least one).
+pub fn call_len(records: &[LogRecord]) -> usize {
+    use prost::Message as _;
+    let mut bytes = 0;
+    records
+        .iter()
+        .take(CALL_RECORDS)
+        .take_while(|r| {
+            bytes += r.encoded_len();
+            bytes <= CALL_BYTES
+        })
+        .count()
+        .max(1)
+        .min(records.len())
+}
+
+/// A receiver's error as one line: control characters escaped (the message is the
+/// receiver's), the cause chain kept.
+fn one_line(status: &tonic::Status) -> String {
+    let mut line = format!("{:?}", status.code());
+    let detail = crate::error_chain(status);
+    if !detail.is_empty() {
+        line.push_str(": ");
+        line.extend(detail.chars().flat_map(|c| {
+            if c.is_control() {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        }));
+    }
+    line
 }
 
 impl OtlpClient {
@@ -219,14 +284,21 @@ impl OtlpClient {
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", remote.host_port()))
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT);
+            .timeout(CALL_TIMEOUT)
+            // A connection that died quietly (a load balancer's idle timeout) is noticed.
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
         if let Some(files) = tls {
             let mut config = ClientTlsConfig::new()
                 .domain_name(files.server_name.as_deref().unwrap_or(&remote.host));
             config = match &files.ca_pem {
                 Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
-                None => config.with_native_roots(),
+                None if files.system_roots => config.with_native_roots(),
+                None => config.with_webpki_roots(),
             };
+            // The handshake is bounded too (the call's timeout does not cover it).
+            config = config.timeout(CONNECT_TIMEOUT);
             if let Some((cert, key)) = &files.identity {
                 config = config.identity(Identity::from_pem(cert, key));
             }
@@ -246,6 +318,7 @@ impl OtlpClient {
             resource: resource(origin),
             headers_path: remote.headers.clone(),
             headers,
+            headers_error: None,
         })
     }
 
@@ -254,8 +327,16 @@ impl OtlpClient {
     pub fn send(&mut self, records: &[LogRecord]) -> Result<u64, String> {
         if let Some(path) = &self.headers_path {
             match read_headers(path) {
-                Ok(h) => self.headers = h,
-                Err(e) => tracing::warn!("otlp export: {e} (the last good headers are used)"),
+                Ok(h) => {
+                    self.headers = h;
+                    self.headers_error = None;
+                }
+                Err(e) => {
+                    if self.headers_error.as_ref() != Some(&e) {
+                        tracing::warn!("otlp export: {e} (the last good headers are used)");
+                    }
+                    self.headers_error = Some(e);
+                }
             }
         }
         let mut request = tonic::Request::new(ExportLogsServiceRequest {
@@ -277,17 +358,13 @@ impl OtlpClient {
             request.metadata_mut().insert(k.clone(), v.clone());
         }
         let mut client = self.client.clone();
+        // Bounded whatever stalls: the connection, the handshake, the call.
+        let limit = CONNECT_TIMEOUT + CALL_TIMEOUT;
         let response = self
             .runtime
-            .block_on(client.export(request))
-            .map_err(|status| {
-                let msg = status.message();
-                format!(
-                    "{:?}{}{msg}",
-                    status.code(),
-                    if msg.is_empty() { "" } else { ": " }
-                )
-            })?;
+            .block_on(async { tokio::time::timeout(limit, client.export(request)).await })
+            .map_err(|_| format!("no answer within {limit:?}"))?
+            .map_err(|status| one_line(&status))?;
         let rejected = response
             .into_inner()
             .partial_success

@@ -165,6 +165,8 @@ pub struct Batch {
     pub records: u64,
     /// Their size (the payloads of OTLP records).
     pub size: usize,
+    /// Records a receiver refused for good in the calls of this batch so far.
+    rejected: u64,
 }
 
 impl Batch {
@@ -177,6 +179,7 @@ impl Batch {
         self.logs.clear();
         self.records = 0;
         self.size = 0;
+        self.rejected = 0;
     }
 }
 
@@ -232,7 +235,16 @@ impl Sink {
                 c.send(&batch.bytes).map_err(|e| format!("syslog: {e}"))?;
                 0
             }
-            Self::Otlp(c) => c.send(&batch.logs).map_err(|e| format!("otlp: {e}"))?,
+            Self::Otlp(c) => {
+                // In calls of bounded size; the calls that succeeded are not made again when a
+                // later one fails.
+                while !batch.logs.is_empty() {
+                    let n = otlp::call_len(&batch.logs);
+                    batch.rejected += c.send(&batch.logs[..n]).map_err(|e| format!("otlp: {e}"))?;
+                    batch.logs.drain(..n);
+                }
+                batch.rejected
+            }
         };
         batch.clear();
         Ok(rejected)

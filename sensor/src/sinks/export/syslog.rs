@@ -8,13 +8,18 @@
 //! node, cluster, namespace, pod, policy, rule). 32473 is the private enterprise number RFC
 //! 5612 reserves for documentation: the project has none of its own.
 //!
-//! Delivery: a batch is delivered when the receiver's TCP has acknowledged every byte of it
-//! (the socket's send queue is empty: `SIOCOUTQ` is 0 and the connection is still up), not
-//! merely when `write(2)` returned; only then does the exporter move its cursor. A connection
-//! that breaks loses nothing: the whole batch is sent again on a new one.
+//! Delivery: a batch counts as delivered when the receiver host's TCP has acknowledged every
+//! byte of it (the socket's send queue is empty and the connection still up), and, on a new
+//! connection, once the connection has stayed up for a second after that: a receiver that
+//! refuses the sender (a client certificate it does not accept, its session limit, a sender
+//! check) ends the connection right after the first data, and that batch then goes again. A
+//! connection that breaks loses nothing the sensor knows of: the whole batch goes again on a
+//! new one (what the receiver had already read of it comes twice). What the receiver's TCP
+//! acknowledged and the receiver itself then never read (it crashed) is lost on its side: TCP
+//! syslog has no application-level acknowledgement.
 
 use std::{
-    io::{self, Write as _},
+    io::{self, Read as _, Write as _},
     net::{TcpStream, ToSocketAddrs as _},
     os::fd::{AsRawFd as _, RawFd},
     sync::Arc,
@@ -31,9 +36,12 @@ use crate::event::time::rfc3339_micros;
 /// The SD-ID of the structured data element (RFC 5424 7.2.2).
 pub const SD_ID: &str = "sensor@32473";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A batch not acknowledged within this time counts as failed (sent again on a new
-/// connection).
+/// A batch the receiver acknowledges nothing of for this long counts as failed (sent again
+/// on a new connection).
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection must stay up after its first acknowledged batch before that
+/// batch counts as delivered.
+const PROVE: Duration = Duration::from_secs(1);
 
 /// A PARAM-VALUE (RFC 5424 6.3.3): `"`, `\` and `]` escaped.
 fn sd_value(out: &mut String, v: &str) {
@@ -101,8 +109,9 @@ pub fn frame(e: &pb::Event, payload: &str, facility: u8, procid: u32, out: &mut 
     } else {
         "-".into()
     };
-    // Line breaks would end the message for receivers that split on them despite the
-    // framing; the payloads (JSON, OCSF, CEF) never contain one.
+    // Octet counting frames the message whatever it holds; the payloads carry no raw line
+    // feed or carriage return anyway (JSON escapes them, CEF escapes or replaces every
+    // control character), for receivers that split on them despite the framing.
     let msg = format!(
         "<{pri}>1 {time} {} sensor {procid} {} {sd} {payload}",
         header_field(&e.node, 255),
@@ -119,17 +128,87 @@ enum Stream {
 }
 
 impl Stream {
-    fn fd(&self) -> RawFd {
+    fn tcp(&self) -> &TcpStream {
         match self {
-            Self::Tcp(s) => s.as_raw_fd(),
-            Self::Tls(s) => s.sock.as_raw_fd(),
+            Self::Tcp(s) => s,
+            Self::Tls(s) => &s.sock,
         }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.tcp().as_raw_fd()
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.write_all(bytes).and_then(|()| s.flush()),
             Self::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        }
+    }
+
+    /// What the receiver sent, without waiting: a TLS alert (a refused client certificate,
+    /// say) or the end of the connection is an error. A syslog receiver sends nothing else;
+    /// whatever it sends is read and dropped.
+    fn check_peer(&mut self) -> io::Result<()> {
+        self.tcp().set_nonblocking(true)?;
+        let result = self.read_pending();
+        self.tcp().set_nonblocking(false)?;
+        result
+    }
+
+    fn read_pending(&mut self) -> io::Result<()> {
+        let closed = || {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the receiver closed the connection",
+            )
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match self {
+                Self::Tcp(s) => s.read(&mut buf),
+                Self::Tls(s) => match s.conn.read_tls(&mut s.sock) {
+                    Ok(0) => Ok(0),
+                    Ok(n) => {
+                        let state = s
+                            .conn
+                            .process_new_packets()
+                            .map_err(|e| io::Error::other(format!("tls: {e}")))?;
+                        if state.peer_has_closed() {
+                            return Err(closed());
+                        }
+                        let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
+                        s.conn.reader().read_exact(&mut plain)?;
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match n {
+                Ok(0) => return Err(closed()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Close with a reset: what is still queued is discarded rather than sent later beside
+    /// the copy the next connection carries.
+    fn abort(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a socket fd and a linger struct of the size given.
+        unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
         }
     }
 }
@@ -139,6 +218,10 @@ pub struct SyslogClient {
     remote: Remote,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     stream: Option<Stream>,
+    /// The connection has stayed up for [`PROVE`] after a batch was acknowledged on it: the
+    /// receiver accepted it (a refused client certificate, a session limit or a sender check
+    /// ends a connection right after its first data).
+    proven: bool,
 }
 
 impl SyslogClient {
@@ -151,6 +234,7 @@ impl SyslogClient {
             remote: remote.clone(),
             tls,
             stream: None,
+            proven: false,
         })
     }
 
@@ -171,7 +255,18 @@ impl SyslogClient {
                             // The handshake now, so that a certificate problem is reported
                             // as such rather than as a failed write.
                             while tls.conn.is_handshaking() {
-                                tls.conn.complete_io(&mut tls.sock)?;
+                                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                                    if e.kind() == io::ErrorKind::WouldBlock {
+                                        io::Error::new(
+                                            io::ErrorKind::TimedOut,
+                                            format!(
+                                                "TLS handshake timed out after {ACK_TIMEOUT:?}"
+                                            ),
+                                        )
+                                    } else {
+                                        e
+                                    }
+                                })?;
                             }
                             Stream::Tls(Box::new(tls))
                         }
@@ -183,30 +278,57 @@ impl SyslogClient {
         Err(last)
     }
 
-    /// Send framed messages and wait until the receiver's TCP has acknowledged all of them.
-    /// On an error the connection is dropped: the next call sends everything again on a new
-    /// one.
+    /// Send framed messages and wait until the receiver's TCP has acknowledged all of them
+    /// (on a new connection, also until it has stayed up for [`PROVE`]). On an error the
+    /// connection is reset: the next call sends everything again on a new one.
     pub fn send(&mut self, frames: &[u8]) -> io::Result<()> {
         let result = self.try_send(frames);
-        if result.is_err() {
-            self.stream = None;
+        if result.is_err()
+            && let Some(stream) = self.stream.take()
+        {
+            stream.abort();
         }
         result
     }
 
     fn try_send(&mut self, frames: &[u8]) -> io::Result<()> {
         // A connection the receiver has closed (or reset) since the last batch: a new one.
-        if let Some(s) = &self.stream
-            && !matches!(tcp_state(s.fd()), Ok(TCP_ESTABLISHED))
+        if let Some(s) = &mut self.stream
+            && (!matches!(tcp_state(s.fd()), Ok(TCP_ESTABLISHED)) || s.check_peer().is_err())
         {
-            self.stream = None;
+            self.stream.take().expect("checked above").abort();
         }
         if self.stream.is_none() {
             self.stream = Some(self.connect()?);
+            self.proven = false;
         }
         let stream = self.stream.as_mut().expect("connected above");
-        stream.write_all(frames)?;
-        wait_acknowledged(stream.fd())
+        stream.write_all(frames).map_err(timed_out)?;
+        wait_acknowledged(stream.fd())?;
+        stream.check_peer()?;
+        if !self.proven {
+            let until = Instant::now() + PROVE;
+            while Instant::now() < until {
+                thread::sleep(Duration::from_millis(20));
+                connection_up(stream.fd())?;
+                stream.check_peer()?;
+            }
+            self.proven = true;
+        }
+        Ok(())
+    }
+}
+
+/// A write that hit the socket timeout says so (rather than "Resource temporarily
+/// unavailable").
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("write timed out after {ACK_TIMEOUT:?} (the receiver does not read)"),
+        )
+    } else {
+        e
     }
 }
 
@@ -249,27 +371,45 @@ fn unacknowledged(fd: RawFd) -> io::Result<libc::c_int> {
     Ok(n)
 }
 
-/// Until the send queue is empty while the connection is still up (a reset empties the queue
-/// too: that is an error, not an acknowledgement).
+/// The connection is still up: no pending error (a reset), still established (or the
+/// receiver only closed its side).
+fn connection_up(fd: RawFd) -> io::Result<()> {
+    socket_error(fd)?;
+    let state = tcp_state(fd)?;
+    if state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection closed before the receiver acknowledged the batch",
+        ));
+    }
+    Ok(())
+}
+
+/// Until the send queue is empty while the connection is still up. The queue is read first,
+/// the connection's state after: a reset leaves the queue's count as it was (the kernel drops
+/// the data, not the count), and a reset between the two reads is seen by the second. The
+/// deadline moves while the receiver makes progress: a slow link is not a failure, a stalled
+/// one is.
 fn wait_acknowledged(fd: RawFd) -> io::Result<()> {
-    let deadline = Instant::now() + ACK_TIMEOUT;
+    let mut deadline = Instant::now() + ACK_TIMEOUT;
     let mut pause = Duration::from_micros(50);
+    let mut last = libc::c_int::MAX;
     loop {
-        socket_error(fd)?;
-        let state = tcp_state(fd)?;
-        if state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "connection closed before the receiver acknowledged the batch",
-            ));
-        }
-        if unacknowledged(fd)? == 0 {
+        let queued = unacknowledged(fd)?;
+        connection_up(fd)?;
+        if queued == 0 {
             return Ok(());
+        }
+        if queued < last {
+            last = queued;
+            deadline = Instant::now() + ACK_TIMEOUT;
         }
         if Instant::now() >= deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the receiver did not acknowledge the batch within {ACK_TIMEOUT:?}"),
+                format!(
+                    "the receiver acknowledged nothing for {ACK_TIMEOUT:?} ({queued} bytes waiting)"
+                ),
             ));
         }
         thread::sleep(pause);

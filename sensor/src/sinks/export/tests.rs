@@ -533,3 +533,28 @@ fn a_syslog_receiver_that_is_down_keeps_the_batch_and_gets_it_whole_once_it_list
     let frames = read_frames(&mut conn, 5);
     assert!(frames[0].contains("seq=\"61\""), "{}", frames[0]);
 }
+
+#[test]
+fn a_syslog_receiver_that_closes_unread_after_its_tcp_acknowledged_is_not_a_delivery() {
+    let s = setup("syslog-refuses", u64::MAX);
+    // Accepts, lets its TCP acknowledge what comes, and closes without reading (a session
+    // limit, a sender check): the sensor's data was acknowledged and never read.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refuser = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(conn);
+        }
+    });
+    let dest = Destination::parse(&format!("syslog://127.0.0.1:{port}")).unwrap();
+    let mut exporter = s.exporter_to(dest, 1 << 20, Duration::ZERO);
+    s.append(chmods(0, 20));
+    assert!(!exporter.pass(), "closed unread: not delivered");
+    assert!(!exporter.pass(), "again on a new connection: not delivered");
+    refuser.join().unwrap();
+    assert_eq!(exporter.stats.records.load(Ordering::Relaxed), 0);
+    assert_eq!(exporter.stats.write_errors.load(Ordering::Relaxed), 2);
+    assert_eq!(exporter.committed, 1, "the cursor stays before the batch");
+}

@@ -12,7 +12,7 @@ use rustls::{
 use super::config::TlsOptions;
 
 /// The PEM files of one destination, checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsFiles {
     /// `ca=`: the receiver's CA certificates; `None`: the system's roots.
     pub ca_pem: Option<Vec<u8>>,
@@ -20,6 +20,24 @@ pub struct TlsFiles {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// `server-name=`.
     pub server_name: Option<String>,
+    /// Without `ca=`: whether the system has root certificates (else the bundled Mozilla
+    /// roots are used).
+    pub system_roots: bool,
+}
+
+/// The private key stays out of logs and panics.
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca_pem.as_ref().map(|_| "PEM"))
+            .field(
+                "identity",
+                &self.identity.as_ref().map(|_| "PEM, key redacted"),
+            )
+            .field("server_name", &self.server_name)
+            .field("system_roots", &self.system_roots)
+            .finish()
+    }
 }
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
@@ -64,10 +82,18 @@ impl TlsFiles {
             }
             _ => None,
         };
+        let system_roots =
+            ca_pem.is_none() && !rustls_native_certs::load_native_certs().certs.is_empty();
+        if ca_pem.is_none() && !system_roots {
+            tracing::info!(
+                "export: no ca= and no system root certificates: the receiver is verified against the bundled Mozilla roots"
+            );
+        }
         let files = Self {
             ca_pem,
             identity,
             server_name: options.server_name.clone(),
+            system_roots,
         };
         // Built once here so that a certificate rustls refuses (a key that does not match,
         // say) fails at start, not at the first connection.
@@ -84,16 +110,11 @@ impl TlsFiles {
                     roots.add(cert).map_err(|e| format!("ca: {e}"))?;
                 }
             }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    // A system root rustls cannot use is skipped, as a browser would.
-                    let _ = roots.add(cert);
-                }
-                if roots.is_empty() {
-                    return Err("no ca= given and no system root certificates found".into());
-                }
+            None if self.system_roots => {
+                // A system root rustls cannot use is skipped, as a browser would.
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
