@@ -12,8 +12,17 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the test suite runs: `ip` (network namespaces), coreutils `chmod`, python3
-/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal).
-const DEBIAN_PACKAGES: [&str; 4] = ["iproute2", "coreutils", "python3", "tmux"];
+/// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal),
+/// `runc` and `busybox-static` (tests/tests/advise.rs runs a container from a busybox rootfs
+/// under the seccomp profile `sensor advise` wrote; `crun` refuses hybrid cgroup hierarchies).
+const DEBIAN_PACKAGES: [&str; 6] = [
+    "iproute2",
+    "coreutils",
+    "python3",
+    "tmux",
+    "runc",
+    "busybox-static",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
