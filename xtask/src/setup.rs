@@ -291,9 +291,18 @@ fn mounts_table() -> Result<Vec<(String, String)>> {
 
 /// Every cgroup2 mount point.
 pub fn cgroup2_mounts() -> Result<Vec<PathBuf>> {
+    mounts_of("cgroup2")
+}
+
+/// Mount points of cgroup v1 hierarchies (a hybrid host; runc creates its cgroups there too).
+pub fn cgroup1_mounts() -> Result<Vec<PathBuf>> {
+    mounts_of("cgroup")
+}
+
+fn mounts_of(fs_type: &str) -> Result<Vec<PathBuf>> {
     Ok(mounts_table()?
         .into_iter()
-        .filter(|(_, fs)| fs == "cgroup2")
+        .filter(|(_, fs)| fs == fs_type)
         .map(|(m, _)| PathBuf::from(m))
         .collect())
 }
