@@ -249,6 +249,9 @@ fn the_advised_seccomp_profile_denies_chmod_in_a_runc_container_of_a_workload_th
             exported(&export)
         )
     });
+    // The same advice from the daemon's journal (its replay API) as from the export.
+    let from_journal: Value = serde_json::from_slice(&sensor.cli(&["advise", "-o", "json"]).stdout)
+        .expect("advise -o json from the journal");
     let (status, _) = sensor.stop();
     assert!(status.success());
     assert!(
@@ -283,6 +286,10 @@ fn the_advised_seccomp_profile_denies_chmod_in_a_runc_container_of_a_workload_th
             .unwrap_or_else(|| panic!("no namespace {name}: {advice:#}"))
     };
     assert_eq!(namespace("shop")["network_policy"], true, "{advice:#}");
+    assert_eq!(
+        from_journal["namespaces"], advice["namespaces"],
+        "{from_journal:#}"
+    );
     assert_eq!(namespace("ops")["network_policy"], false, "{advice:#}");
     assert!(
         namespace("ops")["notes"][0]

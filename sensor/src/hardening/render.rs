@@ -233,7 +233,7 @@ pub fn report(advice: &Advice) -> String {
     let w = &advice.window;
     let _ = writeln!(
         out,
-        "Window: {} to {} ({} events{}{})",
+        "Window: {} to {} ({} event(s){}{})",
         rfc3339(w.since_ns),
         rfc3339(w.until_ns),
         w.events,
@@ -258,7 +258,7 @@ pub fn report(advice: &Advice) -> String {
     for (owner, wl) in &advice.workloads {
         let _ = writeln!(
             out,
-            "\n{}  ({} events, {} to {}{}{})",
+            "\n{}  ({} event(s), {} to {}{}{})",
             display_owner(owner),
             wl.events.count,
             rfc3339(wl.events.first_ns),

@@ -70,6 +70,19 @@ impl Metrics {
         }
     }
 
+    /// The `sensor_node_posture` values. Where the active LSM list is unreadable (a container
+    /// without securityfs), `bpf_lsm_active` is whether programs attached at the LSM tier.
+    fn posture_gauges(&self) -> [(&'static str, u8); 5] {
+        let posture = self.posture();
+        let mut gauges = posture.gauges();
+        if posture.bpf_lsm_active().is_none()
+            && let Some(status) = self.status.get()
+        {
+            gauges[0].1 = u8::from(status.attachments.iter().any(|a| a.tier == "lsm"));
+        }
+        gauges
+    }
+
     /// The node posture, re-read when older than [`POSTURE_MAX_AGE`].
     pub fn posture(&self) -> NodePosture {
         let mut p = self.posture.lock().unwrap_or_else(PoisonError::into_inner);
@@ -114,7 +127,7 @@ impl Metrics {
             "gauge",
             "The node's posture, 1 or 0 per check: bpf_lsm_active (bpf in the active LSM list), btf (/sys/kernel/btf/vmlinux), reboot_pending (reboot-required or a newer installed kernel), lockdown (a lockdown mode other than none), cgroup_v2 (cgroup2 only). Read at start and at most every 60 s.",
             "check",
-            self.posture().gauges().map(|(c, v)| (c, u64::from(v))),
+            self.posture_gauges().map(|(c, v)| (c, u64::from(v))),
         );
         if let Some(status) = self.status.get() {
             let snap = status.snapshot();
