@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod cmd;
 pub mod daemon;
 pub mod event;
+pub mod hardening;
 pub mod kernel;
 pub mod pipeline;
 pub mod policy;

@@ -94,6 +94,35 @@ impl KubeApi {
         path
     }
 
+    /// Wait until a sensor's pod watcher is watching (it listed this node's pods and opened a
+    /// watch).
+    pub fn wait_for_watch(&self, node: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pods = |r: &String| r.starts_with("/api/v1/pods");
+        while !self
+            .requests()
+            .iter()
+            .any(|r| pods(r) && r.contains("watch="))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sensor never watched pods: {:?}",
+                self.requests()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let list = self
+            .requests()
+            .into_iter()
+            .find(|r| pods(r) && !r.contains("watch="))
+            .expect("a list request");
+        assert!(
+            list.contains(&format!("spec.nodeName%3D{node}"))
+                || list.contains(&format!("spec.nodeName={node}")),
+            "{list}"
+        );
+    }
+
     /// Add a pod: in later lists, and as an ADDED event to watchers.
     pub fn add(&self, pod: Value) {
         self.apply(PODS, pod);

@@ -128,6 +128,32 @@ pub fn python_tool(name: &str) -> PathBuf {
     tool
 }
 
+/// `program` in a new, empty network namespace (offline validators: proof that nothing is
+/// fetched).
+pub fn offline(program: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "--"]).arg(program);
+    cmd
+}
+
+/// `kubernetes-validate --strict FILE` (bundled schemas, offline): its report; panics with it
+/// when it finds anything.
+pub fn kubernetes_validate(file: &Path) -> String {
+    let out = offline(&python_tool("kubernetes-validate"))
+        .arg("--strict")
+        .arg(file)
+        .output()
+        .expect("running kubernetes-validate");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !report.contains("ERROR"),
+        "{}: kubernetes-validate --strict failed:\n{report}",
+        file.display()
+    );
+    report
+}
+
 pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }

@@ -18,33 +18,6 @@ fn connect_event(sensor: &Sensor, pid: u64) -> Value {
     sensor.wait_for(1, |e| e["pid"] == pid && e["kind"] == "connect")[0].clone()
 }
 
-/// Wait until the sensor's pod watcher is watching (it listed and opened a watch).
-fn wait_for_watch(api: &KubeApi) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let pods = |r: &String| r.starts_with("/api/v1/pods");
-    while !api
-        .requests()
-        .iter()
-        .any(|r| pods(r) && r.contains("watch="))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sensor never watched pods: {:?}",
-            api.requests()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let list = api
-        .requests()
-        .into_iter()
-        .find(|r| pods(r) && !r.contains("watch="))
-        .expect("a list request");
-    assert!(
-        list.contains("spec.nodeName%3Dnode-a") || list.contains("spec.nodeName=node-a"),
-        "{list}"
-    );
-}
-
 #[test]
 fn events_name_the_process_its_parent_chain_and_exec() {
     require_root();
@@ -129,7 +102,7 @@ fn a_connect_from_a_containerd_pod_cgroup_names_the_pod() {
         "--node-name",
         NODE,
     ]);
-    wait_for_watch(&api);
+    api.wait_for_watch(NODE);
     let r = probe_net_lingering(
         &Place::inside(&ns, &container_cg),
         "tcp",
@@ -191,7 +164,7 @@ fn an_event_before_its_pod_waits_for_it_and_goes_out_partial_past_the_bound() {
         "--enrichment-wait-ms",
         "3000",
     ]);
-    wait_for_watch(&api);
+    api.wait_for_watch(NODE);
 
     // The pod is announced after its event: the event waits, then is completed.
     let late = probe_net_lingering(

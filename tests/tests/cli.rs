@@ -200,3 +200,82 @@ fn policy_check_accepts_the_examples_and_locates_every_error() {
     std::fs::write(&printed, default).unwrap();
     assert_eq!(sensor(&["policy", "check", printed.to_str().unwrap()]).0, 0);
 }
+
+/// One line `sensor advise: error: ...` on stderr, nothing on stdout, exit `code`.
+fn assert_advise_error(args: &[&str], code: i32, mention: &str) {
+    let (got, stdout, stderr) = sensor(args);
+    assert_eq!(got, code, "{args:?}: exit code; stderr:\n{stderr}");
+    assert!(stdout.is_empty(), "{args:?}: stdout {stdout:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line, got:\n{stderr}");
+    assert!(
+        lines[0].starts_with("sensor advise: error: ") && lines[0].contains(mention),
+        "{args:?}: should mention {mention:?}: {stderr}"
+    );
+}
+
+#[test]
+fn advise_reports_a_missing_or_malformed_file_on_one_line() {
+    let dir = TempDir::new();
+    let missing = dir.0.join("missing.jsonl");
+    let missing = missing.to_str().unwrap();
+    assert_advise_error(&["advise", "--file", missing], 2, missing);
+    let bad = dir.0.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"seq\":1,\"kind\":\"exit\",\"verdict\":\"allowed\",\"time\":\"2030-01-01T00:00:00Z\",\"pid\":1,\"uid\":0,\"comm\":\"x\",\"cgroup_id\":1,\"exit\":{}}\n\nnot json\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    assert_advise_error(&["advise", "--file", bad], 2, &format!("{bad}:3: "));
+    assert_advise_error(&["advise", "--since", "soon", "--file", bad], 2, "--since");
+    // The daemon cannot be reached: a runtime failure.
+    let socket = dir.0.join("no.sock");
+    assert_advise_error(
+        &["advise", "--server", socket.to_str().unwrap()],
+        1,
+        "cannot reach the sensor",
+    );
+}
+
+#[test]
+fn posture_json_has_the_documented_keys() {
+    let dir = TempDir::new();
+    let socket = dir.0.join("no.sock");
+    let (code, stdout, stderr) = sensor(&[
+        "posture",
+        "-o",
+        "json",
+        "--server",
+        socket.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("posture -o json");
+    for key in [
+        "kernel", "bpf_lsm", "btf", "reboot", "lockdown", "cgroup", "tiers",
+    ] {
+        assert!(v.get(key).is_some(), "no {key}: {v:#}");
+    }
+    for key in [
+        "active",
+        "lsms",
+        "config_bpf_lsm",
+        "boot_parameter",
+        "advice",
+    ] {
+        assert!(v["bpf_lsm"].get(key).is_some(), "no bpf_lsm.{key}: {v:#}");
+    }
+    for key in ["pending", "reasons", "packages"] {
+        assert!(v["reboot"].get(key).is_some(), "no reboot.{key}: {v:#}");
+    }
+    assert_eq!(
+        v["tiers"]["source"], "kernel features (daemon not running)",
+        "{v:#}"
+    );
+    assert_eq!(v["tiers"]["protections"]["metadata-connect"], "cgroup");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(v["kernel"], release.trim());
+    let (code, text, _) = sensor(&["posture", "--server", socket.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("kernel "), "{text}");
+}

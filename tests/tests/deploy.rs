@@ -10,18 +10,13 @@ use std::{
     process::Command,
 };
 
-use sensor_tests::{TempDir, python_tool, require_root, sensor_bin, sh};
+use sensor_tests::{
+    TempDir, kubernetes_validate, offline, python_tool, require_root, sensor_bin, sh,
+};
 use serde_json::{Value, json};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// `cmd` in a new, empty network namespace.
-fn offline(program: &Path) -> Command {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--net", "--"]).arg(program);
-    cmd
 }
 
 /// The documents of a YAML file, as JSON (PyYAML from the test venv).
@@ -43,17 +38,7 @@ fn render(overlay: &str) -> Vec<Value> {
     let tmp = TempDir::new();
     let file = tmp.0.join(format!("{overlay}.yaml"));
     std::fs::write(&file, &yaml).expect("writing the rendered manifests");
-    let out = offline(&python_tool("kubernetes-validate"))
-        .arg("--strict")
-        .arg(&file)
-        .output()
-        .expect("running kubernetes-validate");
-    let report =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !report.contains("ERROR"),
-        "{overlay}: kubernetes-validate --strict failed:\n{report}"
-    );
+    let report = kubernetes_validate(&file);
     let objects = yaml_docs(&file);
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     for kind in [
@@ -385,9 +370,7 @@ fn the_uninstall_job_validates_and_runs_sensor_uninstall_with_the_bpffs() {
     let tmp = TempDir::new();
     let file = tmp.0.join("job.yaml");
     std::fs::write(&file, template.replace("@NODE@", "node-a")).unwrap();
-    sh(offline(&python_tool("kubernetes-validate"))
-        .arg("--strict")
-        .arg(&file));
+    kubernetes_validate(&file);
     let job = &yaml_docs(&file)[0];
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["nodeName"], "node-a");

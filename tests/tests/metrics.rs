@@ -449,8 +449,19 @@ fn readiness_waits_for_the_pod_cache_and_health_follows_it() {
     let (exit, stderr) = waiting.stop_with(libc::SIGTERM);
     assert!(exit.success(), "{exit}; stderr:\n{stderr}");
 
-    // A working API server: ready once its list is in.
+    // A working API server: ready once its list is in. One pod on this node, with no
+    // securityContext at all: its posture findings are counted.
     let api = KubeApi::start();
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    api.add(sensor_tests::kubeapi::pod(
+        "shop",
+        "web-5d8f7c9b7-ppppp",
+        "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        &"e5".repeat(32),
+        "registry.local/web:1",
+        "web",
+        node.trim(),
+    ));
     let kubeconfig = api.kubeconfig(&dir.0);
     let sensor = kube_sensor(scope, &kubeconfig);
     let addr = metrics_addr(&sensor);
@@ -474,6 +485,50 @@ fn readiness_waits_for_the_pod_cache_and_health_follows_it() {
         s.try_value("sensor_pod_watch_synced", &[]) == Some(1.0)
     });
     assert_eq!(s.value("sensor_ready", &[]), 1.0);
+    s.assert_type("sensor_pod_posture_findings", "gauge");
+    let findings = [("namespace", "shop"), ("finding", "")];
+    for (finding, pods) in [
+        ("allow_privilege_escalation", 1.0),
+        ("runs_as_root", 1.0),
+        ("no_seccomp_profile", 1.0),
+    ] {
+        let labels = [findings[0], ("finding", finding)];
+        assert_eq!(s.value("sensor_pod_posture_findings", &labels), pods);
+    }
+    assert_eq!(
+        s.try_value(
+            "sensor_pod_posture_findings",
+            &[findings[0], ("finding", "host_network")]
+        ),
+        None
+    );
+    // The node posture gauges agree with `sensor posture`, and the start-up log names it.
+    s.assert_type("sensor_node_posture", "gauge");
+    let posture: serde_json::Value =
+        serde_json::from_slice(&sensor.cli(&["posture", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        s.value("sensor_node_posture", &[("check", "btf")]),
+        f64::from(u8::from(posture["btf"] == true))
+    );
+    assert_eq!(
+        s.value("sensor_node_posture", &[("check", "bpf_lsm_active")]),
+        f64::from(u8::from(posture["bpf_lsm"]["active"] == true))
+    );
+    assert_eq!(
+        s.value("sensor_node_posture", &[("check", "cgroup_v2")]),
+        f64::from(u8::from(posture["cgroup"] == "v2"))
+    );
+    for check in ["reboot_pending", "lockdown"] {
+        assert!(
+            s.try_value("sensor_node_posture", &[("check", check)])
+                .is_some()
+        );
+    }
+    assert!(
+        sensor.stderr_text().contains("node posture"),
+        "{}",
+        sensor.stderr_text()
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! After the privileged suite: nothing the tests create may remain (network namespaces,
-//! cgroups, bpffs pins, loaded sensor programs).
+//! cgroups (v2, and v1 hierarchies where runc made some), bpffs pins, loaded sensor programs).
 
 use std::{fs, path::Path};
 
@@ -19,7 +19,9 @@ pub fn find() -> Result<Vec<String>> {
             found.push(format!("network namespace {name}"));
         }
     }
-    for root in crate::setup::cgroup2_mounts()? {
+    let mut roots = crate::setup::cgroup2_mounts()?;
+    roots.extend(crate::setup::cgroup1_mounts()?);
+    for root in roots {
         for name in dir_names(&root) {
             if name.starts_with(TEST_PREFIX) || SENSOR_CGROUPS.iter().any(|p| name.starts_with(p)) {
                 found.push(format!("cgroup {}/{name}", root.display()));

@@ -14,10 +14,12 @@ use anyhow::{Context as _, Result, bail};
 /// Debian packages the test suite runs: `ip` (network namespaces), coreutils `chmod`, python3
 /// (the chmod-family scenarios call `os.chmod`/`os.fchmod`), tmux (`sensor tail` on a terminal),
 /// rsyslog with its GnuTLS stream driver (the syslog export tests run a real `rsyslogd` of
-/// their own, with a private config, as the receiver of `syslog://` and `syslog+tls://`), and
-/// the `openssl` CLI (the tests' CA, server and client certificates). Installing rsyslog never
+/// their own, with a private config, as the receiver of `syslog://` and `syslog+tls://`), the
+/// `openssl` CLI (the tests' CA, server and client certificates), `runc` and `busybox-static`
+/// (tests/tests/advise.rs runs a container from a busybox rootfs under the seccomp profile
+/// `sensor advise` wrote; `crun` refuses hybrid cgroup hierarchies). Installing rsyslog never
 /// starts the system's rsyslog service: see [`install_debian`].
-const DEBIAN_PACKAGES: [&str; 7] = [
+const DEBIAN_PACKAGES: [&str; 9] = [
     "iproute2",
     "coreutils",
     "python3",
@@ -25,6 +27,8 @@ const DEBIAN_PACKAGES: [&str; 7] = [
     "rsyslog",
     "rsyslog-gnutls",
     "openssl",
+    "runc",
+    "busybox-static",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
@@ -369,9 +373,18 @@ fn mounts_table() -> Result<Vec<(String, String)>> {
 
 /// Every cgroup2 mount point.
 pub fn cgroup2_mounts() -> Result<Vec<PathBuf>> {
+    mounts_of("cgroup2")
+}
+
+/// Mount points of cgroup v1 hierarchies (a hybrid host; runc creates its cgroups there too).
+pub fn cgroup1_mounts() -> Result<Vec<PathBuf>> {
+    mounts_of("cgroup")
+}
+
+fn mounts_of(fs_type: &str) -> Result<Vec<PathBuf>> {
     Ok(mounts_table()?
         .into_iter()
-        .filter(|(_, fs)| fs == "cgroup2")
+        .filter(|(_, fs)| fs == fs_type)
         .map(|(m, _)| PathBuf::from(m))
         .collect())
 }

@@ -3,6 +3,7 @@
 //! [`crate::daemon::RunConfig`] before anything is loaded. Every flag a DaemonSet sets also
 //! reads `SENSOR_*`.
 
+pub mod advise;
 pub mod client;
 pub mod completions;
 pub mod demo;
@@ -13,6 +14,8 @@ pub mod health;
 pub mod logging;
 pub mod policy;
 pub mod policy_test;
+pub mod posture;
+pub mod recorded;
 pub mod run;
 pub mod status;
 pub mod tail;
@@ -23,8 +26,9 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::{
-    completions::Shell, demo::DemoArgs, exec::ExecArgs, health::HealthArgs, policy::PolicyCommand,
-    run::RunArgs, status::StatusArgs, tail::TailArgs, uninstall::UninstallArgs,
+    advise::AdviseArgs, completions::Shell, demo::DemoArgs, exec::ExecArgs, health::HealthArgs,
+    policy::PolicyCommand, posture::PostureArgs, run::RunArgs, status::StatusArgs, tail::TailArgs,
+    uninstall::UninstallArgs,
 };
 
 /// Exit code for bad flags and unusable input (nothing was attached).
@@ -59,6 +63,12 @@ pub enum Command {
     /// Policy files (format: docs/policy.md).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Hardening advice from what the node recorded: a metadata-egress NetworkPolicy per
+    /// namespace, the prevent-chmod seccomp profile and securityContext patches per workload.
+    Advise(AdviseArgs),
+    /// The node's hardening posture: kernel, BPF LSM (and how to turn it on), BTF, a pending
+    /// reboot, lockdown, cgroup layout, and the tier each protection runs on.
+    Posture(PostureArgs),
     /// Remove everything a `sensor run --pin-dir` left pinned: its links detach and
     /// enforcement ends. Stop the daemon first (a running one still holds its programs).
     Uninstall(UninstallArgs),
@@ -108,6 +118,8 @@ pub fn main() -> ExitCode {
         Command::Tail(args) => tail::main(args),
         Command::Status(args) => status::main(args),
         Command::Policy(cmd) => policy::main(cmd),
+        Command::Advise(args) => advise::main(&args),
+        Command::Posture(args) => posture::main(&args),
         Command::Uninstall(args) => uninstall::main(&args),
         Command::Health(args) => health::main(args),
         Command::Exec(args) => exec::main(&args),

@@ -5,7 +5,6 @@
 //! and cannot answer: only calls some policy in force reported were recorded.
 
 use std::{
-    io::{self, BufRead as _},
     net::IpAddr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -17,11 +16,8 @@ use sensor_common::Raise;
 use sensor_policy::{self as parser, Action};
 use sensor_proto::v1 as pb;
 
-use super::{DaemonAddr, EXIT_FAILURE, EXIT_USAGE, tail::parse_since};
-use crate::{
-    event::json::from_json,
-    policy::{ActiveRules, InForce, Match, set},
-};
+use super::{DaemonAddr, EXIT_USAGE, tail::parse_since};
+use crate::policy::{ActiveRules, InForce, Match, set};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -167,51 +163,6 @@ pub fn evaluate(rules: &ActiveRules, events: &[pb::Event]) -> Vec<RuleOutcome> {
     out
 }
 
-/// Events from an exported JSON file (`FILE:LINE: what is wrong` on a bad line).
-fn read_file(path: &Path, since: i64) -> Result<Vec<pb::Event>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut events = Vec::new();
-    for (i, line) in io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = from_json(&line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        if event.time_unix_ns >= since {
-            events.push(event);
-        }
-    }
-    Ok(events)
-}
-
-/// Events from the daemon's journal since `since` (the stored ones, no following).
-fn read_journal(daemon: &DaemonAddr, since: i64) -> Result<Vec<pb::Event>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let mut client = super::client::connect(&daemon.server, &daemon.tls)
-            .await
-            .map_err(|e| format!("cannot reach the sensor at {}: {e}", daemon.server))?;
-        let mut stream = client
-            .get_events(pb::GetEventsRequest {
-                start: Some(pb::get_events_request::Start::SinceUnixNs(since)),
-                follow: false,
-                filter: None,
-                limit: 0,
-            })
-            .await
-            .map_err(|s| s.message().to_owned())?
-            .into_inner();
-        let mut events = Vec::new();
-        while let Some(event) = stream.message().await.map_err(|s| s.message().to_owned())? {
-            events.push(event);
-        }
-        Ok(events)
-    })
-}
-
 pub fn main(args: &TestArgs) -> ExitCode {
     let usage = |msg: String| {
         eprintln!("sensor policy test: {msg}");
@@ -225,11 +176,7 @@ pub fn main(args: &TestArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e.to_string()),
     };
-    let events = match &args.file {
-        Some(path) => read_file(path, since).map_err(|m| (m, EXIT_USAGE)),
-        None => read_journal(&args.daemon, since).map_err(|m| (m, EXIT_FAILURE)),
-    };
-    let events = match events {
+    let events = match super::recorded::events(args.file.as_deref(), &args.daemon, since) {
         Ok(e) => e,
         Err((msg, code)) => {
             eprintln!("sensor policy test: {msg}");

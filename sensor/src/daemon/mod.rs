@@ -81,6 +81,18 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     // Metrics and /healthz, /readyz from the start: not ready until attached (and synced).
     let readiness = Arc::new(Readiness::default());
     let metrics = Arc::new(Metrics::new(Arc::clone(&readiness)));
+    let posture = metrics.posture();
+    tracing::info!(
+        kernel = posture.kernel.as_deref().unwrap_or("unknown"),
+        bpf_lsm_active = ?posture.bpf_lsm_active(),
+        config_bpf_lsm = ?posture.config_bpf_lsm,
+        btf = posture.btf,
+        reboot_pending = posture.reboot_pending(),
+        lockdown = posture.lockdown.as_deref().unwrap_or("unknown"),
+        cgroup = posture.cgroup.as_str(),
+        bpf_lsm = %posture.lsm_advice(),
+        "node posture (sensor posture)"
+    );
     let metrics_server = cfg
         .metrics_addr
         .map(|addr| crate::server::http::start(&runtime, addr, Arc::clone(&metrics)))
@@ -245,6 +257,7 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             (Some(client), Some(index)) => {
                 let stats = Arc::new(WatcherStats::default());
                 status.set_watcher(Arc::clone(&stats));
+                status.set_pods(index.clone());
                 readiness.set_pods(Some(Arc::clone(&stats)));
                 Some(tokio::spawn(pods::run_watcher(
                     client,

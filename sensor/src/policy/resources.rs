@@ -273,7 +273,7 @@ pub fn crd_manifest() -> String {
 /// A JSON value as block-style YAML lines, without a trailing newline. Strings are written as
 /// JSON strings (YAML's double-quoted style reads them the same), so no value can change type
 /// on the way (`"on"`, `"1.0"`, `"null"` stay strings).
-fn yaml_lines(value: &Value) -> Vec<String> {
+pub(crate) fn yaml_lines(value: &Value) -> Vec<String> {
     let mut lines = Vec::new();
     match value {
         Value::Object(map) if !map.is_empty() => {

@@ -16,6 +16,8 @@ use std::{
     },
 };
 
+use std::time::{Duration, Instant};
+
 use sensor_common::Counter;
 
 use super::{
@@ -24,6 +26,7 @@ use super::{
 };
 use crate::{
     attribution::pods::WatcherStats,
+    hardening::node::{NodePosture, default_root},
     sinks::{export::ExportStats, journal::Journal},
 };
 
@@ -45,14 +48,48 @@ pub enum MetricsError {
 pub struct Metrics {
     readiness: Arc<Readiness>,
     status: OnceLock<Arc<StatusBoard>>,
+    /// The node's posture and when it was read: read at start, re-read by a scrape when
+    /// older than [`POSTURE_MAX_AGE`].
+    posture: Mutex<(Instant, NodePosture)>,
 }
 
+/// How long a scrape reuses the node posture it has.
+pub const POSTURE_MAX_AGE: Duration = Duration::from_secs(60);
+
 impl Metrics {
+    /// With the node posture read below `/` (logged by the daemon at start).
     pub fn new(readiness: Arc<Readiness>) -> Self {
+        Self::with_posture(readiness, NodePosture::read(&default_root()))
+    }
+
+    pub fn with_posture(readiness: Arc<Readiness>, posture: NodePosture) -> Self {
         Self {
             readiness,
             status: OnceLock::new(),
+            posture: Mutex::new((Instant::now(), posture)),
         }
+    }
+
+    /// The `sensor_node_posture` values. Where the active LSM list is unreadable (a container
+    /// without securityfs), `bpf_lsm_active` is whether programs attached at the LSM tier.
+    fn posture_gauges(&self) -> [(&'static str, u8); 5] {
+        let posture = self.posture();
+        let mut gauges = posture.gauges();
+        if posture.bpf_lsm_active().is_none()
+            && let Some(status) = self.status.get()
+        {
+            gauges[0].1 = u8::from(status.attachments.iter().any(|a| a.tier == "lsm"));
+        }
+        gauges
+    }
+
+    /// The node posture, re-read when older than [`POSTURE_MAX_AGE`].
+    pub fn posture(&self) -> NodePosture {
+        let mut p = self.posture.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.0.elapsed() >= POSTURE_MAX_AGE {
+            *p = (Instant::now(), NodePosture::read(&default_root()));
+        }
+        p.1.clone()
     }
 
     pub fn set_status(&self, status: Arc<StatusBoard>) {
@@ -84,6 +121,13 @@ impl Metrics {
             "gauge",
             "1 when programs are attached and, on Kubernetes, the pod cache is synced.",
             u8::from(self.readiness.is_ready()),
+        );
+        out.labelled(
+            "sensor_node_posture",
+            "gauge",
+            "The node's posture, 1 or 0 per check: bpf_lsm_active (bpf in the active LSM list), btf (/sys/kernel/btf/vmlinux), reboot_pending (reboot-required or a newer installed kernel), lockdown (a lockdown mode other than none), cgroup_v2 (cgroup2 only). Read at start and at most every 60 s.",
+            "check",
+            self.posture_gauges().map(|(c, v)| (c, u64::from(v))),
         );
         if let Some(status) = self.status.get() {
             let snap = status.snapshot();
@@ -247,6 +291,20 @@ fn userspace_families(out: &mut Exposition, snap: &Snapshot, status: &StatusBoar
         ],
     );
     export_families(out, status);
+    if let Some(pods) = status.pods() {
+        out.family(
+            "sensor_pod_posture_findings",
+            "gauge",
+            "Pods on this node with a posture finding, by namespace and finding (allow_privilege_escalation, privileged, runs_as_root, no_seccomp_profile, host_path, host_network, host_pid; docs/hardening.md).",
+        );
+        for ((namespace, finding), n) in pods.posture_counts() {
+            out.sample(
+                "sensor_pod_posture_findings",
+                &[("namespace", &namespace), ("finding", finding)],
+                n,
+            );
+        }
+    }
     let (lag_max, queued) = hub.lag();
     out.single(
         "sensor_subscribers",
@@ -644,6 +702,18 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("sensor_events_total"), "{text}");
+        for check in [
+            "bpf_lsm_active",
+            "btf",
+            "reboot_pending",
+            "lockdown",
+            "cgroup_v2",
+        ] {
+            assert!(
+                text.contains(&format!("sensor_node_posture{{check=\"{check}\"}} ")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,11 @@ use sensor_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::{
-    attribution::{EnrichStats, pods::WatcherStats, procs::ProcStats},
+    attribution::{
+        EnrichStats,
+        pods::{PodIndex, WatcherStats},
+        procs::ProcStats,
+    },
     pipeline::counters::Counters,
     policy,
     sinks::{export::ExportCounters, hub::Hub, journal::Journal},
@@ -52,6 +56,7 @@ pub struct StatusBoard {
     /// The scope roots.
     pub scopes: Vec<pb::Scope>,
     watcher: OnceLock<Arc<WatcherStats>>,
+    pods: OnceLock<PodIndex>,
     snapshot: Mutex<Snapshot>,
 }
 
@@ -74,6 +79,7 @@ impl StatusBoard {
             journal,
             exports,
             watcher: OnceLock::new(),
+            pods: OnceLock::new(),
             snapshot: Mutex::default(),
         }
     }
@@ -81,6 +87,15 @@ impl StatusBoard {
     /// Kubernetes mode: the pod watcher's counters.
     pub fn set_watcher(&self, stats: Arc<WatcherStats>) {
         let _ = self.watcher.set(stats);
+    }
+
+    /// Kubernetes mode: the pod index (for the pod posture metrics).
+    pub fn set_pods(&self, pods: PodIndex) {
+        let _ = self.pods.set(pods);
+    }
+
+    pub fn pods(&self) -> Option<&PodIndex> {
+        self.pods.get()
     }
 
     pub fn watcher(&self) -> Option<&WatcherStats> {

@@ -92,6 +92,8 @@ struct PodRec {
     containers: Vec<String>,
     /// Set when the pod is deleted: from then on lookups miss it.
     expires: Option<Instant>,
+    /// Its posture findings ([`crate::hardening::pod`]), each name once.
+    findings: Vec<&'static str>,
 }
 
 struct ContainerRec {
@@ -148,6 +150,18 @@ impl PodIndex {
             .values()
             .filter(|p| p.expires.is_none())
             .count()
+    }
+
+    /// Pods (not deleted) with each posture finding, by namespace: `(namespace, finding)` ->
+    /// pods.
+    pub fn posture_counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        for pod in self.read().pods.values().filter(|p| p.expires.is_none()) {
+            for finding in &pod.findings {
+                *out.entry((pod.namespace.clone(), *finding)).or_default() += 1;
+            }
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -449,6 +463,15 @@ pub(super) fn parse(pod: &Pod) -> Option<Parsed> {
             owner_name,
             containers: Vec::new(),
             expires: None,
+            findings: {
+                let mut f: Vec<&'static str> = crate::hardening::pod::findings(pod)
+                    .into_iter()
+                    .map(|f| f.finding)
+                    .collect();
+                f.sort_unstable();
+                f.dedup();
+                f
+            },
         },
         containers,
     })

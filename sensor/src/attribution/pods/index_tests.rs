@@ -315,3 +315,27 @@ async fn generation_and_changed_notify() {
     index.apply(&pod(serde_json::json!({"metadata": {"name": "x"}})));
     assert_eq!(index.generation(), 3);
 }
+
+#[test]
+fn posture_findings_are_counted_per_namespace_for_pods_not_deleted() {
+    let index = PodIndex::new(Duration::from_secs(60));
+    let spec = |host_network: bool| {
+        serde_json::json!({"hostNetwork": host_network, "containers": [
+            {"name": "a", "image": "i"}, {"name": "b", "image": "i"}]})
+    };
+    let mk = |uid: &str, ns: &str, host_network: bool| {
+        pod(serde_json::json!({
+            "metadata": {"name": uid, "namespace": ns, "uid": uid},
+            "spec": spec(host_network),
+        }))
+    };
+    index.apply(&mk("u1", "shop", true));
+    index.apply(&mk("u2", "shop", false));
+    index.apply(&mk("u3", "ops", false));
+    index.delete(&mk("u3", "ops", false));
+    let counts = index.posture_counts();
+    // Two containers with the same finding count the pod once.
+    assert_eq!(counts[&("shop".to_owned(), "runs_as_root")], 2);
+    assert_eq!(counts[&("shop".to_owned(), "host_network")], 1);
+    assert!(!counts.keys().any(|(ns, _)| ns == "ops"), "{counts:?}");
+}
