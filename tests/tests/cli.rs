@@ -273,6 +273,8 @@ fn posture_json_has_the_documented_keys() {
         "{v:#}"
     );
     assert_eq!(v["tiers"]["protections"]["metadata-connect"], "cgroup");
+    // No daemon to ask about pods: null, not an empty list.
+    assert!(v["pods"].is_null(), "{v:#}");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(v["kernel"], release.trim());
     let (code, text, _) = sensor(&["posture", "--server", socket.to_str().unwrap()]);

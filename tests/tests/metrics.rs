@@ -502,6 +502,32 @@ fn readiness_waits_for_the_pod_cache_and_health_follows_it() {
         ),
         None
     );
+    // `sensor posture` names the pod and its findings (from the daemon's pod index).
+    let posture: serde_json::Value =
+        serde_json::from_slice(&sensor.cli(&["posture", "-o", "json"]).stdout).unwrap();
+    let pods = posture["pods"].as_array().expect("pods from the daemon");
+    assert_eq!(pods.len(), 1, "{posture}");
+    assert_eq!(pods[0]["namespace"], "shop");
+    assert_eq!(pods[0]["name"], "web-5d8f7c9b7-ppppp");
+    let found: Vec<&str> = pods[0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for finding in [
+        "allow_privilege_escalation",
+        "runs_as_root",
+        "no_seccomp_profile",
+    ] {
+        assert!(found.contains(&finding), "{finding} not in {found:?}");
+    }
+    assert!(!found.contains(&"host_network"), "{found:?}");
+    let text = String::from_utf8(sensor.cli(&["posture"]).stdout).unwrap();
+    assert!(
+        text.contains("pods with findings (1):") && text.contains("shop/web-5d8f7c9b7-ppppp"),
+        "{text}"
+    );
     // The node posture gauges agree with `sensor posture`, and the start-up log names it.
     s.assert_type("sensor_node_posture", "gauge");
     let posture: serde_json::Value =

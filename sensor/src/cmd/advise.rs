@@ -31,9 +31,9 @@ pub struct AdviseArgs {
     /// README) into this directory (created when missing).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// Namespaces that get no Kubernetes advice (repeatable or comma-separated).
-    #[arg(long, value_name = "NS", value_delimiter = ',',
-          default_values_t = SYSTEM_NAMESPACES.map(String::from))]
+    /// More namespaces that get no Kubernetes advice (repeatable or comma-separated), beside
+    /// kube-system, kube-public and kube-node-lease, which never get any.
+    #[arg(long, value_name = "NS", value_delimiter = ',')]
     pub exclude_namespace: Vec<String>,
     #[command(flatten)]
     pub daemon: DaemonAddr,
@@ -58,7 +58,12 @@ pub fn main(args: &AdviseArgs) -> ExitCode {
         Ok(e) => e,
         Err((msg, code)) => return fail(msg, code),
     };
-    let advice = advise(&events, since, now_unix_ns(), &args.exclude_namespace);
+    let excluded: Vec<String> = SYSTEM_NAMESPACES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(args.exclude_namespace.iter().cloned())
+        .collect();
+    let advice = advise(&events, since, now_unix_ns(), &excluded);
     if let Some(dir) = &args.out_dir {
         match render::write_dir(&advice, dir) {
             Ok(files) => eprintln!(

@@ -36,39 +36,56 @@ pub enum PostureFormat {
     Json,
 }
 
-/// Where the tiers come from, and the tiers.
-fn tiers(args: &PostureArgs, node: &NodePosture) -> (String, Vec<(&'static str, String)>) {
+/// What the daemon says, when one answers.
+struct FromDaemon {
+    /// Where the tiers come from, and the tiers.
+    source: String,
+    tiers: Vec<(&'static str, String)>,
+    /// The pods on this node with posture findings (`None`: no daemon to ask).
+    pods: Option<Vec<sensor_proto::v1::PodPosture>>,
+}
+
+fn from_daemon(args: &PostureArgs, node: &NodePosture) -> FromDaemon {
     match status::fetch(&args.daemon) {
-        Ok(s) => (
-            "daemon".to_owned(),
-            protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
+        Ok(s) => FromDaemon {
+            source: "daemon".to_owned(),
+            tiers: protection_tiers(s.attachments.iter().map(|a| a.program.as_str()))
                 .into_iter()
                 .map(|(p, t)| (p, tier_name(t).to_owned()))
                 .collect(),
-        ),
-        Err(_) => (
-            "kernel features (daemon not running)".to_owned(),
-            node.implied_tiers()
+            pods: Some(s.pod_posture),
+        },
+        Err(_) => FromDaemon {
+            source: "kernel features (daemon not running)".to_owned(),
+            tiers: node
+                .implied_tiers()
                 .into_iter()
                 .map(|(p, t)| (p, t.to_owned()))
                 .collect(),
-        ),
+            pods: None,
+        },
     }
 }
 
 pub fn main(args: &PostureArgs) -> ExitCode {
     let node = NodePosture::read(&args.root);
-    let (source, tiers) = tiers(args, &node);
+    let d = from_daemon(args, &node);
     match args.output {
         PostureFormat::Json => {
             let mut v = node.to_json();
             v["tiers"] = json!({
-                "source": source,
-                "protections": tiers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "source": d.source,
+                "protections": d.tiers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            });
+            // null without a daemon to ask (outside Kubernetes: an empty list).
+            v["pods"] = d.pods.as_ref().map_or(serde_json::Value::Null, |pods| {
+                pods.iter()
+                    .map(|p| json!({"namespace": p.namespace, "name": p.name, "findings": p.findings}))
+                    .collect()
             });
             println!("{v}");
         }
-        PostureFormat::Text => print!("{}", text(&node, &source, &tiers)),
+        PostureFormat::Text => print!("{}", text(&node, &d)),
     }
     ExitCode::SUCCESS
 }
@@ -77,7 +94,8 @@ fn yes(v: bool) -> &'static str {
     if v { "yes" } else { "no" }
 }
 
-fn text(node: &NodePosture, source: &str, tiers: &[(&str, String)]) -> String {
+fn text(node: &NodePosture, d: &FromDaemon) -> String {
+    let (source, tiers) = (&d.source, &d.tiers);
     let mut out = String::new();
     let unknown = || "unknown".to_owned();
     let _ = writeln!(
@@ -120,6 +138,26 @@ fn text(node: &NodePosture, source: &str, tiers: &[(&str, String)]) -> String {
     let _ = writeln!(out, "tiers ({source}):");
     for (p, t) in tiers {
         let _ = writeln!(out, "  {p:<24} {t}");
+    }
+    match &d.pods {
+        None => {
+            let _ = writeln!(out, "pods            unknown (daemon not running)");
+        }
+        Some(pods) if pods.is_empty() => {
+            let _ = writeln!(out, "pods            no findings");
+        }
+        Some(pods) => {
+            let _ = writeln!(out, "pods with findings ({}):", pods.len());
+            for p in pods {
+                let _ = writeln!(
+                    out,
+                    "  {}/{:<30} {}",
+                    p.namespace,
+                    p.name,
+                    p.findings.join(", ")
+                );
+            }
+        }
     }
     out
 }

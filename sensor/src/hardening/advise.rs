@@ -94,6 +94,9 @@ pub struct Workload {
     pub raises: BTreeMap<RaiseKey, Seen>,
     /// Some event of it ran with uid or euid 0.
     pub root: bool,
+    /// Programs it started in the window (exec events): without any, its start-up (an
+    /// entrypoint script, an init container) was not seen.
+    pub execs: u64,
 }
 
 impl Workload {
@@ -141,11 +144,32 @@ impl Patch {
     pub fn file_name(&self) -> String {
         format!(
             "patch-{}-{}-{}.yaml",
-            self.namespace,
-            self.kind.to_ascii_lowercase(),
-            self.name
+            safe_name(&self.namespace),
+            safe_name(&self.kind.to_ascii_lowercase()),
+            safe_name(&self.name)
         )
     }
+}
+
+/// A name as part of a file name in `--out-dir`: Kubernetes names are DNS-1123, but an owner
+/// reference's name is not checked by the API server (and a `--file` can say anything), so
+/// anything but `a-z 0-9 . -` becomes `_` and a leading dot too: no `/`, no `..`.
+pub fn safe_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with('.') || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out.truncate(200);
+    out
 }
 
 /// The window the advice covers.
@@ -160,6 +184,8 @@ pub struct Window {
     pub last_ns: Option<i64>,
     /// Events the loss records say are missing.
     pub lost: u64,
+    /// The nodes the events came from: a NetworkPolicy and a patch act on every node.
+    pub nodes: BTreeSet<String>,
 }
 
 /// Everything `sensor advise` reports.
@@ -275,6 +301,9 @@ pub fn advise(events: &[pb::Event], since_ns: i64, until_ns: i64, excluded: &[St
             _ => (1, event.time_unix_ns, event.time_unix_ns),
         };
         let w = &mut advice.window;
+        if !event.node.is_empty() && !w.nodes.contains(&event.node) {
+            w.nodes.insert(event.node.clone());
+        }
         w.events += count;
         w.first_ns = Some(w.first_ns.map_or(first, |f| f.min(first)));
         w.last_ns = Some(w.last_ns.map_or(last, |l| l.max(last)));
@@ -339,10 +368,16 @@ pub fn advise(events: &[pb::Event], since_ns: i64, until_ns: i64, excluded: &[St
                 };
                 record(&mut wl.raises, key, times);
             }
+            Some(pb::event::Body::Exec(_)) => wl.execs += count,
             _ => {}
         }
     }
-    decide(&mut advice, excluded);
+    let gaps = Gaps {
+        network: advice.window.lost > 0 || unattributed.metadata_reached > 0,
+        chmod: advice.window.lost > 0 || unattributed.chmods > 0,
+        raise: advice.window.lost > 0 || unattributed.raises > 0,
+    };
+    decide(&mut advice, excluded, gaps);
     window_notes(&mut advice, &unattributed);
     advice
 }
@@ -352,8 +387,21 @@ fn record<K: Ord>(map: &mut BTreeMap<K, Seen>, key: K, (count, first, last): (u6
     map.entry(key).or_default().add(count, first, last);
 }
 
+/// Evidence the window lacks, by kind of advice: lost events (what they were is not known) or
+/// events of pods the sensor could not name. Advice that such an event could contradict is
+/// withheld, not given with a note.
+#[derive(Clone, Copy, Default)]
+struct Gaps {
+    network: bool,
+    chmod: bool,
+    raise: bool,
+}
+
+const GAP: &str =
+    "the window has gaps (lost events, or events of pods the sensor could not name: see the notes)";
+
 /// The NetworkPolicies, patches and their notes from the grouped workloads.
-fn decide(advice: &mut Advice, excluded: &[String]) {
+fn decide(advice: &mut Advice, excluded: &[String], gaps: Gaps) {
     let mut namespaces: BTreeMap<&str, Vec<&Owner>> = BTreeMap::new();
     for owner in advice.workloads.keys() {
         if let Owner::Pod { namespace, .. } = owner {
@@ -380,7 +428,11 @@ fn decide(advice: &mut Advice, excluded: &[String]) {
         };
         let reached = names(Workload::reached_metadata);
         let tried = names(Workload::tried_metadata);
-        if reached.is_empty() {
+        if gaps.network {
+            notes.push(format!(
+                "no NetworkPolicy: {GAP}; one of them may have reached a metadata endpoint"
+            ));
+        } else if reached.is_empty() {
             advice.network_policies.push((*namespace).to_owned());
             if !tried.is_empty() {
                 notes.push(format!(
@@ -417,8 +469,20 @@ fn decide(advice: &mut Advice, excluded: &[String]) {
             advice.workload_notes.insert(owner, notes);
             continue;
         }
-        let seccomp = wl.chmods.is_empty();
-        if !seccomp {
+        let started = wl.execs > 0;
+        if !started {
+            notes.push(
+                "no seccomp or privilege patch: its start-up was not seen in the window (no exec of it): an entrypoint script or an init container may chmod or need privileges the sensor did not see".to_owned(),
+            );
+        }
+        if gaps.chmod && started {
+            notes.push(format!("no prevent-chmod profile: {GAP}"));
+        }
+        if gaps.raise && started {
+            notes.push(format!("no privilege patch: {GAP}"));
+        }
+        let seccomp = wl.chmods.is_empty() && started && !gaps.chmod;
+        if !wl.chmods.is_empty() {
             let modes: BTreeSet<&str> = wl.chmods.keys().map(|k| k.mode.as_str()).collect();
             let n: u64 = wl.chmods.values().map(|s| s.count).sum();
             notes.push(format!(
@@ -426,8 +490,8 @@ fn decide(advice: &mut Advice, excluded: &[String]) {
                 modes.into_iter().collect::<Vec<_>>().join(", ")
             ));
         }
-        let escalation = wl.raises.is_empty();
-        if !escalation {
+        let escalation = wl.raises.is_empty() && started && !gaps.raise;
+        if !wl.raises.is_empty() {
             let what: BTreeSet<&str> = wl.raises.keys().map(|k| k.what.as_str()).collect();
             notes.push(format!(
                 "no allowPrivilegeEscalation: false: raised privileges in the window ({})",
@@ -435,7 +499,7 @@ fn decide(advice: &mut Advice, excluded: &[String]) {
             ));
         }
         let drop_all = !wl.raised(&["capset", "file-caps"]) && !wl.root && escalation;
-        if escalation && !drop_all {
+        if escalation && !drop_all && wl.root {
             notes.push(
                 "no capabilities.drop: [ALL]: it ran as root (uid or euid 0) in the window, and the sensor does not see which capabilities a root process uses".to_owned(),
             );
@@ -494,6 +558,13 @@ fn window_notes(advice: &mut Advice, unattributed: &Unattributed) {
     }
     if advice.window.events == 0 {
         notes.push("no events in the window: nothing to advise from".to_owned());
+    }
+    if !advice.window.nodes.is_empty() {
+        notes.push(format!(
+            "the events came from {} node(s) ({}): a NetworkPolicy and a patch apply to the workload's pods on every node; what its pods did on other nodes is not in this window (advise from a fleet export that merges every node's events to cover them)",
+            advice.window.nodes.len(),
+            advice.window.nodes.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
 }
 

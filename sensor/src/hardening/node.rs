@@ -72,10 +72,12 @@ impl NodePosture {
                 .map(str::to_owned)
                 .collect()
         });
+        // The kernel's own parameters: what follows `--` is for init.
         let cmdline_lsm = read(root, "proc/cmdline").and_then(|c| {
             c.split_whitespace()
-                .rev()
-                .find_map(|w| w.strip_prefix("lsm="))
+                .take_while(|w| *w != "--")
+                .filter_map(|w| w.strip_prefix("lsm="))
+                .last()
                 .map(str::to_owned)
         });
         let (reboot_reasons, reboot_packages) = reboot(root, kernel.as_deref());
@@ -118,6 +120,10 @@ impl NodePosture {
             .clone()
             .or_else(|| self.lsms.as_ref().map(|l| l.join(",")))?;
         let mut list: Vec<&str> = current.split(',').filter(|l| !l.is_empty()).collect();
+        // Asked for and still not active: the kernel lacks it, no parameter helps.
+        if list.contains(&"bpf") {
+            return None;
+        }
         list.push("bpf");
         Some(format!("lsm={}", list.join(",")))
     }
@@ -129,6 +135,14 @@ impl NodePosture {
             (None, _) => "the active LSM list is unreadable (is securityfs mounted at /sys/kernel/security?)".to_owned(),
             (Some(false), Some(false)) => {
                 "the kernel is built without CONFIG_BPF_LSM: no boot parameter turns it on; the privilege hooks run at the kill tier".to_owned()
+            }
+            (Some(false), _)
+                if self
+                    .cmdline_lsm
+                    .as_deref()
+                    .is_some_and(|l| l.split(',').any(|n| n == "bpf")) =>
+            {
+                "the boot parameters ask for bpf (lsm=) and it is not active: the kernel is built without CONFIG_BPF_LSM; the privilege hooks run at the kill tier".to_owned()
             }
             (Some(false), _) => {
                 let param = self.lsm_boot_parameter().unwrap_or_default();
@@ -260,6 +274,13 @@ fn reboot(root: &Path, running: Option<&str>) -> (Vec<String>, Vec<String>) {
                     .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_owned)),
             )
             .collect();
+        // Only kernels of the running one's flavour (`-amd64`, `-cloud-amd64`, `-rt-amd64`,
+        // `-azure`, `+debug`): another flavour installed beside it is not an update of it.
+        // Digits left in a flavour are a distribution's minor release (`el9_3` -> `el9_4`), not
+        // another flavour.
+        let kind = |k: &str| flavour(k).replace(|c: char| c.is_ascii_digit(), "");
+        let running_kind = kind(running);
+        installed.retain(|k| kind(k) == running_kind);
         installed.sort_by(|a, b| version_cmp(a, b));
         if let Some(newest) = installed.last()
             && version_cmp(newest, running) == Ordering::Greater
@@ -270,6 +291,21 @@ fn reboot(root: &Path, running: Option<&str>) -> (Vec<String>, Vec<String>) {
         }
     }
     (reasons, packages)
+}
+
+/// What follows a kernel release's version numbers: `6.1.0-21-cloud-amd64` -> `cloud-amd64`,
+/// `5.15.0-1064-azure` -> `azure`, `6.8.0+debug` -> `+debug`, `5.14.0-427.el9.x86_64` ->
+/// `el9.x86_64`.
+pub fn flavour(release: &str) -> &str {
+    let mut rest = release;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        match trimmed.strip_prefix(['.', '-']) {
+            Some(next) if trimmed.len() < rest.len() => rest = next,
+            _ if trimmed.len() < rest.len() => return trimmed,
+            _ => return rest,
+        }
+    }
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -322,3 +358,56 @@ pub fn default_root() -> PathBuf {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod flavour_tests {
+    use super::*;
+
+    #[test]
+    fn releases_of_another_flavour_are_not_updates() {
+        assert_eq!(flavour("6.1.0-21-cloud-amd64"), "cloud-amd64");
+        assert_eq!(flavour("6.1.0-21-amd64"), "amd64");
+        assert_eq!(flavour("5.15.0-1064-azure"), "azure");
+        assert_eq!(flavour("5.14.0-427.el9.x86_64"), "el9.x86_64");
+        assert_eq!(flavour("6.8.0+debug"), "+debug");
+        assert_eq!(flavour("6.18.0"), "");
+    }
+
+    #[test]
+    fn lsm_advice_after_dash_dash_and_with_bpf_already_asked_for() {
+        let dir = std::env::temp_dir().join(format!("sensor-posture-lsm-{}", std::process::id()));
+        let write = |path: &str, text: &str| {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("proc/sys/kernel/osrelease", "6.1.0-21-amd64\n");
+        write("sys/kernel/security/lsm", "lockdown,capability,apparmor");
+        // An lsm= after `--` is init's, not the kernel's.
+        write("proc/cmdline", "root=/dev/vda1 ro -- lsm=bogus\n");
+        let n = NodePosture::read(&dir);
+        assert_eq!(n.cmdline_lsm, None);
+        assert_eq!(
+            n.lsm_boot_parameter().as_deref(),
+            Some("lsm=lockdown,capability,apparmor,bpf")
+        );
+        write(
+            "proc/cmdline",
+            "root=/dev/vda1 lsm=lockdown,capability,bpf\n",
+        );
+        let n = NodePosture::read(&dir);
+        assert_eq!(n.lsm_boot_parameter(), None);
+        assert!(
+            n.lsm_advice().contains("built without CONFIG_BPF_LSM"),
+            "{}",
+            n.lsm_advice()
+        );
+        // A cloud kernel installed beside the running generic one is no pending update.
+        write("lib/modules/6.1.0-21-amd64/modules.dep", "");
+        write("lib/modules/6.1.0-23-cloud-amd64/modules.dep", "");
+        assert!(!NodePosture::read(&dir).reboot_pending());
+        write("lib/modules/6.1.0-23-amd64/modules.dep", "");
+        assert!(NodePosture::read(&dir).reboot_pending());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

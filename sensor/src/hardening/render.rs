@@ -115,7 +115,10 @@ fn find_patch<'a>(advice: &'a Advice, owner: &Owner) -> Option<&'a Patch> {
 }
 
 pub fn network_policy_file(namespace: &str) -> String {
-    format!("networkpolicy-{namespace}.yaml")
+    format!(
+        "networkpolicy-{}.yaml",
+        crate::hardening::advise::safe_name(namespace)
+    )
 }
 
 /// The metadata-egress NetworkPolicy of the guidance: every pod of the namespace may reach
@@ -132,6 +135,10 @@ pub fn network_policy(namespace: &str) -> Value {
     if !v6.is_empty() {
         to.push(json!({"ipBlock": {"cidr": "::/0", "except": v6}}));
     }
+    // Pods of the cluster by selector as well: some data planes (Cilium) do not match pod
+    // addresses against ipBlock, and without this the policy would cut DNS and all in-cluster
+    // traffic there. Metadata endpoints are never pods.
+    to.push(json!({"namespaceSelector": {}}));
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -416,9 +423,26 @@ pub fn write_dir(advice: &Advice, dir: &Path) -> std::io::Result<Vec<String>> {
         };
         let _ = writeln!(readme, "- `{f}`: {what}");
     }
+    if files.iter().any(|f| f.starts_with("seccomp/")) {
+        let _ = writeln!(
+            readme,
+            "\n`prevent-chmod` allows every call but the chmod family (the guidance's profile): it *replaces* the container runtime's default profile. Apply its patch to workloads that run without a profile today (`sensor posture`, `sensor_pod_posture_findings{{finding=\"no_seccomp_profile\"}}`); for a workload on `RuntimeDefault`, add its chmod rule to a copy of your runtime's default profile instead, or it loses the default's other denials. `fchmodat2` (Linux 6.6) is denied only where the node's libseccomp knows it (2.5.5 and later, or Debian's 2.5.4-1+deb12u1); an older one skips the name and the call stays allowed. A container-level `seccompProfile` overrides the pod-level one the patch sets."
+        );
+    }
     let _ = writeln!(
         readme,
-        "\nA NetworkPolicy only blocks what no other egress policy of the namespace allows (policies add up), and does not apply to hostNetwork pods.\n\n```text\n{}```",
+        "\nA NetworkPolicy only blocks what no other egress policy of the namespace allows (policies add up), and does not apply to hostNetwork pods. Both it and the patches act on every node: the events came from {} only.\n\n```text\n{}```",
+        if advice.window.nodes.is_empty() {
+            "no node".to_owned()
+        } else {
+            advice
+                .window
+                .nodes
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         report(advice)
     );
     write("README.md", &readme)?;
@@ -442,6 +466,7 @@ mod tests {
             json!([
                 {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "169.254.170.2/32", "169.254.170.23/32", "100.100.100.200/32", "168.63.129.16/32"]}},
                 {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128", "fd00:ec2::23/128"]}},
+                {"namespaceSelector": {}},
             ])
         );
     }

@@ -168,6 +168,16 @@ impl pb::sensor_server::Sensor for Service {
             policies: crate::policy::states(&policy),
             cluster: self.hub.origin().cluster.clone(),
             exports: self.status.exports.states(),
+            pod_posture: self.status.pods().map_or_else(Vec::new, |pods| {
+                pods.posture_pods()
+                    .into_iter()
+                    .map(|(namespace, name, findings)| pb::PodPosture {
+                        namespace,
+                        name,
+                        findings: findings.into_iter().map(str::to_owned).collect(),
+                    })
+                    .collect()
+            }),
         }))
     }
 }

@@ -164,6 +164,19 @@ impl PodIndex {
         out
     }
 
+    /// The pods (not deleted) that have posture findings, by namespace and name.
+    pub fn posture_pods(&self) -> Vec<(String, String, Vec<&'static str>)> {
+        let mut out: Vec<_> = self
+            .read()
+            .pods
+            .values()
+            .filter(|p| p.expires.is_none() && !p.findings.is_empty())
+            .map(|p| (p.namespace.clone(), p.name.clone(), p.findings.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
