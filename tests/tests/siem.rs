@@ -607,6 +607,18 @@ fn quiet_options() -> Options {
     }
 }
 
+/// `sensor run` scoped to `cg`, exporting to every one of `dests` with folding off and the
+/// test cluster's name, `extra` flags after.
+fn exporting_sensor(state: &StateDir, cg: &TestCgroup, dests: &[&str], extra: &[&str]) -> Sensor {
+    let mut args = vec!["--scope-cgroup", path_str(&cg.path)];
+    for d in dests {
+        args.extend(["--export", d]);
+    }
+    args.extend(["--cluster-name", CLUSTER, "--export-fold-window", "0s"]);
+    args.extend_from_slice(extra);
+    Sensor::start_in_with(state, &args, &quiet_options())
+}
+
 /// A background chmod generator in `cg` (bench-gen: `n` calls at `rate` per second).
 fn generator(cg: &TestCgroup, file: &Path, rate: u32, n: u32) -> ChildGuard {
     ChildGuard(
@@ -999,25 +1011,11 @@ fn syslog_tls_json_and_plain_cef_receive_every_event_once_in_order() {
     );
     let file_dest = format!("file:{}", file_export.display());
     let state = StateDir::new();
-    let sensor = Sensor::start_in_with(
+    let sensor = exporting_sensor(
         &state,
-        &[
-            "--scope-cgroup",
-            path_str(&cg.path),
-            "--export",
-            &tls_dest,
-            "--export",
-            &cef_dest,
-            "--export",
-            &file_dest,
-            "--cluster-name",
-            CLUSTER,
-            "--export-fold-window",
-            "0s",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &quiet_options(),
+        &cg,
+        &[&tls_dest, &cef_dest, &file_dest],
+        &["--metrics-addr", "127.0.0.1:0"],
     );
     let sensor_pid = sensor.pid();
 
@@ -1194,21 +1192,14 @@ fn otlp_receiver_killed_mid_stream_union_has_every_event() {
     let out = TempDir::new();
     let file_export = out.real().join("events.jsonl");
     let state = StateDir::new();
-    let sensor = Sensor::start_in_with(
+    let sensor = exporting_sensor(
         &state,
+        &cg,
         &[
-            "--scope-cgroup",
-            path_str(&cg.path),
-            "--export",
             &format!("otlp://127.0.0.1:{}", otlp.port()),
-            "--export",
             &format!("file:{}", file_export.display()),
-            "--cluster-name",
-            CLUSTER,
-            "--export-fold-window",
-            "0s",
         ],
-        &quiet_options(),
+        &[],
     );
     let target = out.real().join("target");
     std::fs::write(&target, b"x").unwrap();
@@ -1299,22 +1290,9 @@ fn kill_9_mid_export_both_destinations_continue() {
         headers.display()
     );
     let file_dest = format!("file:{}", file_export.display());
-    let args = [
-        "--scope-cgroup",
-        path_str(&cg.path),
-        "--export",
-        &syslog_dest,
-        "--export",
-        &otlp_dest,
-        "--export",
-        &file_dest,
-        "--cluster-name",
-        CLUSTER,
-        "--export-fold-window",
-        "0s",
-    ];
+    let dests = [syslog_dest.as_str(), &otlp_dest, &file_dest];
     let state = StateDir::new();
-    let sensor = Sensor::start_in_with(&state, &args, &quiet_options());
+    let sensor = exporting_sensor(&state, &cg, &dests, &[]);
     let target = dir.join("target");
     std::fs::write(&target, b"x").unwrap();
     let generator = generator(&cg, &target, 2000, 8000);
@@ -1329,7 +1307,7 @@ fn kill_9_mid_export_both_destinations_continue() {
         |m| m.len() > 1000,
     );
     sensor.kill();
-    let sensor = Sensor::start_in_with(&state, &args, &quiet_options());
+    let sensor = exporting_sensor(&state, &cg, &dests, &[]);
     wait_generator(generator);
     let burst_pid = chmod_burst(&cg.path, &target, 1000, 250, 5);
     wait_file(
@@ -1430,28 +1408,22 @@ fn a_destination_down_past_retention_gets_an_exact_loss_record() {
     let target = out.real().join("target");
     std::fs::write(&target, b"x").unwrap();
     let state = StateDir::new();
-    let sensor = Sensor::start_in_with(
+    let sensor = exporting_sensor(
         &state,
+        &cg,
         &[
-            "--scope-cgroup",
-            path_str(&cg.path),
-            "--export",
             &format!("otlp://127.0.0.1:{down}"),
-            "--export",
             &format!(
                 "syslog://127.0.0.1:{}?format=json",
                 rs.port(SyslogInput::Plain)
             ),
-            "--cluster-name",
-            CLUSTER,
-            "--export-fold-window",
-            "0s",
+        ],
+        &[
             "--journal-segment-bytes",
             "131072",
             "--journal-max-bytes",
             "1048576",
         ],
-        &quiet_options(),
     );
     // Enough events that retention drops the first segments (a chmod event is some hundred
     // bytes: 12,000 of them are several MB against a 1 MiB journal), paced so that the working
@@ -1619,19 +1591,14 @@ fn a_receiver_that_refuses_the_client_after_the_handshake_is_not_counted_as_deli
         rs.port(SyslogInput::MutualTls),
         ca.ca.display()
     );
-    let sensor = Sensor::start_in_with(
+    let sensor = exporting_sensor(
         &state,
+        &cg,
         &[
-            "--scope-cgroup",
-            path_str(&cg.path),
-            "--export",
             &refused,
-            "--export",
             &format!("syslog://127.0.0.1:{}", rs.port(SyslogInput::Plain)),
-            "--export-fold-window",
-            "0s",
         ],
-        &quiet_options(),
+        &[],
     );
     wait_generator(generator(&cg, &target, 1000, 500));
     // The working destination gets everything; meanwhile the refused one has tried.
