@@ -154,6 +154,34 @@ pub fn kubernetes_validate(file: &Path) -> String {
     report
 }
 
+/// The OCSF version the sensor writes (`metadata.version`).
+pub const OCSF_VERSION: &str = "1.5.0";
+
+/// Validate OCSF lines with the independent validator (pydantic-ocsf, offline,
+/// `tests/validators/ocsf_check.py`); `scratch`: a directory for the file it reads.
+pub fn validate_ocsf(lines: &[Value], scratch: &Path) {
+    let file = scratch.join("ocsf-to-validate.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/ocsf_check.py");
+    let out = Command::new(python_tool("python"))
+        .arg(script)
+        .arg(OCSF_VERSION)
+        .arg(&file)
+        .output()
+        .expect("running the OCSF validator");
+    assert!(
+        out.status.success(),
+        "OCSF validation failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ok {}", lines.len())
+    );
+}
+
 pub fn probe_bin() -> PathBuf {
     built_binary("probe", "PROBE_BIN")
 }

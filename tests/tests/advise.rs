@@ -18,7 +18,7 @@ use sensor_tests::{
     NetNs, Place, Sensor, TempDir, TestCgroup,
     kubeapi::{KubeApi, pod},
     kubernetes_validate, offline, poll, probe_exec_wait, probe_net, python_tool, require_root,
-    sensor_bin, sh,
+    sensor_bin, sh, validate_ocsf,
 };
 use serde_json::{Value, json};
 
@@ -524,4 +524,155 @@ fn every_generated_network_policy_and_patch_validates_strictly() {
         std::fs::write(&file, patched).unwrap();
         kubernetes_validate(&file);
     }
+}
+
+/// Posture records in the stream: the node's first, at start (with the daemon's own tiers), then one per pod with findings as it appears — none for a
+/// hardened pod — and one more when a pod's spec changes: hardened, its findings go to none.
+/// The OCSF form of each passes the independent validator.
+#[test]
+fn posture_records_follow_the_node_and_the_pods() {
+    require_root();
+    let cg = TestCgroup::new();
+    let dir = TempDir::new();
+    let api = KubeApi::start();
+    let container = "e7".repeat(32);
+    let mut open = pod(
+        "shop",
+        "web-5d8f7c9b7-aaaaa",
+        WEB_UID,
+        &container,
+        "registry.local/web:1",
+        "web",
+        NODE,
+    );
+    open["spec"]["hostNetwork"] = json!(true);
+    let hardened_sc = json!({
+        "allowPrivilegeEscalation": false,
+        "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    let mut hardened = pod(
+        "shop",
+        "agent-5d8f7c9b7-bbbbb",
+        AGENT_UID,
+        &"e8".repeat(32),
+        "registry.local/agent:1",
+        "agent",
+        NODE,
+    );
+    hardened["spec"]["containers"][0]["securityContext"] = hardened_sc.clone();
+    api.add(open.clone());
+    api.add(hardened);
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let sensor = Sensor::start(&[
+        "--scope-cgroup",
+        cg.path.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        NODE,
+    ]);
+    let is_posture =
+        |e: &Value, subject: &str| e["kind"] == "posture" && e["posture"]["subject"] == subject;
+    // The node's record is the first of this start.
+    let node = sensor.wait_event("the node posture record", |e| is_posture(e, "node"));
+    assert_eq!(sensor.events()[0], node, "not the first record");
+    assert_eq!(node["seq"], 1, "{node}");
+    assert_eq!(node["node"], NODE);
+    assert_eq!(node["posture"]["reason"], "start");
+    let n = &node["posture"]["node"];
+    // As the kernel says (bpf may be in the list even where loading LSM programs is refused).
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap();
+    let bpf_lsm = lsms.trim().split(',').any(|l| l == "bpf");
+    assert_eq!(n["bpf_lsm_active"], bpf_lsm, "{node}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(n["kernel"], release.trim());
+    // The tiers are what `sensor posture` reads from this daemon's attachments.
+    let cli: Value =
+        serde_json::from_slice(&sensor.cli(&["posture", "-o", "json"]).stdout).unwrap();
+    assert_eq!(cli["tiers"]["source"], "daemon", "{cli}");
+    assert_eq!(n["tiers"], cli["tiers"]["protections"], "{node}\n{cli}");
+    assert_eq!(n["tiers"]["metadata-connect"], "cgroup", "{node}");
+    // The open pod, with exactly its findings; nothing for the hardened one.
+    let web = sensor.wait_event("the open pod's record", |e| is_posture(e, "pod"));
+    assert_eq!(web["pod"]["name"], "web-5d8f7c9b7-aaaaa", "{web}");
+    assert_eq!(web["pod"]["owner_kind"], "Deployment");
+    assert_eq!(web["posture"]["reason"], "appeared");
+    let findings = |e: &Value| -> Vec<(String, String)> {
+        e["posture"]["findings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        (
+                            f["finding"].as_str().unwrap().to_owned(),
+                            f["container"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let own = |f: &str, c: &str| (f.to_owned(), c.to_owned());
+    assert_eq!(
+        findings(&web),
+        [
+            own("allow_privilege_escalation", "app"),
+            own("runs_as_root", "app"),
+            own("no_seccomp_profile", "app"),
+            own("host_network", ""),
+        ]
+    );
+    // Hardened: one record, with no findings.
+    let mut fixed = open;
+    fixed["spec"]["hostNetwork"] = json!(false);
+    fixed["spec"]["containers"][0]["securityContext"] = hardened_sc;
+    api.add(fixed);
+    let changed = sensor.wait_event("the change record", |e| {
+        is_posture(e, "pod") && e["posture"]["reason"] == "changed"
+    });
+    assert_eq!(changed["pod"]["name"], "web-5d8f7c9b7-aaaaa", "{changed}");
+    assert!(findings(&changed).is_empty(), "{changed}");
+    // A relist or an unchanged update adds nothing; exactly these three records.
+    std::thread::sleep(Duration::from_millis(600));
+    let posture: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "posture")
+        .collect();
+    assert_eq!(posture.len(), 3, "{posture:#?}");
+    assert!(
+        posture
+            .iter()
+            .all(|e| e["pod"]["name"] != "agent-5d8f7c9b7-bbbbb")
+    );
+    // Replayed from the journal as OCSF, each is a valid Compliance Finding.
+    let out = sensor.cli(&["tail", "--from-seq", "1", "--kind", "posture", "-o", "ocsf"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ocsf: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ocsf.len(), 3, "{ocsf:#?}");
+    validate_ocsf(&ocsf, &dir.0);
+    assert!(ocsf.iter().all(|o| o["class_uid"] == 2003));
+    let node_passes =
+        bpf_lsm && n["btf"] == true && n["reboot_pending"] == false && n["cgroup"] == "v2";
+    assert_eq!(
+        ocsf[0]["compliance"]["status"],
+        if node_passes { "Pass" } else { "Fail" },
+        "{}",
+        ocsf[0]
+    );
+    assert_eq!(
+        ocsf[1]["finding_info"]["uid"],
+        format!("posture:pod:{WEB_UID}")
+    );
+    assert_eq!(ocsf[2]["activity_name"], "Close");
+    assert_eq!(ocsf[2]["compliance"]["status"], "Pass");
 }

@@ -13,11 +13,9 @@ use std::{
 
 use sensor_tests::{
     NetNs, Place, Sensor, StateDir, Tail, TempDir, TestCgroup, bench_gen_bin, chmod_burst,
-    probe_exec, probe_net, python_tool, require_root, stop_counters,
+    probe_exec, probe_net, require_root, stop_counters, validate_ocsf,
 };
 use serde_json::Value;
-
-const OCSF_VERSION: &str = "1.5.0";
 
 /// Every line of `PATH.N`, ..., `PATH.1`, `PATH` (oldest file first), parsed.
 fn export_lines(path: &Path) -> Vec<Value> {
@@ -99,30 +97,6 @@ fn counters(sensor: &Sensor) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice::<Value>(&out.stdout).unwrap()["counters"].clone()
-}
-
-/// Validate OCSF lines with the independent validator (pydantic-ocsf, offline).
-fn validate_ocsf(lines: &[Value], scratch: &Path) {
-    let file = scratch.join("ocsf-to-validate.jsonl");
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&file, text).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/ocsf_check.py");
-    let out = Command::new(python_tool("python"))
-        .arg(script)
-        .arg(OCSF_VERSION)
-        .arg(&file)
-        .output()
-        .expect("running the OCSF validator");
-    assert!(
-        out.status.success(),
-        "OCSF validation failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("ok {}", lines.len())
-    );
 }
 
 fn seq_of(line: &Value) -> Option<u64> {

@@ -54,6 +54,7 @@ fn kind(e: &pb::Event) -> i32 {
         Some(B::Exit(_)) => pb::EventKind::Exit,
         Some(B::Lost(_)) => pb::EventKind::Lost,
         Some(B::PolicyChange(_)) => pb::EventKind::Policy,
+        Some(B::Posture(_)) => pb::EventKind::Posture,
         None => pb::EventKind::Unspecified,
     }) as i32
 }

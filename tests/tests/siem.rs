@@ -165,13 +165,35 @@ fn policy_applied(e: &Value) -> bool {
     e["policy_change"]["accepted"].as_bool().unwrap_or(false)
 }
 
-/// The level of an event: 0 info (allowed, exec, exit, no verdict), 1 notice (audited, policy
-/// applied), 2 warning (blocked, killed), 3 error (lost, policy refused).
+/// A posture record that fails a check (docs/export.md): a pod with findings; a node without an
+/// active BPF LSM or BTF, with a reboot pending, or not on cgroup v2.
+fn posture_fails(e: &Value) -> bool {
+    let p = &e["posture"];
+    if p["subject"] == "node" {
+        let n = &p["node"];
+        n["bpf_lsm_active"] != true
+            || n["btf"] != true
+            || n["reboot_pending"] == true
+            || n["cgroup"] != "v2"
+    } else {
+        p["findings"].as_array().is_some_and(|f| !f.is_empty())
+    }
+}
+
+/// What the exporters call a posture record's verdict.
+fn posture_verdict(e: &Value) -> &'static str {
+    if posture_fails(e) { "fail" } else { "pass" }
+}
+
+/// The level of an event: 0 info (allowed, exec, exit, no verdict, posture that passes), 1
+/// notice (audited, policy applied, posture that fails), 2 warning (blocked, killed), 3 error
+/// (lost, policy refused).
 fn level(e: &Value) -> usize {
     match (kind_of(e), verdict_of(e)) {
         ("lost", _) => 3,
         ("policy", _) if policy_applied(e) => 1,
         ("policy", _) => 3,
+        ("posture", _) => usize::from(posture_fails(e)),
         (_, Some("blocked" | "killed")) => 2,
         (_, Some("audited")) => 1,
         _ => 0,
@@ -201,6 +223,7 @@ fn cef_signature(e: &Value) -> String {
                 "refused"
             }
         ),
+        ("posture", _) => format!("posture:{}", posture_verdict(e)),
         (k, Some(v)) => format!("{k}:{v}"),
         (k, None) => k.to_owned(),
     }
@@ -282,6 +305,12 @@ fn check_syslog_envelope(m: &Value, e: &Value, facility: u64, sensor_pid: u32) {
             "SD verdict of a policy record: {}",
             ctx()
         ),
+        ("posture", None) => assert_eq!(
+            sd(m, "verdict"),
+            Some(posture_verdict(e)),
+            "SD verdict of a posture record: {}",
+            ctx()
+        ),
         (_, None) => assert_eq!(
             sd(m, "verdict"),
             None,
@@ -340,6 +369,12 @@ fn check_cef(m: &Value, e: &Value) {
         ("policy", _) => assert!(
             matches!(c["act"].as_str(), None | Some("applied" | "refused")),
             "act of a policy record: {}",
+            ctx()
+        ),
+        ("posture", _) => assert_eq!(
+            c["act"].as_str(),
+            Some(posture_verdict(e)),
+            "act of a posture record: {}",
             ctx()
         ),
         (_, v) => assert_eq!(c["act"].as_str(), v, "act: {}", ctx()),

@@ -25,7 +25,24 @@ CLASSES = {
     1007: "ProcessActivity",
     6002: "ApplicationLifecycle",
     6008: "ApplicationError",
+    2003: "ComplianceFinding",
 }
+
+
+def class_attributes(schema, cls):
+    """A class's attributes with those it inherits (`extends`), the class's own winning."""
+    attrs = {}
+    chain = []
+    while cls is not None:
+        chain.append(cls)
+        parent = cls.get("extends")
+        cls = schema["events"].get(parent) if parent else None
+    for c in reversed(chain):
+        own = c.get("attributes", {})
+        if isinstance(own, list):
+            own = {k: v for a in own for k, v in a.items()}
+        attrs.update(own)
+    return attrs
 
 
 def model_of(annotation):
@@ -112,9 +129,7 @@ def main():
             problems.extend(f"{loc}: {name}: {p}" for p in found)
             # Caption siblings against the schema.
             cls = next(c for c in schema["events"].values() if c.get("caption") == obj.get("class_name"))
-            attrs = cls["attributes"]
-            if isinstance(attrs, list):
-                attrs = {k: v for a in attrs for k, v in a.items()}
+            attrs = class_attributes(schema, cls)
             activities = attrs.get("activity_id", {}).get("enum", {})
             want = activities.get(str(obj.get("activity_id")), {}).get("caption")
             if want != obj.get("activity_name"):

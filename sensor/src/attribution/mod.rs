@@ -97,6 +97,8 @@ pub struct Enricher {
     /// cgroup id -> its pod, encoded, as of pod index generation `pod_cache_generation`.
     pod_cache: IntMap<u64, Arc<PodAttr>>,
     pod_cache_generation: u64,
+    /// Pod index generation at the last [`Enricher::posture_changes`].
+    posture_generation: u64,
 }
 
 /// What a cgroup's path says, parsed once per cgroup id.
@@ -117,21 +119,27 @@ enum PodMatch {
 }
 
 fn pod_from_view(v: PodView, target: &ContainerRef) -> pb::Pod {
-    pb::Pod {
-        namespace: v.namespace,
-        name: v.name,
-        uid: v.uid,
-        labels: v.labels.into_iter().collect(),
-        container_name: v.container_name,
-        container_id: if v.container_id.is_empty() {
-            target.container_id.clone().unwrap_or_default()
-        } else {
-            v.container_id
-        },
-        image: v.image,
-        owner_kind: v.owner_kind,
-        owner_name: v.owner_name,
-        image_id: v.image_id,
+    let mut pod = v.into_proto();
+    if pod.container_id.is_empty() {
+        pod.container_id = target.container_id.clone().unwrap_or_default();
+    }
+    pod
+}
+
+impl PodView {
+    pub fn into_proto(self) -> pb::Pod {
+        pb::Pod {
+            namespace: self.namespace,
+            name: self.name,
+            uid: self.uid,
+            labels: self.labels.into_iter().collect(),
+            container_name: self.container_name,
+            container_id: self.container_id,
+            image: self.image,
+            owner_kind: self.owner_kind,
+            owner_name: self.owner_name,
+            image_id: self.image_id,
+        }
     }
 }
 
@@ -171,6 +179,7 @@ impl Enricher {
             parsed: IntMap::default(),
             pod_cache: IntMap::default(),
             pod_cache_generation: 0,
+            posture_generation: 0,
         }
     }
 
@@ -304,6 +313,20 @@ impl Enricher {
         }
         let uid = target.pod_uid.as_ref()?;
         pods.by_pod_uid(uid).map(|v| pod_from_view(v, target))
+    }
+
+    /// Pods whose posture findings changed since the last call (Kubernetes mode; cheap while
+    /// the pod index has not changed).
+    pub fn posture_changes(&mut self) -> Vec<crate::attribution::pods::PostureChange> {
+        let Some(pods) = &self.pods else {
+            return Vec::new();
+        };
+        let generation = pods.generation();
+        if generation == self.posture_generation {
+            return Vec::new();
+        }
+        self.posture_generation = generation;
+        pods.posture_changes()
     }
 
     /// The pod index generation (Kubernetes mode).

@@ -40,8 +40,8 @@ pub struct TailArgs {
     /// Start with the stored event of this sequence number.
     #[arg(long, value_name = "N")]
     pub from_seq: Option<u64>,
-    /// Only these kinds (connect, chmod, privilege, exec, exit, policy, lost); repeatable or
-    /// comma-separated.
+    /// Only these kinds (connect, chmod, privilege, exec, exit, policy, posture, lost);
+    /// repeatable or comma-separated.
     #[arg(long, value_name = "KIND")]
     pub kind: Vec<String>,
     /// Only events from pods in these namespaces.
@@ -56,7 +56,7 @@ pub struct TailArgs {
     /// Only these verdicts (blocked, audited, allowed, killed).
     #[arg(long, value_name = "VERDICT")]
     pub verdict: Vec<String>,
-    /// Every event, telemetry too (exec, exit, allowed, policy changes). Without it, and
+    /// Every event, telemetry too (exec, exit, allowed, policy changes, posture records). Without it, and
     /// without --kind or --verdict, only decisions (blocked, killed, audited) and loss records
     /// are shown.
     #[arg(short = 'a', long, conflicts_with_all = ["kind", "verdict"])]

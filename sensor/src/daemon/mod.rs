@@ -8,7 +8,7 @@ mod stream;
 use std::{
     io,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sensor_common::programs::PREFIX;
@@ -24,7 +24,13 @@ use crate::{
         pods::{self, PodIndex, WatchConfig, WatcherStats},
         procs::ProcessCache,
     },
-    kernel::{self, Loaded, pins::PinDir, tracefs},
+    hardening::{node::default_root, watch::PostureWatch},
+    kernel::{
+        self, Loaded,
+        catalog::{protection_tiers, tier_name},
+        pins::PinDir,
+        tracefs,
+    },
     pipeline::Pipeline,
     policy::{self, reload::Reloader, watch},
     server::{
@@ -82,6 +88,7 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     let readiness = Arc::new(Readiness::default());
     let metrics = Arc::new(Metrics::new(Arc::clone(&readiness)));
     let posture = metrics.posture();
+    let node_posture = posture.clone();
     tracing::info!(
         kernel = posture.kernel.as_deref().unwrap_or("unknown"),
         bpf_lsm_active = ?posture.bpf_lsm_active(),
@@ -293,13 +300,27 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         );
         let reloader = Reloader::new(cfg.policy_file.clone(), policy.clone(), &origin)
             .with_resources(resources.clone());
+        // The node's posture is the first record of this start (after a previous generation's
+        // events).
+        let tiers = protection_tiers(attached.iter().map(String::as_str))
+            .into_iter()
+            .map(|(p, t)| (p.to_owned(), tier_name(t).to_owned()))
+            .collect();
+        let (posture, start) = PostureWatch::start(
+            default_root(),
+            node_posture,
+            origin.clone(),
+            tiers,
+            Instant::now(),
+        );
+        pipeline.report(start);
         stream::stream(
             events,
             &control,
             cfg.drain_interval,
             &mut pipeline,
             &mut loaded,
-            reloader,
+            stream::Watches { reloader, posture },
         )
     };
     let result = runtime.block_on(async {

@@ -20,6 +20,7 @@ use tokio::signal::unix::Signal;
 
 use super::{RunError, SLOW_TICK};
 use crate::{
+    hardening::watch::PostureWatch,
     kernel::{self, Loaded, pins::PinDir},
     pipeline::{DRAIN_MAX, Pipeline},
     policy::reload::Reloader,
@@ -113,6 +114,14 @@ fn wait(ring: RawFd, wake: RawFd, timeout: Duration) {
     let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
 }
 
+/// What the event loop checks on its slow tick besides the ring buffer.
+pub struct Watches {
+    /// Policy file and resources.
+    pub reloader: Reloader,
+    /// Node and pod posture records.
+    pub posture: PostureWatch,
+}
+
 /// Drain the ring buffer until SIGINT/SIGTERM (blocking: runs on the daemon's main thread,
 /// inside the runtime's context for the journal's background syncs).
 pub fn stream(
@@ -121,8 +130,12 @@ pub fn stream(
     drain_interval: Duration,
     pipeline: &mut Pipeline,
     loaded: &mut Loaded,
-    mut reloader: Reloader,
+    watches: Watches,
 ) -> Result<(), RunError> {
+    let Watches {
+        mut reloader,
+        mut posture,
+    } = watches;
     let ring_fd = ring.as_fd().as_raw_fd();
     let reload =
         |why: &str, reloader: &mut Reloader, pipeline: &mut Pipeline, loaded: &mut Loaded| {
@@ -154,6 +167,14 @@ pub fn stream(
                 reload("file changed", &mut reloader, pipeline, loaded);
             } else {
                 reloader.refresh_members(&mut pipeline.enricher, loaded);
+            }
+            let changes = pipeline.enricher.posture_changes();
+            for event in posture
+                .node_changed(now)
+                .into_iter()
+                .chain(posture.pod_events(changes))
+            {
+                pipeline.report(event);
             }
             pipeline.kernel_counters(&loaded.kernel_counters()?);
             pipeline.sync_in_background();

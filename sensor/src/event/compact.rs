@@ -134,7 +134,7 @@ fn what(e: &pb::Event) -> String {
         }
         Some(B::Exec(x)) => out.push_str(&x.exe),
         Some(B::Exit(_)) | None => {}
-        Some(B::Lost(_) | B::PolicyChange(_)) => unreachable!("own lines"),
+        Some(B::Lost(_) | B::PolicyChange(_) | B::Posture(_)) => unreachable!("own lines"),
     }
     if let Some(r) = &e.repeat {
         let _ = write!(
@@ -146,6 +146,50 @@ fn what(e: &pb::Event) -> String {
             r.last_seq
         );
     }
+    out
+}
+
+/// A posture record: `node: ...` or `NAMESPACE/POD: finding (container), ...`, then why.
+fn posture(e: &pb::Event, p: &pb::Posture) -> String {
+    let reason = enum_name(p.reason().as_str_name(), "POSTURE_REASON_");
+    let mut out = String::new();
+    if let Some(n) = &p.node {
+        let lsm = match n.bpf_lsm_active {
+            Some(true) => "active",
+            Some(false) => "not active",
+            None => "unknown",
+        };
+        let _ = write!(out, "node: kernel {}, BPF LSM {lsm}", n.kernel);
+        let mut tiers: Vec<String> = n.tiers.iter().map(|(p, t)| format!("{p}={t}")).collect();
+        tiers.sort();
+        let _ = write!(out, ", tiers {}", tiers.join(" "));
+        if n.reboot_pending {
+            let _ = write!(out, ", REBOOT PENDING ({})", n.reboot_reasons.join("; "));
+        }
+        let lockdown = if n.lockdown.is_empty() {
+            "unknown"
+        } else {
+            &n.lockdown
+        };
+        let _ = write!(out, ", lockdown {lockdown}, cgroup {}", n.cgroup);
+        if !n.bpf_lsm_boot_parameter.is_empty() {
+            let _ = write!(out, "; to enable BPF LSM: {}", n.bpf_lsm_advice);
+        }
+    } else {
+        let _ = write!(out, "{}: ", place(e));
+        if p.findings.is_empty() {
+            out.push_str("no findings");
+        }
+        for (i, f) in p.findings.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            if f.container.is_empty() {
+                let _ = write!(out, "{sep}{}", f.finding);
+            } else {
+                let _ = write!(out, "{sep}{} ({})", f.finding, f.container);
+            }
+        }
+    }
+    let _ = write!(out, " [{reason}]");
     out
 }
 
@@ -172,6 +216,10 @@ fn render(e: &pb::Event, colour: bool, aligned: bool) -> String {
             };
             ("POLICY".to_owned(), verdict_colour(v))
         }
+        Some(B::Posture(_)) => (
+            "POSTURE".to_owned(),
+            verdict_colour(pb::Verdict::Unspecified),
+        ),
         _ => (
             verdict_name(e.verdict()).to_ascii_uppercase(),
             verdict_colour(e.verdict()),
@@ -215,6 +263,7 @@ fn render(e: &pb::Event, colour: bool, aligned: bool) -> String {
                 let _ = write!(line, "; {e}");
             }
         }
+        Some(B::Posture(p)) => line.push_str(&posture(e, p)),
         _ => {
             let rule = if e.rule.is_empty() { "-" } else { &e.rule };
             let _ = write!(

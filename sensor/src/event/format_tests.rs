@@ -169,6 +169,101 @@ fn chmod_fields_are_stable() {
     assert!(c.get("flags").is_none());
 }
 
+fn pod_posture_event() -> pb::Event {
+    pb::Event {
+        seq: 4,
+        time_unix_ns: 3_000_000_000,
+        node: "n".into(),
+        enrichment: pb::Enrichment::Complete as i32,
+        pod: Some(pb::Pod {
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            uid: "u-1".into(),
+            owner_kind: "Deployment".into(),
+            owner_name: "web".into(),
+            ..Default::default()
+        }),
+        body: Some(pb::event::Body::Posture(pb::Posture {
+            subject: pb::PostureSubject::Pod as i32,
+            reason: pb::PostureReason::Appeared as i32,
+            findings: vec![
+                pb::PostureFinding {
+                    finding: "no_seccomp_profile".into(),
+                    container: "app".into(),
+                },
+                pb::PostureFinding {
+                    finding: "host_network".into(),
+                    container: String::new(),
+                },
+            ],
+            node: None,
+        })),
+        ..Default::default()
+    }
+}
+
+fn node_posture_event() -> pb::Event {
+    pb::Event {
+        seq: 1,
+        time_unix_ns: 3_000_000_000,
+        node: "n".into(),
+        enrichment: pb::Enrichment::Complete as i32,
+        body: Some(pb::event::Body::Posture(pb::Posture {
+            subject: pb::PostureSubject::Node as i32,
+            reason: pb::PostureReason::Start as i32,
+            findings: Vec::new(),
+            node: Some(pb::NodePosture {
+                kernel: "6.1.0-21-amd64".into(),
+                bpf_lsm_active: Some(false),
+                bpf_lsm_boot_parameter: "lsm=lockdown,capability,bpf".into(),
+                bpf_lsm_advice: "add lsm=lockdown,capability,bpf in GRUB_CMDLINE_LINUX".into(),
+                btf: true,
+                reboot_pending: true,
+                reboot_reasons: vec!["/var/run/reboot-required".into()],
+                lockdown: "none".into(),
+                cgroup: "v2".into(),
+                tiers: [("metadata-connect", "cgroup"), ("privilege", "kill")]
+                    .into_iter()
+                    .map(|(p, t)| (p.to_owned(), t.to_owned()))
+                    .collect(),
+            }),
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn posture_records_read_as_lines_and_json() {
+    let pod = to_compact(&pod_posture_event(), false);
+    assert!(
+        pod.ends_with("#4 POSTURE shop/web-1: no_seccomp_profile (app), host_network [appeared]"),
+        "{pod}"
+    );
+    let node = to_compact(&node_posture_event(), false);
+    assert!(
+        node.contains("POSTURE node: kernel 6.1.0-21-amd64, BPF LSM not active, tiers metadata-connect=cgroup privilege=kill, REBOOT PENDING (/var/run/reboot-required), lockdown none, cgroup v2; to enable BPF LSM: add lsm=")
+            && node.ends_with(" [start]"),
+        "{node}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&to_json(&pod_posture_event())).unwrap();
+    assert_eq!(json["kind"], "posture");
+    assert_eq!(json["posture"]["subject"], "pod");
+    assert_eq!(json["posture"]["reason"], "appeared");
+    assert_eq!(
+        json["posture"]["findings"],
+        serde_json::json!([{"finding": "no_seccomp_profile", "container": "app"}, {"finding": "host_network"}])
+    );
+    let json: serde_json::Value = serde_json::from_str(&to_json(&node_posture_event())).unwrap();
+    assert_eq!(json["posture"]["node"]["bpf_lsm_active"], false);
+    assert_eq!(json["posture"]["node"]["tiers"]["privilege"], "kill");
+    let bad = to_json(&pod_posture_event()).replace("\"appeared\"", "\"vanished\"");
+    assert!(
+        from_json(&bad)
+            .unwrap_err()
+            .contains("posture.reason 'vanished': unknown")
+    );
+}
+
 #[test]
 fn json_round_trips() {
     let lost = pb::Event {
@@ -221,6 +316,8 @@ fn json_round_trips() {
         killed_chmod_event(),
         lost,
         policy,
+        pod_posture_event(),
+        node_posture_event(),
     ] {
         let line = to_json(&e);
         let back = from_json(&line).unwrap_or_else(|err| panic!("{line}: {err}"));

@@ -84,6 +84,8 @@ struct JsonEvent {
     exit: Option<JsonExit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy_change: Option<JsonPolicyChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    posture: Option<JsonPosture>,
     /// Exporter flood control: this line stands for `count` identical events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     repeat: Option<JsonRepeat>,
@@ -117,6 +119,53 @@ struct JsonPolicyChange {
     policy: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     errors: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPosture {
+    /// `node` or `pod`.
+    subject: String,
+    /// `start`, `appeared` or `changed`.
+    reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    findings: Vec<JsonFinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<JsonNodePosture>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFinding {
+    finding: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    container: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonNodePosture {
+    #[serde(default)]
+    kernel: String,
+    /// Absent when the active LSM list is unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bpf_lsm_active: Option<bool>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    bpf_lsm_boot_parameter: String,
+    #[serde(default)]
+    bpf_lsm_advice: String,
+    #[serde(default)]
+    btf: bool,
+    #[serde(default)]
+    reboot_pending: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reboot_reasons: Vec<String>,
+    #[serde(default)]
+    lockdown: String,
+    #[serde(default)]
+    cgroup: String,
+    #[serde(default)]
+    tiers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -395,6 +444,36 @@ fn to_json_event(e: &pb::Event) -> JsonEvent {
                 errors: p.errors.clone(),
             })
         }
+        Some(B::Posture(p)) => {
+            j.posture = Some(JsonPosture {
+                subject: enum_name(p.subject().as_str_name(), "POSTURE_SUBJECT_"),
+                reason: enum_name(p.reason().as_str_name(), "POSTURE_REASON_"),
+                findings: p
+                    .findings
+                    .iter()
+                    .map(|f| JsonFinding {
+                        finding: f.finding.clone(),
+                        container: f.container.clone(),
+                    })
+                    .collect(),
+                node: p.node.as_ref().map(|n| JsonNodePosture {
+                    kernel: n.kernel.clone(),
+                    bpf_lsm_active: n.bpf_lsm_active,
+                    bpf_lsm_boot_parameter: n.bpf_lsm_boot_parameter.clone(),
+                    bpf_lsm_advice: n.bpf_lsm_advice.clone(),
+                    btf: n.btf,
+                    reboot_pending: n.reboot_pending,
+                    reboot_reasons: n.reboot_reasons.clone(),
+                    lockdown: n.lockdown.clone(),
+                    cgroup: n.cgroup.clone(),
+                    tiers: n
+                        .tiers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                }),
+            })
+        }
         Some(B::Exit(x)) => j.exit = Some(JsonExit { code: x.code }),
         None => {}
     }
@@ -536,6 +615,41 @@ pub fn from_json(line: &str) -> Result<pb::Event, String> {
                 source: p.source,
                 policy: p.policy,
                 errors: p.errors,
+            })
+        }
+        pb::EventKind::Posture => {
+            let p = j.posture.ok_or_else(|| missing("posture"))?;
+            let subject =
+                pb::PostureSubject::from_str_name(&enum_value(&p.subject, "POSTURE_SUBJECT_"))
+                    .filter(|s| *s != pb::PostureSubject::Unspecified)
+                    .ok_or_else(|| format!("posture.subject '{}': unknown", p.subject))?;
+            let reason =
+                pb::PostureReason::from_str_name(&enum_value(&p.reason, "POSTURE_REASON_"))
+                    .filter(|r| *r != pb::PostureReason::Unspecified)
+                    .ok_or_else(|| format!("posture.reason '{}': unknown", p.reason))?;
+            pb::event::Body::Posture(pb::Posture {
+                subject: subject as i32,
+                reason: reason as i32,
+                findings: p
+                    .findings
+                    .into_iter()
+                    .map(|f| pb::PostureFinding {
+                        finding: f.finding,
+                        container: f.container,
+                    })
+                    .collect(),
+                node: p.node.map(|n| pb::NodePosture {
+                    kernel: n.kernel,
+                    bpf_lsm_active: n.bpf_lsm_active,
+                    bpf_lsm_boot_parameter: n.bpf_lsm_boot_parameter,
+                    bpf_lsm_advice: n.bpf_lsm_advice,
+                    btf: n.btf,
+                    reboot_pending: n.reboot_pending,
+                    reboot_reasons: n.reboot_reasons,
+                    lockdown: n.lockdown,
+                    cgroup: n.cgroup,
+                    tiers: n.tiers.into_iter().collect(),
+                }),
             })
         }
         pb::EventKind::Exit => pb::event::Body::Exit(pb::Exit {

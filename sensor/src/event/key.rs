@@ -91,7 +91,7 @@ impl Key {
                             let pod = pb::Pod::decode(&msg[at..end]).ok()?;
                             key.pod = Some(Arc::new(PodKey::of(&pod)));
                         }
-                        20..=26 => key.kind = body_kind(field),
+                        20..=27 => key.kind = body_kind(field),
                         _ => {}
                     }
                     at = end;
@@ -112,6 +112,7 @@ fn body_kind(field: u64) -> pb::EventKind {
         24 => pb::EventKind::Exit,
         25 => pb::EventKind::Lost,
         26 => pb::EventKind::Policy,
+        27 => pb::EventKind::Posture,
         _ => pb::EventKind::Unspecified,
     }
 }

@@ -102,6 +102,7 @@ pub fn kind_of(event: &pb::Event) -> pb::EventKind {
         Some(B::Exit(_)) => pb::EventKind::Exit,
         Some(B::Lost(_)) => pb::EventKind::Lost,
         Some(B::PolicyChange(_)) => pb::EventKind::Policy,
+        Some(B::Posture(_)) => pb::EventKind::Posture,
         None => pb::EventKind::Unspecified,
     }
 }

@@ -5,6 +5,7 @@
 
 use std::{
     cmp::Ordering,
+    collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
@@ -64,6 +65,25 @@ fn read(root: &Path, path: &str) -> Option<String> {
 impl NodePosture {
     /// Read the node below `root`.
     pub fn read(root: &Path) -> Self {
+        let mut node = Self::read_files(root);
+        node.config_bpf_lsm = node.kernel.as_deref().and_then(|k| config_bpf_lsm(root, k));
+        node
+    }
+
+    /// Read it again, keeping what cannot change without a reboot into another kernel
+    /// (`CONFIG_BPF_LSM`, which may need `gzip` on `/proc/config.gz`): a few small files, no
+    /// process spawned.
+    pub fn reread(&self, root: &Path) -> Self {
+        let mut node = Self::read_files(root);
+        if node.kernel == self.kernel {
+            node.config_bpf_lsm = self.config_bpf_lsm;
+        } else {
+            node.config_bpf_lsm = node.kernel.as_deref().and_then(|k| config_bpf_lsm(root, k));
+        }
+        node
+    }
+
+    fn read_files(root: &Path) -> Self {
         let kernel = read(root, "proc/sys/kernel/osrelease").map(|s| s.trim().to_owned());
         let lsms = read(root, "sys/kernel/security/lsm").map(|s| {
             s.trim()
@@ -82,7 +102,7 @@ impl NodePosture {
         });
         let (reboot_reasons, reboot_packages) = reboot(root, kernel.as_deref());
         Self {
-            config_bpf_lsm: kernel.as_deref().and_then(|k| config_bpf_lsm(root, k)),
+            config_bpf_lsm: None,
             kernel,
             lsms,
             btf: root.join("sys/kernel/btf/vmlinux").exists(),
@@ -194,6 +214,22 @@ impl NodePosture {
             ),
             ("cgroup_v2", u8::from(self.cgroup == CgroupLayout::V2)),
         ]
+    }
+
+    /// Its `sensor.v1` form for posture records, with the daemon's tiers.
+    pub fn to_proto(&self, tiers: &BTreeMap<String, String>) -> sensor_proto::v1::NodePosture {
+        sensor_proto::v1::NodePosture {
+            kernel: self.kernel.clone().unwrap_or_default(),
+            bpf_lsm_active: self.bpf_lsm_active(),
+            bpf_lsm_boot_parameter: self.lsm_boot_parameter().unwrap_or_default(),
+            bpf_lsm_advice: self.lsm_advice(),
+            btf: self.btf,
+            reboot_pending: self.reboot_pending(),
+            reboot_reasons: self.reboot_reasons.clone(),
+            lockdown: self.lockdown.clone().unwrap_or_default(),
+            cgroup: self.cgroup.as_str().to_owned(),
+            tiers: tiers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
     }
 
     /// `sensor posture -o json` (without the tiers, which the command adds).

@@ -87,7 +87,8 @@ impl Metrics {
     pub fn posture(&self) -> NodePosture {
         let mut p = self.posture.lock().unwrap_or_else(PoisonError::into_inner);
         if p.0.elapsed() >= POSTURE_MAX_AGE {
-            *p = (Instant::now(), NodePosture::read(&default_root()));
+            let again = p.1.reread(&default_root());
+            *p = (Instant::now(), again);
         }
         p.1.clone()
     }

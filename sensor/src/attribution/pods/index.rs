@@ -13,6 +13,8 @@ use k8s_openapi::{
 };
 use tokio::sync::watch;
 
+use crate::hardening::pod::Finding;
+
 /// Annotation of a static pod's mirror pod: the config hash, which the kubelet uses as the static
 /// pod's UID and so in its cgroup path (the mirror pod in the API has a UID of its own).
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -92,8 +94,31 @@ struct PodRec {
     containers: Vec<String>,
     /// Set when the pod is deleted: from then on lookups miss it.
     expires: Option<Instant>,
-    /// Its posture findings ([`crate::hardening::pod`]), each name once.
-    findings: Vec<&'static str>,
+    /// Its posture findings ([`crate::hardening::pod`]), in spec order.
+    findings: Vec<Finding>,
+    /// The findings last handed out by [`PodIndex::posture_changes`] (None: never).
+    reported: Option<Vec<Finding>>,
+}
+
+impl PodRec {
+    /// The finding names, each once, sorted.
+    fn finding_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.findings.iter().map(|f| f.finding).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// A pod whose posture findings differ from what [`PodIndex::posture_changes`] last handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostureChange {
+    /// The pod (container fields empty).
+    pub pod: PodView,
+    /// Its findings now (may be empty: they went away).
+    pub findings: Vec<Finding>,
+    /// First seen by this index (else: changed).
+    pub appeared: bool,
 }
 
 struct ContainerRec {
@@ -157,10 +182,32 @@ impl PodIndex {
     pub fn posture_counts(&self) -> BTreeMap<(String, &'static str), u64> {
         let mut out = BTreeMap::new();
         for pod in self.read().pods.values().filter(|p| p.expires.is_none()) {
-            for finding in &pod.findings {
-                *out.entry((pod.namespace.clone(), *finding)).or_default() += 1;
+            for finding in pod.finding_names() {
+                *out.entry((pod.namespace.clone(), finding)).or_default() += 1;
             }
         }
+        out
+    }
+
+    /// The pods (not deleted) whose findings changed since the last call, in namespace and name
+    /// order; a pod first seen without findings is not a change. Marks them handed out.
+    pub fn posture_changes(&self) -> Vec<PostureChange> {
+        let mut state = self.write();
+        let mut out: Vec<PostureChange> = state
+            .pods
+            .values_mut()
+            .filter(|p| p.expires.is_none())
+            .filter_map(|p| {
+                let appeared = p.reported.is_none();
+                let before = p.reported.replace(p.findings.clone()).unwrap_or_default();
+                (before != p.findings).then(|| PostureChange {
+                    pod: view(p, None),
+                    findings: p.findings.clone(),
+                    appeared,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
         out
     }
 
@@ -171,7 +218,7 @@ impl PodIndex {
             .pods
             .values()
             .filter(|p| p.expires.is_none() && !p.findings.is_empty())
-            .map(|p| (p.namespace.clone(), p.name.clone(), p.findings.clone()))
+            .map(|p| (p.namespace.clone(), p.name.clone(), p.finding_names()))
             .collect();
         out.sort();
         out
@@ -332,6 +379,7 @@ impl State {
             containers,
         } = parsed;
         if let Some(old) = self.pods.remove(&pod.uid) {
+            pod.reported = old.reported;
             for id in &old.containers {
                 if !containers.iter().any(|(new, _)| new == id) {
                     self.expire_container(id, &old.uid, retire_at);
@@ -476,15 +524,8 @@ pub(super) fn parse(pod: &Pod) -> Option<Parsed> {
             owner_name,
             containers: Vec::new(),
             expires: None,
-            findings: {
-                let mut f: Vec<&'static str> = crate::hardening::pod::findings(pod)
-                    .into_iter()
-                    .map(|f| f.finding)
-                    .collect();
-                f.sort_unstable();
-                f.dedup();
-                f
-            },
+            findings: crate::hardening::pod::findings(pod),
+            reported: None,
         },
         containers,
     })

@@ -339,3 +339,56 @@ fn posture_findings_are_counted_per_namespace_for_pods_not_deleted() {
     assert_eq!(counts[&("shop".to_owned(), "host_network")], 1);
     assert!(!counts.keys().any(|(ns, _)| ns == "ops"), "{counts:?}");
 }
+
+#[test]
+fn posture_changes_are_handed_out_once_per_change() {
+    let index = PodIndex::new(Duration::from_secs(60));
+    let mk = |uid: &str, sc: serde_json::Value| {
+        pod(serde_json::json!({
+            "metadata": {"name": format!("pod-{uid}"), "namespace": "shop", "uid": uid},
+            "spec": {"containers": [{"name": "app", "image": "i", "securityContext": sc}]},
+        }))
+    };
+    let hardened = serde_json::json!({
+        "allowPrivilegeEscalation": false, "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"}});
+    let open = serde_json::json!({"privileged": true});
+    index.apply(&mk("u1", open.clone()));
+    index.apply(&mk("u2", hardened.clone()));
+    let first = index.posture_changes();
+    // The hardened pod has nothing to report: no record for it.
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].appeared);
+    assert_eq!(first[0].pod.name, "pod-u1");
+    let names: Vec<&str> = first[0].findings.iter().map(|f| f.finding).collect();
+    assert_eq!(
+        names,
+        [
+            "allow_privilege_escalation",
+            "privileged",
+            "runs_as_root",
+            "no_seccomp_profile"
+        ]
+    );
+    assert!(first[0].findings.iter().all(|f| f.container == "app"));
+    // Nothing changed: nothing again, also after an identical update or a relist.
+    index.apply(&mk("u1", open.clone()));
+    assert!(index.posture_changes().is_empty());
+    index.replace_all(&[mk("u1", open), mk("u2", hardened.clone())]);
+    assert!(index.posture_changes().is_empty());
+    // Fixed: a change to no findings. Loosened: a change with the new findings.
+    index.apply(&mk("u1", hardened));
+    index.apply(&mk(
+        "u2",
+        serde_json::json!({"allowPrivilegeEscalation": false, "runAsNonRoot": true}),
+    ));
+    let changed = index.posture_changes();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(!changed[0].appeared && changed[0].findings.is_empty());
+    assert!(!changed[1].appeared);
+    assert_eq!(changed[1].findings.len(), 1);
+    assert_eq!(changed[1].findings[0].finding, "no_seccomp_profile");
+    // A deleted pod is not reported.
+    index.delete(&mk("u2", serde_json::json!({"privileged": true})));
+    assert!(index.posture_changes().is_empty());
+}

@@ -16,5 +16,5 @@ mod index;
 mod testserver;
 mod watch;
 
-pub use index::{PodIndex, PodView, strip_runtime_prefix};
+pub use index::{PodIndex, PodView, PostureChange, strip_runtime_prefix};
 pub use watch::{PodsError, WatchConfig, WatcherStats, client_from_env, run_watcher};

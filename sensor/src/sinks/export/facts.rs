@@ -14,7 +14,7 @@ use crate::event::{
 pub enum Level {
     /// Allowed, exec, exit.
     Info,
-    /// Audited (would have been blocked), a policy applied.
+    /// Audited (would have been blocked), a policy applied, a posture that fails a check.
     Notice,
     /// Blocked or killed.
     Warning,
@@ -27,6 +27,8 @@ pub fn level(e: &pb::Event) -> Level {
         Some(pb::event::Body::Lost(_)) => Level::Error,
         Some(pb::event::Body::PolicyChange(p)) if p.accepted => Level::Notice,
         Some(pb::event::Body::PolicyChange(_)) => Level::Error,
+        Some(pb::event::Body::Posture(p)) if posture_fails(p) => Level::Notice,
+        Some(pb::event::Body::Posture(_)) => Level::Info,
         _ => match e.verdict() {
             pb::Verdict::Blocked | pb::Verdict::Killed => Level::Warning,
             pb::Verdict::Audited => Level::Notice,
@@ -75,16 +77,28 @@ pub fn kind(e: &pb::Event) -> String {
     }
 }
 
-/// `blocked`, `audited`, ...; for policy records `applied`/`refused`; empty when none.
+/// `blocked`, `audited`, ...; for policy records `applied`/`refused`, for posture records
+/// `fail`/`pass`; empty when none.
 pub fn verdict(e: &pb::Event) -> String {
     match &e.body {
         Some(pb::event::Body::PolicyChange(p)) => {
             if p.accepted { "applied" } else { "refused" }.into()
         }
+        Some(pb::event::Body::Posture(p)) => if posture_fails(p) { "fail" } else { "pass" }.into(),
         _ => match e.verdict() {
             pb::Verdict::Unspecified => String::new(),
             v => verdict_name(v),
         },
+    }
+}
+
+/// Whether a posture record fails a check: a pod with findings; a node without an active BPF
+/// LSM or BTF, with a reboot pending, or not on cgroup v2 (the checks of `sensor_node_posture`
+/// but lockdown, which is a choice, not a gap).
+pub fn posture_fails(p: &pb::Posture) -> bool {
+    match &p.node {
+        Some(n) => n.bpf_lsm_active != Some(true) || !n.btf || n.reboot_pending || n.cgroup != "v2",
+        None => !p.findings.is_empty(),
     }
 }
 

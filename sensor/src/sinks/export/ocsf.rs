@@ -59,6 +59,12 @@ const APPLICATION_LIFECYCLE: Class = Class {
     category_uid: 6,
     category_name: "Application Activity",
 };
+const COMPLIANCE_FINDING: Class = Class {
+    uid: 2003,
+    name: "Compliance Finding",
+    category_uid: 2,
+    category_name: "Findings",
+};
 const APPLICATION_ERROR: Class = Class {
     uid: 6008,
     name: "Application Error",
@@ -146,6 +152,59 @@ fn severity_name(id: u32) -> &'static str {
     SEVERITIES.get(id as usize).copied().unwrap_or("Other")
 }
 
+/// A posture record's finding title, its stable uid (one per node or pod) and one assessment
+/// per check: for a pod, each finding (not met; `desc` names the container); for the node, the
+/// checks of `sensor_node_posture`.
+fn posture_assessments(e: &pb::Event, p: &pb::Posture) -> (String, String, Vec<Value>) {
+    if let Some(n) = &p.node {
+        let checks = [
+            (
+                "bpf_lsm_active",
+                n.bpf_lsm_active == Some(true),
+                n.bpf_lsm_advice.clone(),
+            ),
+            ("btf", n.btf, "/sys/kernel/btf/vmlinux".to_owned()),
+            (
+                "no_reboot_pending",
+                !n.reboot_pending,
+                n.reboot_reasons.join("; "),
+            ),
+            (
+                "cgroup_v2",
+                n.cgroup == "v2",
+                format!("cgroup {}", n.cgroup),
+            ),
+        ];
+        let assessments = checks
+            .into_iter()
+            .map(|(name, met, desc)| json!({ "name": name, "meets_criteria": met, "desc": desc }))
+            .collect();
+        (
+            format!("Node posture: {}", e.node),
+            format!("posture:node:{}", e.node),
+            assessments,
+        )
+    } else {
+        let pod = e.pod.clone().unwrap_or_default();
+        let assessments = p
+            .findings
+            .iter()
+            .map(|f| {
+                let mut a = json!({ "name": f.finding, "meets_criteria": false });
+                if !f.container.is_empty() {
+                    a["desc"] = json!(format!("container {}", f.container));
+                }
+                a
+            })
+            .collect();
+        (
+            format!("Pod posture: {}/{}", pod.namespace, pod.name),
+            format!("posture:pod:{}", pod.uid),
+            assessments,
+        )
+    }
+}
+
 /// One event as an OCSF object.
 pub fn to_ocsf(e: &pb::Event) -> Value {
     use pb::event::Body as B;
@@ -169,6 +228,13 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         Some(B::Exec(_)) => (PROCESS_ACTIVITY, 1, "Launch"),
         Some(B::Exit(_)) => (PROCESS_ACTIVITY, 2, "Terminate"),
         Some(B::PolicyChange(_)) => (APPLICATION_LIFECYCLE, 8, "Update"),
+        Some(B::Posture(p)) => match p.reason() {
+            pb::PostureReason::Changed if p.node.is_none() && p.findings.is_empty() => {
+                (COMPLIANCE_FINDING, 3, "Close")
+            }
+            pb::PostureReason::Changed => (COMPLIANCE_FINDING, 2, "Update"),
+            _ => (COMPLIANCE_FINDING, 1, "Create"),
+        },
         Some(B::Lost(_)) | None => (APPLICATION_ERROR, 1, "General Error"),
     };
     let process = e.process.clone().unwrap_or_default();
@@ -241,21 +307,23 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
         sensor.insert("ktime_ns".into(), json!(e.ktime_ns));
     }
     if let Some(pod) = &e.pod {
-        profiles.push("container");
-        let mut c =
-            json!({ "uid": pod.container_id, "orchestrator": "kubernetes", "pod_uuid": pod.uid });
-        if !pod.container_name.is_empty() {
-            c["name"] = json!(pod.container_name);
+        // A posture record is about the pod, not one of its containers.
+        if !matches!(e.body, Some(B::Posture(_))) {
+            profiles.push("container");
+            let mut c = json!({ "uid": pod.container_id, "orchestrator": "kubernetes", "pod_uuid": pod.uid });
+            if !pod.container_name.is_empty() {
+                c["name"] = json!(pod.container_name);
+            }
+            let image_uid = if pod.image_id.is_empty() {
+                &pod.image
+            } else {
+                &pod.image_id
+            };
+            if !image_uid.is_empty() {
+                c["image"] = json!({ "uid": image_uid, "name": pod.image });
+            }
+            o["container"] = c;
         }
-        let image_uid = if pod.image_id.is_empty() {
-            &pod.image
-        } else {
-            &pod.image_id
-        };
-        if !image_uid.is_empty() {
-            c["image"] = json!({ "uid": image_uid, "name": pod.image });
-        }
-        o["container"] = c;
         let mut p = json!({ "namespace": pod.namespace, "name": pod.name, "uid": pod.uid });
         if !pod.labels.is_empty() {
             p["labels"] = json!(pod.labels);
@@ -339,6 +407,45 @@ pub fn to_ocsf(e: &pb::Event) -> Value {
                 "policy_change".into(),
                 json!({ "generation": p.generation, "accepted": p.accepted, "source": p.source, "policy": p.policy, "errors": p.errors }),
             );
+        }
+        Some(B::Posture(p)) => {
+            let (title, uid, assessments) = posture_assessments(e, p);
+            let pass = !super::facts::posture_fails(p);
+            if !pass {
+                severity_id = 2;
+            }
+            o["finding_info"] = json!({ "uid": uid, "title": title });
+            let standard = if p.node.is_some() {
+                "sensor node posture (docs/hardening.md)"
+            } else {
+                "Kubernetes Pod Security Standards"
+            };
+            o["compliance"] = json!({
+                "standards": [standard],
+                "status_id": if pass { 1 } else { 3 },
+                "status": if pass { "Pass" } else { "Fail" },
+                "assessments": assessments,
+            });
+            let mut posture = json!({
+                "subject": p.subject().as_str_name().trim_start_matches("POSTURE_SUBJECT_").to_ascii_lowercase(),
+                "reason": p.reason().as_str_name().trim_start_matches("POSTURE_REASON_").to_ascii_lowercase(),
+            });
+            if let Some(n) = &p.node {
+                posture["node"] = json!({
+                    "kernel": n.kernel,
+                    "bpf_lsm_active": n.bpf_lsm_active,
+                    "bpf_lsm_boot_parameter": n.bpf_lsm_boot_parameter,
+                    "bpf_lsm_advice": n.bpf_lsm_advice,
+                    "reboot_reasons": n.reboot_reasons,
+                    "lockdown": n.lockdown,
+                    "cgroup": n.cgroup,
+                    "tiers": n.tiers.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                });
+                if !n.kernel.is_empty() {
+                    o["device"]["os"] = json!({ "name": "Linux", "type_id": 200, "type": "Linux", "kernel_release": n.kernel });
+                }
+            }
+            sensor.insert("posture".into(), posture);
         }
         Some(B::Lost(l)) => {
             severity_id = 3;

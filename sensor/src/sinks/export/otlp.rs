@@ -197,6 +197,21 @@ pub fn log_record(e: &pb::Event, body: String) -> LogRecord {
             }
         }
         Some(B::Chmod(c)) => a.push(string("file.path", facts::chmod_file(c))),
+        Some(B::Posture(p)) => {
+            let findings: Vec<String> = p
+                .findings
+                .iter()
+                .map(|f| match f.container.as_str() {
+                    "" => f.finding.clone(),
+                    c => format!("{}:{c}", f.finding),
+                })
+                .collect();
+            a.push(strings("sensor.posture.findings", &findings));
+            if let Some(n) = &p.node {
+                a.push(string("os.type", "linux"));
+                a.push(string("os.version", &n.kernel));
+            }
+        }
         Some(B::Lost(l)) => {
             a.push(Some(int("sensor.lost.count", l.count as i64)));
             if l.first_seq != 0 {
