@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// counted and reported to it in-band).
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1_000_000), env = "SENSOR_SUBSCRIBER_QUEUE")]
     pub subscriber_queue: u64,
+    /// Event streams (`GetEvents` calls: `sensor tail`, SIEM forwarders; live or replay) served
+    /// at once; one more is refused with `ResourceExhausted` (counted). Each holds at most its
+    /// queue (`--subscriber-queue`), so this bounds their memory.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000), env = "SENSOR_MAX_STREAMS")]
+    pub max_streams: u64,
     /// Kubeconfig for the pod watcher (otherwise $KUBECONFIG, the in-cluster service account,
     /// ~/.kube/config; with none of them the sensor runs in host mode: no pod attribution).
     #[arg(long, value_name = "PATH", env = "SENSOR_KUBECONFIG")]
@@ -290,6 +295,7 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, RunError> {
         drain_interval_ms: args.drain_interval_ms,
         wakeup_bytes: args.wakeup_bytes,
         subscriber_queue: usize::try_from(args.subscriber_queue).unwrap_or(usize::MAX),
+        max_streams: usize::try_from(args.max_streams).unwrap_or(usize::MAX),
         kubeconfig: args.kubeconfig.clone(),
         enrichment_wait_ms: args.enrichment_wait_ms,
         enrichment_queue: args.enrichment_queue,

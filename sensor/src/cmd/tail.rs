@@ -329,6 +329,8 @@ async fn follow(
     let mut start = start;
     let mut backoff = Duration::from_millis(100);
     let mut connected_once = false;
+    // A stream was open before: what follows is a resumption.
+    let mut resuming = false;
     loop {
         let mut client =
             match crate::cmd::client::connect(&args.daemon.server, &args.daemon.tls).await {
@@ -382,8 +384,26 @@ async fn follow(
                 tokio::time::sleep(backoff).await;
                 continue;
             }
+            // Resuming after the daemon's journal started over (its directory was lost): say
+            // so, and go on from what it has now.
+            Err(s) if resuming && s.code() == Code::OutOfRange => {
+                eprintln!(
+                    "sensor tail: {}; the daemon's journal started over, continuing from its next event (events in between may be missing)",
+                    s.message()
+                );
+                start = None;
+                continue;
+            }
+            // Resuming while the daemon serves as many streams as it will: wait for a place.
+            Err(s) if resuming && s.code() == Code::ResourceExhausted => {
+                eprintln!("sensor tail: {}; retrying", s.message());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
             Err(s) => return Err(TailError::Refused(s.message().to_owned())),
         };
+        resuming = args.follow;
         backoff = Duration::from_millis(100);
         loop {
             // Flush whenever the stream has nothing more ready: lines appear as events come,

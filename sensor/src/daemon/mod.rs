@@ -222,6 +222,7 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
         journal: Arc::clone(&journal),
         status: Arc::clone(&status),
         queue: cfg.subscriber_queue,
+        max_streams: cfg.max_streams,
     };
 
     // Policy resources (Kubernetes mode): watched on the runtime, applied by the event loop,

@@ -10,7 +10,9 @@ use crate::event::{
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    #[error("--kind '{0}': unknown kind (connect, chmod, privilege, exec, exit, lost)")]
+    #[error(
+        "--kind '{0}': unknown kind (connect, chmod, privilege, exec, exit, policy, posture, lost)"
+    )]
     Kind(String),
     #[error("--verdict '{0}': unknown verdict (blocked, audited, allowed, killed)")]
     Verdict(String),
@@ -18,7 +20,26 @@ pub enum FilterError {
     Label(String),
     #[error("filter: unknown {what} value {value}")]
     Value { what: &'static str, value: i32 },
+    #[error("filter: {count} {what}, at most {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("filter: a {what} of {len} bytes, at most {max}")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
+
+/// At most this many values in each list of a filter (kinds, verdicts, namespaces, pods,
+/// labels): a filter is matched against every event, so its size is bounded.
+pub const MAX_FILTER_VALUES: usize = 256;
+/// At most this many bytes in a namespace, pod name, label key or value (Kubernetes names are
+/// at most 253, label keys 317 with their prefix).
+pub const MAX_FILTER_STRING: usize = 320;
 
 /// Build a filter from flag values (each may also be comma-separated).
 pub fn build(
@@ -68,8 +89,45 @@ pub fn build(
     })
 }
 
-/// Reject enum values this build does not know (a newer client, or garbage).
+/// Reject enum values this build does not know (a newer client, or garbage), and filters over
+/// the bounds ([`MAX_FILTER_VALUES`], [`MAX_FILTER_STRING`]).
 pub fn validate(filter: &pb::Filter) -> Result<(), FilterError> {
+    let lists = [
+        ("kinds", filter.kinds.len()),
+        ("verdicts", filter.verdicts.len()),
+        ("namespaces", filter.namespaces.len()),
+        ("pods", filter.pods.len()),
+        ("labels", filter.labels.len()),
+    ];
+    for (what, count) in lists {
+        if count > MAX_FILTER_VALUES {
+            return Err(FilterError::TooMany {
+                what,
+                count,
+                max: MAX_FILTER_VALUES,
+            });
+        }
+    }
+    let strings = filter
+        .namespaces
+        .iter()
+        .map(|s| ("namespace", s))
+        .chain(filter.pods.iter().map(|s| ("pod name", s)))
+        .chain(
+            filter
+                .labels
+                .iter()
+                .flat_map(|(k, v)| [("label key", k), ("label value", v)]),
+        );
+    for (what, s) in strings {
+        if s.len() > MAX_FILTER_STRING {
+            return Err(FilterError::TooLong {
+                what,
+                len: s.len(),
+                max: MAX_FILTER_STRING,
+            });
+        }
+    }
     for &k in &filter.kinds {
         if pb::EventKind::try_from(k).map_or(true, |k| k == pb::EventKind::Unspecified) {
             return Err(FilterError::Value {
@@ -164,6 +222,40 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn filters_over_the_bounds_are_refused_and_say_which_bound() {
+        let at_most = pb::Filter {
+            namespaces: vec!["n".repeat(MAX_FILTER_STRING); MAX_FILTER_VALUES],
+            kinds: vec![pb::EventKind::Chmod as i32; MAX_FILTER_VALUES],
+            ..Default::default()
+        };
+        assert_eq!(validate(&at_most), Ok(()));
+        let mut many = at_most.clone();
+        many.namespaces.push("one-more".into());
+        assert_eq!(
+            validate(&many).unwrap_err().to_string(),
+            "filter: 257 namespaces, at most 256"
+        );
+        let mut long = pb::Filter::default();
+        long.labels
+            .insert("app".into(), "v".repeat(MAX_FILTER_STRING + 1));
+        assert_eq!(
+            validate(&long).unwrap_err().to_string(),
+            "filter: a label value of 321 bytes, at most 320"
+        );
+        let pods = pb::Filter {
+            pods: vec!["p".repeat(10_000)],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&pods),
+            Err(FilterError::TooLong {
+                what: "pod name",
+                ..
+            })
+        ));
     }
 
     #[test]

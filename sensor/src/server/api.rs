@@ -3,13 +3,13 @@
 //! unix socket (mode 0600) and, only with TLS, TCP.
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
-
-use std::collections::VecDeque;
 
 use sensor_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ use crate::{
         key::{Key, Matcher},
     },
     sinks::{
-        hub::{Hub, Item, Subscription},
+        hub::{Hub, Item, StreamSlot, Subscription},
         journal::{
             Journal,
             follow::{Follower, Stored, journal_loss},
@@ -39,6 +39,10 @@ const REPLAY_BATCH: usize = 512;
 /// the gRPC stream that it has not written yet.
 const SESSION_CHUNKS: usize = 8;
 
+/// A `since` this far ahead of the daemon's clock is still taken (clocks of client and node
+/// differ); further ahead is `OutOfRange`.
+const FUTURE_SLACK_NS: i64 = 300 * 1_000_000_000;
+
 #[derive(Clone)]
 pub struct Service {
     pub hub: Arc<Hub>,
@@ -46,6 +50,8 @@ pub struct Service {
     pub status: Arc<super::status::StatusBoard>,
     /// Events a subscriber may have queued before it starts losing them.
     pub queue: usize,
+    /// Event streams (`GetEvents` calls, live or replay) open at once at most.
+    pub max_streams: usize,
 }
 
 fn lock(journal: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
@@ -69,8 +75,19 @@ impl Service {
                         "since_unix_ns {t}: before 1970"
                     )));
                 }
+                if t > crate::event::time::now_unix_ns().saturating_add(FUTURE_SLACK_NS) {
+                    return Err(Status::out_of_range(format!(
+                        "since_unix_ns {t}: in the future"
+                    )));
+                }
                 Start::Time(t)
             }
+        };
+        let Some(slot) = self.hub.open_stream(self.max_streams) else {
+            return Err(Status::resource_exhausted(format!(
+                "{} event streams are open, the most this daemon serves (sensor run --max-streams)",
+                self.max_streams
+            )));
         };
         // Validate the start against the journal now, so errors are statuses, not stream ends.
         // `floor`: no record below it belongs to this request (from a sequence number: the
@@ -93,6 +110,14 @@ impl Service {
             }
             .transpose()
             .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
+            if let Start::Seq(seq) = start
+                && seq > journal.next_seq()
+            {
+                return Err(Status::out_of_range(format!(
+                    "from_seq {seq}: past the next sequence number, {}",
+                    journal.next_seq()
+                )));
+            }
             let floor = match start {
                 Start::Seq(seq) => seq,
                 Start::Time(_) => journal.next_seq(),
@@ -110,6 +135,7 @@ impl Service {
             next_seq: 0,
             out: BytesMut::new(),
             tx,
+            _slot: slot,
         };
         let follow = req.follow || matches!(start, Start::Live);
         tokio::spawn(session.run(follower, floor, follow));
@@ -201,6 +227,8 @@ struct Session {
     /// Framed messages not yet handed to the response body (one chunk).
     out: BytesMut,
     tx: mpsc::Sender<Bytes>,
+    /// Its place among the open streams, freed when the session ends.
+    _slot: StreamSlot,
 }
 
 /// Why a session stopped early.
@@ -320,7 +348,16 @@ impl Session {
 
     async fn live(&mut self, sub: Subscription) -> Result<(), Stop> {
         let mut items = VecDeque::new();
-        while sub.recv(&mut items).await {
+        loop {
+            // A client that went away ends its session now, not at the next event: an idle
+            // node must not keep the places of vanished clients (`--max-streams`).
+            let more = tokio::select! {
+                more = sub.recv(&mut items) => more,
+                () = self.tx.closed() => return Err(Stop::Done),
+            };
+            if !more {
+                break;
+            }
             while let Some(item) = items.pop_front() {
                 match item {
                     Item::Lost {
@@ -437,6 +474,18 @@ fn read_tls(path: &Path) -> Result<Vec<u8>, ApiError> {
 
 /// Serve until `shutdown` resolves. Listeners are bound before this returns its future, so a
 /// caller can report readiness after calling it.
+/// HTTP/2 streams one client connection may have open at once (every call is one).
+const STREAMS_PER_CONNECTION: u32 = 64;
+
+/// The server's bounds on every connection: concurrent calls, and keepalive pings so a client
+/// that vanished without closing (its host down) is dropped and its streams freed.
+fn bounded(builder: Server) -> Server {
+    builder
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
 pub async fn serve(
     service: Service,
     listen: Listen,
@@ -453,7 +502,7 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let unix_server = Server::builder()
+    let unix_server = bounded(Server::builder())
         .add_service(health.clone())
         .add_service(reflection.clone())
         .add_service(EventsServer::new(service.clone()))
@@ -473,7 +522,7 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(tcp.addr), mtls = tcp.client_ca.is_some(), "gRPC listening on TCP with TLS");
-    let tcp_server = Server::builder()
+    let tcp_server = bounded(Server::builder())
         .tls_config(tls)?
         .add_service(health)
         .add_service(reflection)

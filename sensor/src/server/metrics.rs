@@ -326,6 +326,18 @@ fn userspace_families(out: &mut Exposition, snap: &Snapshot, status: &StatusBoar
         queued,
     );
     out.single(
+        "sensor_streams",
+        "gauge",
+        "Open GetEvents streams (live and replay).",
+        hub.streams(),
+    );
+    out.single(
+        "sensor_streams_refused_total",
+        "counter",
+        "GetEvents calls refused because --max-streams were open.",
+        hub.refused_streams(),
+    );
+    out.single(
         "sensor_subscriber_lost_events_total",
         "counter",
         "Events subscribers lost because their queue was full (each reported to it in-band).",

@@ -144,6 +144,8 @@ impl StatusBoard {
         }
         named.extend(self.exports.named());
         named.push(("subscriber_lost", self.hub.lost_total()));
+        named.push(("streams_open", self.hub.streams() as u64));
+        named.push(("streams_refused", self.hub.refused_streams()));
         named
     }
 

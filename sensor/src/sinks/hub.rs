@@ -9,7 +9,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -155,6 +155,19 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Events lost over all subscribers (queue overflow).
     lost_total: AtomicU64,
+    /// Event streams open now (live and replay), and those refused over the limit.
+    streams: Arc<AtomicUsize>,
+    refused_streams: AtomicU64,
+}
+
+/// One open event stream (a `GetEvents` call) counted against the limit; dropping it frees
+/// its place.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A live subscription; dropping it unsubscribes (at the next publish).
@@ -207,7 +220,35 @@ impl Hub {
             subscribers: Mutex::new(Some(Vec::new())),
             next_id: AtomicU64::new(1),
             lost_total: AtomicU64::new(0),
+            streams: Arc::new(AtomicUsize::new(0)),
+            refused_streams: AtomicU64::new(0),
         }
+    }
+
+    /// A place for one more event stream, or `None` (counted) when `max` are open.
+    pub fn open_stream(&self, max: usize) -> Option<StreamSlot> {
+        let taken = self
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Some(StreamSlot(Arc::clone(&self.streams))),
+            Err(_) => {
+                self.refused_streams.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Event streams open now (live and replay).
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Event streams refused because the limit was reached.
+    pub fn refused_streams(&self) -> u64 {
+        self.refused_streams.load(Ordering::Relaxed)
     }
 
     pub fn origin(&self) -> &proto::Origin {

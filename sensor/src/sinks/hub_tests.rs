@@ -157,3 +157,20 @@ fn filters_apply_and_dropped_receivers_unsubscribe() {
         .block_on(late.recv(&mut items));
     assert!(!ended, "a subscription after close ends at once");
 }
+
+#[test]
+fn streams_beyond_the_limit_are_refused_and_counted_until_one_closes() {
+    let hub = Hub::new(proto::Origin::new("n", ""));
+    let a = hub.open_stream(2).expect("first");
+    let b = hub.open_stream(2).expect("second");
+    assert_eq!(hub.streams(), 2);
+    assert!(hub.open_stream(2).is_none());
+    assert!(hub.open_stream(2).is_none());
+    assert_eq!(hub.refused_streams(), 2);
+    drop(a);
+    assert_eq!(hub.streams(), 1);
+    let c = hub.open_stream(2).expect("a freed place");
+    drop((b, c));
+    assert_eq!(hub.streams(), 0);
+    assert_eq!(hub.refused_streams(), 2);
+}
