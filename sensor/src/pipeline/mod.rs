@@ -259,15 +259,15 @@ impl Pipeline {
                 failed.map(|err| (err, journal.abandon()))
             };
             self.counters.journal_errors += oversized;
-            self.counters.journal_unjournaled += oversized;
-            if let Some((err, written_end)) = failed {
-                for seq in seqs.iter_mut().filter(|s| **s >= written_end) {
-                    *seq = 0;
-                }
-                self.begin_outage(&err, now);
-            } else {
+            let Some((err, written_end)) = failed else {
+                self.counters.journal_unjournaled += oversized;
                 return seqs;
+            };
+            for seq in seqs.iter_mut().filter(|s| **s >= written_end) {
+                *seq = 0;
             }
+            // Counted below with the rest of the batch (oversized ones included).
+            self.begin_outage(&err, now);
         }
         let missed = seqs.iter().filter(|s| **s == 0).count() as u64;
         self.counters.journal_unjournaled += missed;
