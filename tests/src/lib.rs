@@ -519,6 +519,36 @@ pub fn seqs_of(events: &[Value], pid: u32) -> Vec<u64> {
         .collect()
 }
 
+/// The metrics address the sensor logged (it binds port 0).
+pub fn metrics_addr(sensor: &Sensor) -> String {
+    let stderr = sensor.stderr_text();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("metrics listening"))
+        .unwrap_or_else(|| panic!("no 'metrics listening' line:\n{stderr}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line}"))
+        .to_owned()
+}
+
+/// `GET path` over HTTP/1.0: (status, headers, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    Ok((status, head.to_owned(), body.to_owned()))
+}
+
 /// The `{"counters": ...}` line a stopped sensor printed (docs/events.md).
 pub fn stop_counters(stderr: &str) -> Value {
     let line = stderr

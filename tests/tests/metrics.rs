@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::TcpStream,
     path::Path,
     process::Command,
@@ -15,8 +15,8 @@ use std::{
 };
 
 use sensor_tests::{
-    NetNs, Place, Sensor, StateDir, Tail, TempDir, TestCgroup, kubeapi::KubeApi, probe_net,
-    python_tool, require_root,
+    NetNs, Place, Sensor, StateDir, Tail, TempDir, TestCgroup, http_get, kubeapi::KubeApi,
+    metrics_addr, probe_net, python_tool, require_root,
 };
 use serde_json::Value;
 
@@ -35,35 +35,6 @@ fn write_policy(dir: &Path, cg: &Path, body: Option<&str>) -> std::path::PathBuf
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
     file
-}
-
-/// The metrics address the sensor logged (it binds port 0).
-fn metrics_addr(sensor: &Sensor) -> String {
-    let stderr = sensor.stderr_text();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("metrics listening"))
-        .unwrap_or_else(|| panic!("no 'metrics listening' line:\n{stderr}"));
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line}"))
-        .to_owned()
-}
-
-/// `GET path` over HTTP/1.0: (status, headers, body).
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 /// One `/metrics` scrape, parsed by `prometheus_client.parser`.

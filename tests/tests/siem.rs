@@ -20,7 +20,8 @@ use sensor_harness::Options;
 use sensor_tests::{
     ChildGuard, Delivery, NetNs, OtlpOptions, OtlpReceiver, Place, Rsyslog, Sensor, StateDir,
     SyslogInput, TempDir, TestCa, TestCgroup, assert_delivery, bench_gen_bin, chmod_burst,
-    closed_port, poll, probe_exec, probe_exec_wait, probe_net, python_tool, require_root,
+    closed_port, metrics_addr, poll, probe_exec, probe_exec_wait, probe_net, python_tool,
+    require_root,
     siem::{MAX_BATCH, path_str},
     stop_counters,
 };
@@ -599,17 +600,6 @@ fn assert_same_losses(what: &str, mut got: Vec<(u64, u64, u64)>, journal: &Journ
     let mut want = journal.losses.clone();
     want.sort_unstable();
     assert_eq!(got, want, "{what}: journal loss records");
-}
-
-/// The metrics address the sensor logged (`--metrics-addr 127.0.0.1:0`).
-fn metrics_addr(sensor: &Sensor) -> String {
-    let stderr = sensor.stderr_text();
-    stderr
-        .lines()
-        .find(|l| l.contains("metrics listening"))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-        .unwrap_or_else(|| panic!("no 'metrics listening ... addr=' line:\n{stderr}"))
-        .to_owned()
 }
 
 /// `sensor_export_records_total` samples by destination label, from `/metrics`.

@@ -68,7 +68,7 @@ fn status(args: &StatusArgs) -> Result<(), String> {
 }
 
 fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
-    let journal = s.journal.unwrap_or_default();
+    let journal = s.journal.clone().unwrap_or_default();
     serde_json::json!({
         "version": s.version,
         "node": s.node,
@@ -80,7 +80,10 @@ fn to_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             .map(|(what, tier)| (what, tier_name(tier)))
             .collect::<std::collections::BTreeMap<_, _>>(),
         "counters": s.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "journal": {"first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq},
+        "journal": {
+            "first_seq": journal.first_seq, "last_seq": journal.last_seq, "next_seq": journal.next_seq,
+            "state": if journal.error.is_empty() { "ok" } else { "failing" }, "error": journal.error,
+        },
         "scopes": s.scopes.iter().map(|sc| serde_json::json!({"path": sc.path, "cgroup_id": sc.cgroup_id, "created": sc.created})).collect::<Vec<_>>(),
         "exports": s.exports.iter().map(|e| serde_json::json!({
             "destination": e.destination, "format": e.format, "delivered": e.delivered,
@@ -120,8 +123,16 @@ fn to_text(s: &pb::GetStatusResponse) -> String {
     for a in &s.attachments {
         let _ = writeln!(out, "  {:<18} {:<11} {}", a.program, a.tier, a.target);
     }
-    let j = s.journal.unwrap_or_default();
+    let j = s.journal.clone().unwrap_or_default();
     let _ = writeln!(out, "\njournal:");
+    if !j.error.is_empty() {
+        let _ = writeln!(
+            out,
+            "  FAILING (events go out live without a sequence number, counted as \
+             journal_unjournaled): {}",
+            j.error
+        );
+    }
     if j.last_seq == 0 {
         let _ = writeln!(out, "  empty (next seq {})", j.next_seq);
     } else {

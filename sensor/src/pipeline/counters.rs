@@ -20,8 +20,13 @@ pub struct Counters {
     pub decode_errors: u64,
     /// chmod events whose file name could no longer be resolved through /proc.
     pub name_unresolved: u64,
-    /// Journal appends, flushes or syncs that failed (the event was still delivered live).
+    /// Journal writes, reopens and syncs that failed (each failed try once, not per event).
     pub journal_errors: u64,
+    /// Events published without a sequence number because the journal could not take them
+    /// (still delivered live).
+    pub journal_unjournaled: u64,
+    /// Times journal writes started failing.
+    pub journal_outages: u64,
     /// Kill tier: files whose set-id bits were removed after their chmod caller was killed.
     pub chmod_reverted: u64,
     /// Kill tier: killed chmods whose file could not be reached or changed.
@@ -104,11 +109,13 @@ impl Counters {
     }
 
     /// The named counters (not the events), in the names of the status API.
-    pub fn named(&self) -> [(&'static str, u64); 6] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("decode_errors", self.decode_errors),
             ("name_unresolved", self.name_unresolved),
             ("journal_errors", self.journal_errors),
+            ("journal_unjournaled", self.journal_unjournaled),
+            ("journal_outages", self.journal_outages),
             ("chmod_reverted", self.chmod_reverted),
             ("chmod_revert_failed", self.chmod_revert_failed),
             ("chmod_path_rule_matches", self.chmod_path_rule_matches),

@@ -14,7 +14,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -33,7 +33,7 @@ use crate::{
     server::status::{Snapshot, StatusBoard},
     sinks::{
         hub::{BATCH_MAX, Batch, Hub, Published},
-        journal::Journal,
+        journal::{Journal, JournalError},
     },
 };
 use counters::Counters;
@@ -43,6 +43,23 @@ const FLUSH_EVERY: usize = BATCH_MAX;
 /// Ring-buffer records one drain reads at most (the caller drains again at once when a drain
 /// stopped here).
 pub const DRAIN_MAX: u64 = 64 * FLUSH_EVERY as u64;
+/// While journal writes fail: how often writing is tried again (reopen, then the loss record).
+pub const JOURNAL_RETRY: Duration = Duration::from_secs(1);
+/// While journal writes fail: how often the log says so again.
+pub const JOURNAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Journal writes failing: events go to live subscribers without a sequence number, counted,
+/// until a retry (every [`JOURNAL_RETRY`]) writes the `lost` record that says how many.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    /// The error of the latest failed write or retry.
+    error: String,
+    /// Events published without a sequence number since the outage began.
+    not_journaled: u64,
+    next_retry: Instant,
+    next_log: Instant,
+}
 
 pub struct Pipeline {
     hub: Arc<Hub>,
@@ -65,6 +82,8 @@ pub struct Pipeline {
     sync_running: Arc<AtomicBool>,
     /// Background fdatasyncs that failed.
     sync_errors: Arc<AtomicU64>,
+    /// Journal writes are failing.
+    outage: Option<Outage>,
 }
 
 impl Pipeline {
@@ -84,6 +103,7 @@ impl Pipeline {
             pending: Vec::new(),
             sync_running: Arc::default(),
             sync_errors: Arc::default(),
+            outage: None,
         }
     }
 
@@ -186,45 +206,169 @@ impl Pipeline {
     }
 
     /// Number and journal the pending events (one buffered append each, one write for the
-    /// batch), make them visible to readers, then publish them live as one batch.
+    /// batch), make them visible to readers, then publish them live as one batch. While journal
+    /// writes fail, they are published without a sequence number (counted; see [`Outage`]).
     pub fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        let mut journal_errors = 0;
-        let events = {
-            let mut journal = self.journal();
-            let events: Vec<Published> = pending
-                .into_iter()
-                .map(|e| {
-                    let seq = match journal.append(e.time_unix_ns, &e.payload) {
-                        Ok(seq) => seq,
-                        Err(err) => {
-                            // Still delivered live, without a sequence number; counted, logged.
-                            journal_errors += 1;
+        if pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.retry_journal(now);
+        let seqs = self.journal_batch(&pending, now);
+        let events: Vec<Published> = pending
+            .into_iter()
+            .zip(seqs)
+            .map(|(e, seq)| Published {
+                seq,
+                payload: e.payload,
+                key: e.key,
+            })
+            .collect();
+        self.hub.publish(&Arc::new(Batch { events }));
+    }
+
+    /// Journal `pending` as one write; their sequence numbers (0: not journaled).
+    fn journal_batch(&mut self, pending: &[Encoded], now: Instant) -> Vec<u64> {
+        let mut seqs = vec![0; pending.len()];
+        if self.outage.is_none() {
+            let mut oversized = 0;
+            let failed = {
+                let mut journal = self.journal();
+                let mut failed = None;
+                for (e, seq) in pending.iter().zip(&mut seqs) {
+                    match journal.append(e.time_unix_ns, &e.payload) {
+                        Ok(n) => *seq = n,
+                        Err(err @ JournalError::RecordTooLarge { .. }) => {
+                            // This event only: delivered live without a sequence number.
+                            oversized += 1;
                             tracing::warn!(error = %err, "journal append failed");
-                            0
                         }
-                    };
-                    Published {
-                        seq,
-                        payload: e.payload,
-                        key: e.key,
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
                     }
-                })
-                .collect();
-            if let Err(err) = journal.flush() {
-                journal_errors += 1;
-                tracing::warn!(error = %err, "journal flush failed");
+                }
+                if failed.is_none()
+                    && let Err(err) = journal.flush()
+                {
+                    failed = Some(err);
+                }
+                // What was written stays (and keeps its number); the rest is handed back.
+                failed.map(|err| (err, journal.abandon()))
+            };
+            self.counters.journal_errors += oversized;
+            let Some((err, written_end)) = failed else {
+                self.counters.journal_unjournaled += oversized;
+                return seqs;
+            };
+            for seq in seqs.iter_mut().filter(|s| **s >= written_end) {
+                *seq = 0;
             }
-            events
+            // Counted below with the rest of the batch (oversized ones included).
+            self.begin_outage(&err, now);
+        }
+        let missed = seqs.iter().filter(|s| **s == 0).count() as u64;
+        self.counters.journal_unjournaled += missed;
+        if let Some(outage) = &mut self.outage {
+            outage.not_journaled += missed;
+        }
+        self.log_outage(now);
+        seqs
+    }
+
+    fn begin_outage(&mut self, err: &JournalError, now: Instant) {
+        self.counters.journal_errors += 1;
+        self.counters.journal_outages += 1;
+        tracing::warn!(error = %err,
+            "journal: writes failing; events go to live subscribers without a sequence number \
+             and are counted until a write works again (retried every {JOURNAL_RETRY:?})");
+        self.outage = Some(Outage {
+            since: now,
+            error: err.to_string(),
+            not_journaled: 0,
+            next_retry: now + JOURNAL_RETRY,
+            next_log: now + JOURNAL_LOG_EVERY,
+        });
+    }
+
+    /// While writes fail: one summary line per [`JOURNAL_LOG_EVERY`].
+    fn log_outage(&mut self, now: Instant) {
+        let Some(outage) = &mut self.outage else {
+            return;
         };
-        self.counters.journal_errors += journal_errors;
-        if !events.is_empty() {
-            self.hub.publish(&Arc::new(Batch { events }));
+        if now < outage.next_log {
+            return;
+        }
+        outage.next_log = now + JOURNAL_LOG_EVERY;
+        tracing::warn!(error = %outage.error, not_journaled = outage.not_journaled,
+            failing_for = ?now.duration_since(outage.since), "journal: writes still failing");
+    }
+
+    /// While writes fail, at most once per [`JOURNAL_RETRY`]: reopen the journal (recreating
+    /// its directory, a fresh or cut-back segment) and write the `lost` record (stage
+    /// `journal_write`) with the exact number of events not journaled; once that works, the
+    /// outage is over and the record is published like any event. Also called on the slow
+    /// tick, so journaling resumes without waiting for an event.
+    pub fn retry_journal(&mut self, now: Instant) {
+        let count = match &mut self.outage {
+            Some(outage) if now >= outage.next_retry => {
+                outage.next_retry = now + JOURNAL_RETRY;
+                outage.not_journaled
+            }
+            _ => return,
+        };
+        let loss = encode::encode_pb(&proto::lost(
+            pb::LossStage::JournalWrite,
+            count,
+            &self.origin,
+            now_unix_ns(),
+        ));
+        let written = {
+            let mut journal = self.journal();
+            let written = journal.reopen().and_then(|()| {
+                let seq = journal.append(loss.time_unix_ns, &loss.payload)?;
+                journal.flush()?;
+                Ok(seq)
+            });
+            if written.is_err() {
+                journal.abandon();
+            }
+            written
+        };
+        match written {
+            Ok(seq) => {
+                if let Some(outage) = self.outage.take() {
+                    tracing::warn!(not_journaled = outage.not_journaled,
+                        failed_for = ?now.duration_since(outage.since),
+                        "journal: writes work again; resumed after {} events not journaled",
+                        outage.not_journaled);
+                }
+                self.counters.record_key(loss.key.kind, loss.second);
+                self.hub.publish(&Arc::new(Batch {
+                    events: vec![Published {
+                        seq,
+                        payload: loss.payload,
+                        key: loss.key,
+                    }],
+                }));
+            }
+            Err(err) => {
+                self.counters.journal_errors += 1;
+                if let Some(outage) = &mut self.outage {
+                    outage.error = err.to_string();
+                }
+                self.log_outage(now);
+            }
         }
     }
 
     /// Durability point (batched fsync), blocking: at shutdown.
     pub fn sync(&mut self) {
+        if self.outage.is_some() {
+            return;
+        }
         let synced = self.journal().sync();
         if let Err(err) = synced {
             self.counters.journal_errors += 1;
@@ -236,7 +380,8 @@ impl Pipeline {
     /// loop (and the kernel ring buffer behind it) never waits on the disk. At most one runs at
     /// a time.
     pub fn sync_in_background(&mut self) {
-        if self.sync_running.swap(true, Ordering::AcqRel) {
+        self.retry_journal(Instant::now());
+        if self.outage.is_some() || self.sync_running.swap(true, Ordering::AcqRel) {
             return;
         }
         let prepared = self.journal().prepare_sync();
@@ -302,6 +447,7 @@ impl Pipeline {
             enrichment: self.enricher.stats(),
             procs: self.enricher.procs().stats(),
             journal_sync_errors: self.sync_errors.load(Ordering::Relaxed),
+            journal_error: self.outage.as_ref().map(|o| o.error.clone()),
         });
     }
 }

@@ -37,9 +37,8 @@ fn connect(i: u64) -> Event {
     }
 }
 
-#[test]
-fn drained_records_are_journaled_and_published_in_batches_as_the_same_bytes() {
-    let dir = TestDir::new("pipeline-batch");
+/// A pipeline journaling into `dir`, with its hub and journal.
+fn pipeline_in(dir: &TestDir) -> (Pipeline, Arc<Hub>, Arc<Mutex<Journal>>) {
     let (journal, _) = Journal::open(JournalConfig {
         dir: dir.path().join("journal"),
         ..Default::default()
@@ -58,7 +57,14 @@ fn drained_records_are_journaled_and_published_in_batches_as_the_same_bytes() {
     ));
     let procs = ProcessCache::new(Path::new("/proc"), 1024, Duration::from_secs(30));
     let enricher = Enricher::new(procs, None, None, Duration::from_millis(10), 16);
-    let mut pipeline = Pipeline::new(status, enricher, PathBuf::from("/proc"));
+    let pipeline = Pipeline::new(status, enricher, PathBuf::from("/proc"));
+    (pipeline, hub, journal)
+}
+
+#[test]
+fn drained_records_are_journaled_and_published_in_batches_as_the_same_bytes() {
+    let dir = TestDir::new("pipeline-batch");
+    let (mut pipeline, hub, journal) = pipeline_in(&dir);
     let sub = hub.subscribe(&pb::Filter::default(), 10_000);
     let blocked_only = hub.subscribe(
         &pb::Filter {
@@ -162,5 +168,100 @@ fn drained_records_are_journaled_and_published_in_batches_as_the_same_bytes() {
             .counters
             .events_of(pb::EventKind::Connect, pb::Verdict::Blocked),
         300
+    );
+}
+
+/// Every published event of `items`: (seq, kind, loss count for a loss record).
+fn published(items: VecDeque<Item>) -> Vec<(u64, pb::EventKind, u64)> {
+    items
+        .into_iter()
+        .flat_map(|item| match item {
+            Item::Events(b, _) => b.events.clone(),
+            Item::Lost { .. } => panic!("the subscriber keeps up"),
+        })
+        .map(|e| {
+            let wire = pb::Event::decode(e.payload.as_ref()).unwrap();
+            let count = match &wire.body {
+                Some(pb::event::Body::Lost(l)) => {
+                    assert_eq!(l.stage, pb::LossStage::JournalWrite as i32);
+                    l.count
+                }
+                _ => 0,
+            };
+            (e.seq, proto::kind_of(&wire), count)
+        })
+        .collect()
+}
+
+#[test]
+fn a_journal_outage_publishes_without_numbers_tries_once_a_second_and_reports_the_exact_loss() {
+    let dir = TestDir::new("pipeline-outage");
+    let (mut pipeline, hub, journal) = pipeline_in(&dir);
+    let sub = hub.subscribe(&pb::Filter::default(), 10_000);
+    let drain = |pipeline: &mut Pipeline, from: u64, n: u64| {
+        let mut i = from;
+        pipeline.drain_records(|| {
+            i += 1;
+            (i <= from + n).then(|| Ok(connect(i)))
+        });
+    };
+    drain(&mut pipeline, 0, 10);
+
+    // The disk fills: the batch that fails and every one after it go out without a number.
+    journal
+        .lock()
+        .unwrap()
+        .set_write_fault(Some((0, std::io::ErrorKind::StorageFull)));
+    drain(&mut pipeline, 10, 300);
+    drain(&mut pipeline, 310, 5);
+    // Retries before their time do not touch the journal.
+    pipeline.retry_journal(Instant::now());
+    assert_eq!(
+        pipeline.counters.journal_errors, 1,
+        "one failure, not one per event"
+    );
+    assert_eq!(pipeline.counters.journal_outages, 1);
+    assert_eq!(pipeline.counters.journal_unjournaled, 305);
+    // A retry that is due, still failing: counted once more, nothing published.
+    pipeline.retry_journal(Instant::now() + JOURNAL_RETRY);
+    assert_eq!(pipeline.counters.journal_errors, 2);
+    drain(&mut pipeline, 315, 2);
+
+    // Space again: the next due retry writes the loss record, then events are numbered again.
+    journal.lock().unwrap().set_write_fault(None);
+    pipeline.retry_journal(Instant::now() + 2 * JOURNAL_RETRY);
+    drain(&mut pipeline, 317, 3);
+    assert_eq!(pipeline.counters.journal_unjournaled, 307);
+    assert_eq!(pipeline.counters.journal_errors, 2);
+
+    let mut items = VecDeque::new();
+    sub.try_recv(&mut items);
+    let live = published(items);
+    let connect = pb::EventKind::Connect;
+    let mut expect: Vec<(u64, pb::EventKind, u64)> = (1..=10).map(|s| (s, connect, 0)).collect();
+    expect.extend((0..307).map(|_| (0, connect, 0)));
+    expect.push((11, pb::EventKind::Lost, 307));
+    expect.extend((12..=14).map(|s| (s, connect, 0)));
+    assert_eq!(live, expect);
+
+    // The journal: the first ten, the loss record with the exact count, the three after it.
+    let stored: Vec<u64> = journal
+        .lock()
+        .unwrap()
+        .reader_from_seq(1)
+        .unwrap()
+        .map(|item| match item.unwrap() {
+            ReadItem::Record(r) => r.seq,
+            ReadItem::Gap { from, to } => panic!("gap {from}..={to}"),
+        })
+        .collect();
+    assert_eq!(stored, (1..=14).collect::<Vec<_>>());
+    assert_eq!(
+        pipeline
+            .counters
+            .events()
+            .get("lost/journal_write")
+            .copied(),
+        Some(1)
     );
 }

@@ -161,12 +161,14 @@ impl pb::sensor_server::Sensor for Service {
         &self,
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let error = self.status.snapshot().journal_error.unwrap_or_default();
         let journal = {
             let j = lock(&self.journal);
             let next_seq = j.next_seq();
             j.range().map_or(
                 pb::JournalRange {
                     next_seq,
+                    error: error.clone(),
                     ..Default::default()
                 },
                 |r| pb::JournalRange {
@@ -175,6 +177,7 @@ impl pb::sensor_server::Sensor for Service {
                     first_time_unix_ns: r.first_time_ns,
                     last_time_unix_ns: r.last_time_ns,
                     next_seq,
+                    error: error.clone(),
                 },
             )
         };

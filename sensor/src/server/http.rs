@@ -31,6 +31,7 @@ pub fn start(
         tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
     };
     let readiness = Arc::clone(metrics.readiness());
+    let degraded = Arc::clone(&metrics);
     let app = Router::new()
         .route(
             "/metrics",
@@ -44,10 +45,15 @@ pub fn start(
             "/readyz",
             routing::get(move || {
                 let readiness = Arc::clone(&readiness);
+                let degraded = degraded.degraded();
                 async move {
-                    match readiness.check() {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                        Err(why) => (
+                    match (readiness.check(), degraded) {
+                        // Ready: enforcement does not depend on the journal.
+                        (Ok(()), Some(why)) => {
+                            (StatusCode::OK, format!("ready\ndegraded: {why}\n"))
+                        }
+                        (Ok(()), None) => (StatusCode::OK, "ready\n".to_owned()),
+                        (Err(why), _) => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("not ready: {why}\n"),
                         ),

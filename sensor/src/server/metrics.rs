@@ -101,6 +101,13 @@ impl Metrics {
         &self.readiness
     }
 
+    /// What works less than it should while the daemon stays ready (enforcement unaffected):
+    /// failing journal writes.
+    pub fn degraded(&self) -> Option<String> {
+        let error = self.status.get()?.snapshot().journal_error?;
+        Some(format!("journal writes failing: {error}"))
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = Exposition::default();
@@ -282,11 +289,11 @@ fn userspace_families(out: &mut Exposition, snap: &Snapshot, status: &StatusBoar
     out.labelled(
         "sensor_dropped_events_total",
         "counter",
-        "Events lost or not fully delivered in userspace, by stage: decode (undecodable record), journal (append failed; still published live), subscriber (a subscriber's queue was full), stdout (write failed).",
+        "Events lost or not fully delivered in userspace, by stage: decode (undecodable record), journal (not journaled while journal writes failed; still published live, without a sequence number), subscriber (a subscriber's queue was full), stdout (write failed).",
         "stage",
         [
             ("decode", snap.pipeline.decode_errors),
-            ("journal", snap.pipeline.journal_errors),
+            ("journal", snap.pipeline.journal_unjournaled),
             ("subscriber", hub.lost_total()),
             ("stdout", status.exports.stdout_events_write_errors()),
         ],
@@ -484,6 +491,24 @@ fn journal_families(out: &mut Exposition, snap: &Snapshot, journal: &Mutex<Journ
         "counter",
         "Journal fdatasyncs that failed.",
         snap.journal_sync_errors,
+    );
+    out.single(
+        "sensor_journal_failing",
+        "gauge",
+        "1 while journal writes fail (disk full, read-only, directory deleted): events go to live subscribers without a sequence number until a retry works.",
+        u64::from(snap.journal_error.is_some()),
+    );
+    out.single(
+        "sensor_journal_errors_total",
+        "counter",
+        "Journal writes, reopens and syncs that failed (each try once, not per event).",
+        snap.pipeline.journal_errors,
+    );
+    out.single(
+        "sensor_journal_outages_total",
+        "counter",
+        "Times journal writes started failing.",
+        snap.pipeline.journal_outages,
     );
 }
 

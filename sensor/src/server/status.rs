@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub procs: ProcStats,
     /// Background journal fdatasyncs that failed.
     pub journal_sync_errors: u64,
+    /// While journal writes fail: the latest error.
+    pub journal_error: Option<String>,
 }
 
 impl Snapshot {

@@ -17,6 +17,16 @@
 //! a [`ReadItem::Gap`].
 //!
 //! One process at a time: the directory is locked (`flock`) while a [`Journal`] is open.
+//!
+//! Write failures (a full or read-only filesystem, a segment or the whole directory deleted
+//! underneath): a failed [`Journal::flush`] or [`Journal::append`] leaves nothing half-written
+//! in the index readers go by (a partial write is cut back where the disk allows; readers never
+//! read past the last record that was written whole). The caller then calls
+//! [`Journal::abandon`], which drops the records not written and hands their sequence numbers
+//! back, and the journal refuses appends ([`JournalError::Broken`]) until [`Journal::reopen`]
+//! succeeds: it recreates a deleted directory, cuts the active segment back to its last good
+//! record or starts a fresh segment, and forgets segments that were deleted from outside
+//! (readers report them as a gap).
 
 pub mod follow;
 mod format;
@@ -87,6 +97,12 @@ pub struct Journal {
     unsynced: Vec<File>,
     /// Wakes followers (exporters) when a flush made new records readable.
     flushes: std::sync::Arc<Flushes>,
+    /// A write failed and [`Journal::abandon`] dropped what it had not written: appends are
+    /// refused until [`Journal::reopen`] succeeds.
+    broken: bool,
+    /// Unit tests: writes fail with this error after writing this many bytes of the buffer.
+    #[cfg(test)]
+    write_fault: Option<(usize, io::ErrorKind)>,
 }
 
 /// Flushes of the journal, for followers that wait for new records instead of polling.
@@ -130,22 +146,7 @@ impl Journal {
     /// newest one, rebuilds the index and reports what it found and did.
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovery), JournalError> {
         let dir_path = config.dir.clone();
-        // Events name processes, files and pods: the journal is root's alone (0700 / 0600).
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir_path)
-            .map_err(io_err("create directory", &dir_path))?;
-        let dir = File::open(&dir_path).map_err(io_err("open directory", &dir_path))?;
-        match dir.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked { path: dir_path });
-            }
-            Err(fs::TryLockError::Error(source)) => {
-                return Err(io_err("lock directory", &dir_path)(source));
-            }
-        }
+        let dir = create_locked_dir(&dir_path)?;
 
         let mut recovery = Recovery::default();
         let mut found = Vec::new();
@@ -301,6 +302,9 @@ impl Journal {
             stats,
             unsynced: Vec::new(),
             flushes: std::sync::Arc::default(),
+            broken: false,
+            #[cfg(test)]
+            write_fault: None,
         };
         journal.apply_retention();
         Ok((journal, recovery))
@@ -308,6 +312,11 @@ impl Journal {
 
     /// Appends one record and returns its sequence number. Buffered: see [`Journal::flush`].
     pub fn append(&mut self, time_ns: i64, payload: &[u8]) -> Result<u64, JournalError> {
+        if self.broken {
+            return Err(JournalError::Broken {
+                path: self.config.dir.clone(),
+            });
+        }
         if payload.len() > MAX_PAYLOAD {
             return Err(JournalError::RecordTooLarge {
                 len: payload.len(),
@@ -342,6 +351,11 @@ impl Journal {
     /// Hands buffered records to the OS: readers made from now on see them. Rotates the active
     /// segment once it has reached `segment_bytes`.
     pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.broken {
+            return Err(JournalError::Broken {
+                path: self.config.dir.clone(),
+            });
+        }
         let had = !self.active.buf.is_empty();
         self.write_buffer()?;
         if had {
@@ -374,6 +388,10 @@ impl Journal {
     /// the active one) for the caller to sync without holding the journal (so appends and
     /// readers never wait on the disk).
     pub fn prepare_sync(&mut self) -> Result<Vec<File>, JournalError> {
+        if self.broken {
+            // Nothing was written since the failure; the next reopen syncs what it makes.
+            return Ok(Vec::new());
+        }
         self.flush()?;
         self.apply_retention();
         let path = &self.active_segment().path;
@@ -544,14 +562,19 @@ impl Journal {
     }
 
     /// Writes the buffer at the end of the flushed part. On failure nothing counts as written
-    /// (the buffer is kept and written again at the same offset next time).
+    /// (the buffer is kept: written again at the same offset next time, or dropped by
+    /// [`Journal::abandon`]), and a partial write is cut back where the disk allows. A segment
+    /// that was deleted underneath is a failure too: what went into it is readable by no one.
     fn write_buffer(&mut self) -> Result<(), JournalError> {
         if self.active.buf.is_empty() {
             return Ok(());
         }
         let segment = &self.segments[self.segments.len() - 1];
         let offset = segment.file_bytes;
-        if let Err(source) = self.active.file.write_all_at(&self.active.buf, offset) {
+        let written = self
+            .write_at(offset)
+            .and_then(|()| linked(&self.active.file));
+        if let Err(source) = written {
             // Best effort: do not leave a partial record behind for readers of the file.
             let _ = self.active.file.set_len(offset);
             return Err(io_err("write segment", &segment.path)(source));
@@ -567,6 +590,84 @@ impl Journal {
         Ok(())
     }
 
+    #[cfg(not(test))]
+    fn write_at(&self, offset: u64) -> io::Result<()> {
+        self.active.file.write_all_at(&self.active.buf, offset)
+    }
+
+    /// With [`Journal::write_fault`] set: write that many bytes, then fail.
+    #[cfg(test)]
+    fn write_at(&self, offset: u64) -> io::Result<()> {
+        match self.write_fault {
+            None => self.active.file.write_all_at(&self.active.buf, offset),
+            Some((bytes, kind)) => {
+                let part = &self.active.buf[..bytes.min(self.active.buf.len())];
+                self.active.file.write_all_at(part, offset)?;
+                Err(io::Error::new(kind, "injected write fault"))
+            }
+        }
+    }
+
+    /// After a failed [`Journal::append`] or [`Journal::flush`]: drops the records not written
+    /// (their sequence numbers are handed out again) and refuses appends until
+    /// [`Journal::reopen`] succeeds. Returns the next sequence number: every record below it
+    /// is readable (was written), none at or above it is.
+    pub fn abandon(&mut self) -> u64 {
+        if let Some(first) = self.active.pending.first() {
+            self.next_seq = first.seq;
+        }
+        self.active.pending.clear();
+        self.active.buf.clear();
+        self.broken = true;
+        self.next_seq
+    }
+
+    /// Unit tests: writes fail with `kind` after writing `bytes` of the buffer (`None`: work).
+    #[cfg(test)]
+    pub(crate) fn set_write_fault(&mut self, fault: Option<(usize, io::ErrorKind)>) {
+        self.write_fault = fault;
+    }
+
+    /// Appends are refused until [`Journal::reopen`] succeeds.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Makes the journal writable again after [`Journal::abandon`]: recreates the directory
+    /// when it was deleted (and locks it again), forgets segments deleted from outside, cuts
+    /// the active segment back to its last record written whole, or starts a new one when it is
+    /// gone. On failure the journal stays broken (call again later).
+    pub fn reopen(&mut self) -> Result<(), JournalError> {
+        let dir_path = self.config.dir.clone();
+        if !same_dir(&self.dir, &dir_path) {
+            self.dir = create_locked_dir(&dir_path)?;
+        }
+        // Sealed segments deleted from outside: readers report what they held as a gap.
+        let active = self.segments.len() - 1;
+        let mut index = 0;
+        self.segments.retain(|segment| {
+            index += 1;
+            index - 1 == active || segment.path.exists()
+        });
+        if linked(&self.active.file).is_ok() && self.active_segment().path.exists() {
+            let segment = self.active_segment();
+            self.active
+                .file
+                .set_len(segment.file_bytes)
+                .map_err(io_err("truncate segment", &segment.path))?;
+        } else {
+            // Rotation into the new directory: the old active segment is gone with its records.
+            let (file, segment) = create_segment(&self.dir, &dir_path, self.next_seq)?;
+            self.segments.pop();
+            self.segments.push(segment);
+            self.active.file = file;
+        }
+        tracing::debug!(dir = %dir_path.display(), next_seq = self.next_seq,
+            segments = self.segments.len(), "journal: reopened");
+        self.broken = false;
+        Ok(())
+    }
+
     /// Seals the active segment (flushed; its fdatasync is owed to the next sync) and starts a
     /// new one at `next_seq`.
     fn rotate(&mut self) -> Result<(), JournalError> {
@@ -577,6 +678,47 @@ impl Journal {
         self.segments.push(segment);
         self.apply_retention();
         Ok(())
+    }
+}
+
+/// Creates the journal directory (and its parents) if needed, opens and locks it.
+fn create_locked_dir(path: &std::path::Path) -> Result<File, JournalError> {
+    // Events name processes, files and pods: the journal is root's alone (0700 / 0600).
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err("create directory", path))?;
+    let dir = File::open(path).map_err(io_err("open directory", path))?;
+    match dir.try_lock() {
+        Ok(()) => Ok(dir),
+        Err(fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(io_err("lock directory", path)(source)),
+    }
+}
+
+/// `Ok` while `file` still has a name (a deleted segment takes writes that no reader finds).
+fn linked(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    if file.metadata()?.nlink() == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the segment file was deleted",
+        ));
+    }
+    Ok(())
+}
+
+/// `dir` (an open directory) is still the one at `path`.
+fn same_dir(dir: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (dir.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => {
+            open.nlink() > 0 && open.dev() == named.dev() && open.ino() == named.ino()
+        }
+        _ => false,
     }
 }
 

@@ -9,6 +9,7 @@ use super::{format::*, *};
 use crate::testing::TestDir;
 
 mod damage;
+mod faults;
 mod retention;
 
 const BASE_NS: i64 = 1_700_000_000_000_000_000;

@@ -170,6 +170,8 @@ pub enum JournalError {
     RecordTooLarge { len: usize, max: usize },
     #[error("journal {path}: sequence numbers exhausted")]
     SeqExhausted { path: PathBuf },
+    #[error("journal {path}: not writable since a write failed (waiting for a reopen)")]
+    Broken { path: PathBuf },
 }
 
 pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JournalError {
