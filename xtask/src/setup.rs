@@ -17,9 +17,10 @@ use anyhow::{Context as _, Result, bail};
 /// their own, with a private config, as the receiver of `syslog://` and `syslog+tls://`), the
 /// `openssl` CLI (the tests' CA, server and client certificates), `runc` and `busybox-static`
 /// (tests/tests/advise.rs runs a container from a busybox rootfs under the seccomp profile
-/// `sensor advise` wrote; `crun` refuses hybrid cgroup hierarchies). Installing rsyslog never
-/// starts the system's rsyslog service: see [`install_debian`].
-const DEBIAN_PACKAGES: [&str; 9] = [
+/// `sensor advise` wrote; `crun` refuses hybrid cgroup hierarchies), `e2fsprogs` (tests/tests/
+/// disk.rs makes an ext4 journal disk that turns read-only). Installing rsyslog never starts the
+/// system's rsyslog service: see [`install_debian`].
+const DEBIAN_PACKAGES: [&str; 10] = [
     "iproute2",
     "coreutils",
     "python3",
@@ -29,6 +30,7 @@ const DEBIAN_PACKAGES: [&str; 9] = [
     "openssl",
     "runc",
     "busybox-static",
+    "e2fsprogs",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
