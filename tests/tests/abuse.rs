@@ -1,5 +1,5 @@
-//! Abusive API clients (docs/operations.md, "Limits"): while a chmod flood runs, 1,000 clients
-//! connect, open a stream and go away, and 16 open streams and never read; a steady
+//! Abusive API clients (docs/events.md, "The gRPC API"): while a chmod flood runs, 1,000
+//! clients connect, open a stream and go away, and 16 open streams and never read; a steady
 //! subscriber still receives every event once, in order, with no loss record, the daemon's
 //! memory stays bounded, and every refused request gets its gRPC code: one stream more than
 //! `--max-streams` (ResourceExhausted), a filter over its bounds (InvalidArgument), cursors in
@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use sensor_proto::v1 as pb;
@@ -90,6 +90,11 @@ fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
             cg.path.to_str().unwrap(),
             "--max-streams",
             &max,
+            // More than the flood: whether the steady subscriber loses nothing must not depend
+            // on how fast a debug-build tail runs on a busy machine (losses of a slow reader
+            // are fanout.rs's subject).
+            "--subscriber-queue",
+            "32768",
         ],
         false,
     );
@@ -147,9 +152,11 @@ fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
     assert_eq!(opened.load(Ordering::Relaxed), CHURN);
 
     // The steady subscriber: every chmod, once, in order, and no loss record.
-    let events = steady.wait_until("every chmod of the flood", |events| {
-        seqs_of(events, pid).len() >= FLOOD as usize
-    });
+    let events = steady.wait_until_for(
+        Duration::from_secs(90),
+        "every chmod of the flood",
+        |events| seqs_of(events, pid).len() >= FLOOD as usize,
+    );
     let seqs = seqs_of(&events, pid);
     assert_eq!(seqs.len(), FLOOD as usize);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order");
@@ -157,10 +164,8 @@ fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
         events.iter().all(|e| e["kind"] != "lost"),
         "the steady subscriber lost events"
     );
-    // The silent ones lost what did not fit their queues, counted.
-    sensor.wait_status("the silent subscribers' losses", |s| {
-        s["counters"]["subscriber_lost"].as_u64() > Some(0)
-    });
+    // The silent ones hold the whole flood in their queues (shared batches), unread.
+    assert_eq!(counter(&sensor, "subscriber_lost"), 0);
     eprintln!(
         "{FLOOD} chmods in {flood_took:.2?} with {CHURN} churning clients and {NEVER_READ} silent ones"
     );
