@@ -7,6 +7,8 @@ pub mod attribution;
 pub mod cmd;
 pub mod daemon;
 pub mod event;
+#[cfg(test)]
+mod fuzz_corpus;
 pub mod hardening;
 pub mod kernel;
 pub mod pipeline;

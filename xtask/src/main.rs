@@ -2,16 +2,17 @@
 //!
 //! - `cargo xtask setup`: what a fresh machine needs (idempotent, fast when done);
 //! - `cargo xtask run -- ARGS`: set up, build, and exec `sensor run ARGS`;
-//! - `cargo xtask test`: set up, build, run every test (unit, then the privileged suite
-//!   serially, then the VM lane), then check that nothing was left behind;
+//! - `cargo xtask test`: set up, build, run every test (unit, the fuzz targets briefly, then
+//!   the privileged suite serially, then the VM lane), then check that nothing was left behind;
 //! - `cargo xtask bench`: release build, then overhead/throughput/latency/memory figures;
-//! - `cargo xtask fuzz [SECONDS]`: a longer run of the policy-parser fuzz target (the test
-//!   command runs it for [`FUZZ_SECONDS_IN_TEST`]).
+//! - `cargo xtask fuzz [SECONDS] [TARGET]`: longer runs of the fuzz targets of the parsers of
+//!   untrusted input (`sensor/fuzz`; the test command runs each briefly, see [`fuzz`]).
 //! - `cargo xtask dist`: the static (musl) release binary the image (deploy/Dockerfile) packages,
 //!   with its man pages and shell completions.
 //! - `cargo xtask vm [--kernel 6.1|6.12]`: the VM lane alone (QEMU, Debian kernels; see `vm`).
 
 mod bench;
+mod fuzz;
 mod leftovers;
 mod setup;
 mod vm;
@@ -47,11 +48,14 @@ enum Cmd {
     /// Release build, then measure overhead, throughput, latency, memory and start-up against
     /// the kernel's own baseline (root; not part of `test`).
     Bench,
-    /// Fuzz the policy parser (libFuzzer, nightly) for SECONDS; a crash fails the command and
-    /// leaves its input under `sensor-policy/fuzz/artifacts/`.
+    /// Fuzz the parsers of untrusted input (libFuzzer, nightly; `sensor/fuzz`) for SECONDS per
+    /// target, every target or TARGET; a crash fails the command and leaves its input under
+    /// `sensor/fuzz/artifacts/TARGET/`.
     Fuzz {
-        #[arg(default_value_t = 600)]
+        #[arg(default_value_t = 300)]
         seconds: u32,
+        #[arg(value_parser = fuzz::TARGETS.map(|t| t.name))]
+        target: Option<String>,
     },
     /// Set up, then build the statically linked (musl) release binary for the image.
     Dist,
@@ -64,18 +68,15 @@ enum Cmd {
     },
 }
 
-/// How long `cargo xtask test` fuzzes the policy parser.
-const FUZZ_SECONDS_IN_TEST: u32 = 30;
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::all(),
         Cmd::Run { args } => run(&args),
         Cmd::Test => test(),
         Cmd::Bench => bench::run(),
-        Cmd::Fuzz { seconds } => {
+        Cmd::Fuzz { seconds, target } => {
             setup::all()?;
-            fuzz(seconds)
+            fuzz::run(target.as_deref(), |_| seconds).map(drop)
         }
         Cmd::Dist => dist(),
         Cmd::Vm { kernel } => vm::run(kernel.as_deref()),
@@ -124,39 +125,6 @@ fn cargo_stdout(args: &[&str]) -> Result<String> {
         bail!("cargo {} failed ({})", args.join(" "), out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs the `policy_parse` fuzz target for `seconds`, seeded with the repo's policies; the
-/// corpus it grows is kept in the target dir between runs.
-fn fuzz(seconds: u32) -> Result<()> {
-    let root = workspace_root();
-    let corpus = target_dir().join("fuzz-corpus/policy_parse");
-    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    let seeds = root.join("sensor/policies");
-    eprintln!("xtask: fuzzing the policy parser for {seconds} s");
-    let status = Command::new("cargo")
-        .arg("+nightly")
-        .args(["fuzz", "run", "--fuzz-dir"])
-        .arg(root.join("sensor-policy/fuzz"))
-        .arg("policy_parse")
-        .arg(&corpus)
-        .arg(&seeds)
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
-        .args(["-max_len=4096", "-timeout=10", "-print_final_stats=1"])
-        // The nightly proxy must pick the toolchain, not the stable cargo running xtask.
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .current_dir(&root)
-        .status()
-        .context("running cargo fuzz")?;
-    if !status.success() {
-        bail!(
-            "fuzzing the policy parser failed ({status}); the input is under sensor-policy/fuzz/artifacts/policy_parse/"
-        );
-    }
-    Ok(())
 }
 
 fn run(args: &[String]) -> Result<()> {
@@ -306,9 +274,9 @@ fn test() -> Result<()> {
     if let Err(err) = cargo_test(&unit, &mut totals) {
         failures.push(err.to_string());
     }
-    // The policy parser's fuzz target, briefly.
-    match fuzz(FUZZ_SECONDS_IN_TEST) {
-        Ok(()) => totals.passed += 1,
+    // Every fuzz target, briefly.
+    match fuzz::run(None, fuzz::seconds_in_test) {
+        Ok(passed) => totals.passed += passed,
         Err(err) => {
             totals.failed += 1;
             failures.push(err.to_string());

@@ -33,7 +33,7 @@ const DEBIAN_PACKAGES: [&str; 10] = [
     "e2fsprogs",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// The policy parser's fuzz target runs under cargo-fuzz (libFuzzer, nightly).
+/// The fuzz targets (`sensor/fuzz`) run under cargo-fuzz (libFuzzer, nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// PyPI tools the tests run (independent validators), installed into a venv under
 /// `~/.cache/sensor/venv` (see [`python_venv`]). Pin versions: a stamp file records what was

@@ -133,7 +133,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                         | ModeCall::Mknodat
                 )
                 .then_some(ev.fd),
-                flags: ev.flags,
+                // fchmodat2's flags; the mode the file had (path_chmod), as bits of a mode
+                // like `mode`; nothing for the other calls (the kernel programs write 0).
+                flags: match syscall {
+                    ModeCall::Fchmodat2 => ev.flags,
+                    ModeCall::LsmPathChmod => ev.flags & 0o7777,
+                    _ => 0,
+                },
                 path,
                 name: None,
                 rule: ev.rule,
@@ -321,5 +327,25 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Found by the `event_decode` fuzz target: `flags` of a call that has none, or an old mode
+    /// with file-type bits, made events whose JSON line `sensor tail --file` refused or read
+    /// back different.
+    #[test]
+    fn chmod_flags_are_kept_only_where_the_call_has_them() {
+        let flags = |syscall, raw| {
+            let mut ev = chmod(syscall, -1, path_status::OK, "f");
+            ev.flags = raw;
+            match decode(&as_bytes(&ev)).unwrap().body {
+                Body::Chmod(c) => c.flags,
+                _ => panic!("not a chmod event"),
+            }
+        };
+        assert_eq!(flags(ModeCall::Fchmodat2, 0x100), 0x100);
+        assert_eq!(flags(ModeCall::LsmPathChmod, 0o100755), 0o755);
+        for call in [ModeCall::Chmod, ModeCall::Fchmodat, ModeCall::LsmPathMknod] {
+            assert_eq!(flags(call, 0x0800_0000), 0, "{call:?}");
+        }
     }
 }

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use prost::Message as _;
+use prost::{
+    Message as _,
+    encoding::{DecodeContext, WireType},
+};
 use sensor_proto::v1 as pb;
 
 use super::proto::kind_of;
@@ -63,13 +66,16 @@ impl Key {
 
     /// The key of an encoded `sensor.v1.Event`, reading only its top-level fields (and the pod
     /// sub-message when `with_pod`). `None` when the bytes are not a well-formed message at
-    /// the top level.
+    /// the top level. What prost decodes gets the key of the decoded event: a pod field that
+    /// comes twice is merged, as prost merges it, and groups (wire types 3 and 4) are skipped
+    /// as prost skips them.
     pub fn scan(msg: &[u8], with_pod: bool) -> Option<Self> {
         let mut key = Self {
             kind: pb::EventKind::Unspecified,
             verdict: 0,
             pod: None,
         };
+        let mut pod: Option<pb::Pod> = None;
         let mut at = 0;
         while at < msg.len() {
             let tag = varint(msg, &mut at)?;
@@ -88,17 +94,29 @@ impl Key {
                     let end = at.checked_add(len).filter(|&e| e <= msg.len())?;
                     match field {
                         6 if with_pod => {
-                            let pod = pb::Pod::decode(&msg[at..end]).ok()?;
-                            key.pod = Some(Arc::new(PodKey::of(&pod)));
+                            pod.get_or_insert_default().merge(&msg[at..end]).ok()?;
                         }
                         20..=27 => key.kind = body_kind(field),
                         _ => {}
                     }
                     at = end;
                 }
+                3 => {
+                    let mut rest = msg.get(at..)?;
+                    let before = rest.len();
+                    prost::encoding::skip_field(
+                        WireType::StartGroup,
+                        u32::try_from(field).ok()?,
+                        &mut rest,
+                        DecodeContext::default(),
+                    )
+                    .ok()?;
+                    at += before - rest.len();
+                }
                 _ => return None,
             }
         }
+        key.pod = pod.map(|p| Arc::new(PodKey::of(&p)));
         Some(key)
     }
 }
@@ -337,6 +355,40 @@ mod tests {
         bytes.truncate(bytes.len() - 1);
         assert_eq!(Key::scan(&bytes, false), None, "a cut message");
         assert_eq!(Key::scan(&[0x0f], false), None, "wire type 7");
+        assert_eq!(
+            Key::scan(&[0x0c], false),
+            None,
+            "an end group without a start"
+        );
+    }
+
+    /// Found by the `get_events` fuzz target: bytes prost decodes (a group, a pod field twice)
+    /// got no key, or the key of the last pod only, so gRPC replay reported a loss or filtered
+    /// an event other than the decoding readers (exporters, `sensor tail --file`) do.
+    #[test]
+    fn scanning_reads_what_prost_decodes_as_prost_does() {
+        let pod = |ns: &str, labels: &[(&str, &str)]| pb::Pod {
+            namespace: ns.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut bytes = event(1, pb::Verdict::Blocked, None).encode_to_vec();
+        // Field 14 as a group holding a varint, then the pod twice.
+        bytes.extend_from_slice(&[0x73, 0x08, 0x01, 0x74]);
+        prost::encoding::message::encode(6, &pod("prod", &[("a", "1")]), &mut bytes);
+        prost::encoding::message::encode(6, &pod("", &[("b", "2")]), &mut bytes);
+        let decoded = pb::Event::decode(bytes.as_slice()).unwrap();
+        let key = Key::scan(&bytes, true).expect("prost decodes it");
+        assert_eq!(key, Key::of(&decoded));
+        let pod = key.pod.unwrap();
+        assert_eq!(pod.namespace, "prod");
+        assert_eq!(
+            pod.labels,
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
         assert_eq!(
             Key::scan(&[0x32, 0x80], true),
             None,

@@ -64,67 +64,15 @@ impl Service {
     /// Start a `GetEvents` call: checked here (errors are statuses, not stream ends), then
     /// served by a session task of its own.
     pub fn open_events(&self, req: pb::GetEventsRequest) -> Result<mpsc::Receiver<Bytes>, Status> {
-        let filter = req.filter.clone().unwrap_or_default();
-        filter::validate(&filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let start = match req.start {
-            None => Start::Live,
-            Some(pb::get_events_request::Start::FromSeq(seq)) => Start::Seq(seq.max(1)),
-            Some(pb::get_events_request::Start::SinceUnixNs(t)) => {
-                if t < 0 {
-                    return Err(Status::invalid_argument(format!(
-                        "since_unix_ns {t}: before 1970"
-                    )));
-                }
-                if t > crate::event::time::now_unix_ns().saturating_add(FUTURE_SLACK_NS) {
-                    return Err(Status::out_of_range(format!(
-                        "since_unix_ns {t}: in the future"
-                    )));
-                }
-                Start::Time(t)
-            }
-        };
+        let (filter, start) = check_request(&req)?;
         let Some(slot) = self.hub.open_stream(self.max_streams) else {
             return Err(Status::resource_exhausted(format!(
                 "{} event streams are open, the most this daemon serves (sensor run --max-streams)",
                 self.max_streams
             )));
         };
-        // Validate the start against the journal now, so errors are statuses, not stream ends.
-        // `floor`: no record below it belongs to this request (from a sequence number: the
-        // ones before it; since a time: the ones already stored that the time reader skips).
-        let (follower, floor) = {
-            let journal = lock(&self.journal);
-            let node = self.status.hub.origin();
-            let follower = match start {
-                Start::Live => None,
-                Start::Seq(seq) => Some(journal.reader_from_seq(seq).map(|r| {
-                    let mut follower = Follower::from_reader(r, node);
-                    follower.skip_to(seq);
-                    follower
-                })),
-                Start::Time(t) => Some(
-                    journal
-                        .reader_from_time(t)
-                        .map(|r| Follower::from_reader(r, node)),
-                ),
-            }
-            .transpose()
-            .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
-            if let Start::Seq(seq) = start
-                && seq > journal.next_seq()
-            {
-                return Err(Status::out_of_range(format!(
-                    "from_seq {seq}: past the next sequence number, {}",
-                    journal.next_seq()
-                )));
-            }
-            let floor = match start {
-                Start::Seq(seq) => seq,
-                Start::Time(_) => journal.next_seq(),
-                Start::Live => 0,
-            };
-            (follower, floor)
-        };
+        let (follower, floor) =
+            replay_start(&lock(&self.journal), start, self.status.hub.origin())?;
         let (tx, rx) = mpsc::channel(SESSION_CHUNKS);
         let session = Session {
             service: self.clone(),
@@ -211,11 +159,79 @@ impl pb::sensor_server::Sensor for Service {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Start {
+/// Where a `GetEvents` call starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
     Live,
+    /// From this sequence number (at least 1).
     Seq(u64),
+    /// From the first record at or after this time (Unix ns, not negative).
     Time(i64),
+}
+
+/// The filter and start of a `GetEvents` request, checked: unknown enum values in the filter
+/// and a time before 1970 are `InvalidArgument`.
+pub fn check_request(req: &pb::GetEventsRequest) -> Result<(pb::Filter, Start), Status> {
+    let filter = req.filter.clone().unwrap_or_default();
+    filter::validate(&filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let start = match req.start {
+        None => Start::Live,
+        Some(pb::get_events_request::Start::FromSeq(seq)) => Start::Seq(seq.max(1)),
+        Some(pb::get_events_request::Start::SinceUnixNs(t)) => {
+            if t < 0 {
+                return Err(Status::invalid_argument(format!(
+                    "since_unix_ns {t}: before 1970"
+                )));
+            }
+            if t > crate::event::time::now_unix_ns().saturating_add(FUTURE_SLACK_NS) {
+                return Err(Status::out_of_range(format!(
+                    "since_unix_ns {t}: in the future"
+                )));
+            }
+            Start::Time(t)
+        }
+    };
+    Ok((filter, start))
+}
+
+/// The replay of a `GetEvents` call from `start`, checked against the journal now (so errors
+/// are statuses, not stream ends), and its floor: no record below it belongs to the request
+/// (from a sequence number: the ones before it; since a time: the ones already stored that the
+/// time reader skips).
+pub fn replay_start(
+    journal: &Journal,
+    start: Start,
+    node: &crate::event::proto::Origin,
+) -> Result<(Option<Follower>, u64), Status> {
+    let follower = match start {
+        Start::Live => None,
+        Start::Seq(seq) => Some(journal.reader_from_seq(seq).map(|r| {
+            let mut follower = Follower::from_reader(r, node);
+            follower.skip_to(seq);
+            follower
+        })),
+        Start::Time(t) => Some(
+            journal
+                .reader_from_time(t)
+                .map(|r| Follower::from_reader(r, node)),
+        ),
+    }
+    .transpose()
+    .map_err(|e| Status::unavailable(format!("journal: {e}")))?;
+    if let Start::Seq(seq) = start
+        && seq > journal.next_seq()
+    {
+        return Err(Status::out_of_range(format!(
+            "from_seq {seq}: past the next sequence number, {}",
+            journal.next_seq()
+        )));
+    }
+    let floor = match start {
+        Start::Seq(seq) => seq,
+        Start::Time(_) => journal.next_seq(),
+        Start::Live => 0,
+    };
+    Ok((follower, floor))
 }
 
 /// One `GetEvents` call.

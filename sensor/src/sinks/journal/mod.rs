@@ -252,7 +252,13 @@ impl Journal {
         }
 
         let active = match segments.last() {
-            Some(newest) if reuse_newest && newest.end_seq() == next_seq => {
+            // The second case: the newest segment is named u64::MAX and is damaged, so
+            // next_seq saturated at its name; the journal is exhausted (appends are refused
+            // before anything is written) and no segment can be made after it.
+            Some(newest)
+                if (reuse_newest && newest.end_seq() == next_seq)
+                    || newest.first_seq == next_seq =>
+            {
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)

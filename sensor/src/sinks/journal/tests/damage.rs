@@ -419,3 +419,31 @@ fn random_damage_never_panics_and_never_yields_a_bad_record() {
     }
     assert!(damaged_runs > 400, "{damaged_runs}");
 }
+
+/// Found by the `journal_open` fuzz target: a damaged newest segment named u64::MAX made
+/// `Journal::open` fail (the segment after it would have had the same name), so the daemon
+/// could not start. It opens exhausted, with the older records readable.
+#[test]
+fn a_damaged_newest_segment_named_u64_max_opens_exhausted() {
+    let dir = TestDir::new("max-name");
+    write_segment(dir.path(), 1, &[1, 2, 3]);
+    let mut header = encode_header(u64::MAX).to_vec();
+    header[12] = 0xff;
+    fs::write(dir.path().join(segment_file_name(u64::MAX)), &header).unwrap();
+    let (mut journal, recovery) = Journal::open(config(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(
+        issue_kinds(&recovery).get(&segment_file_name(u64::MAX)),
+        Some(&IssueKind::BadHeader(HeaderProblem::UnknownFlags(0xff)))
+    );
+    assert_eq!(journal.next_seq(), u64::MAX);
+    assert!(matches!(
+        journal.append(time_of(4), &payload(4)),
+        Err(JournalError::SeqExhausted { .. })
+    ));
+    let mut items = (1..4).map(expected).collect::<Vec<_>>();
+    items.push(ReadItem::Gap {
+        from: 4,
+        to: u64::MAX - 1,
+    });
+    assert_eq!(read_all(journal.reader_from_seq(1).unwrap()), items);
+}

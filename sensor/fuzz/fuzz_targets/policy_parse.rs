@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(compiled.rule_names.len(), policy.rules.len());
         }
         Err(errors) => {
-            assert!(!errors.is_empty(), "a failed parse reports at least one error");
+            assert!(
+                !errors.is_empty(),
+                "a failed parse reports at least one error"
+            );
             let lines = text.split('\n').count().max(1);
             for e in &errors {
                 assert_eq!(e.file, "fuzz.yaml");
