@@ -72,10 +72,6 @@ async fn hold_streams(socket: &Path, n: usize) -> Vec<tonic::Streaming<pb::Event
     held
 }
 
-fn counter(sensor: &Sensor, name: &str) -> u64 {
-    sensor.counter(name)
-}
-
 #[test]
 fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
     require_root();
@@ -165,7 +161,7 @@ fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
         "the steady subscriber lost events"
     );
     // The silent ones hold the whole flood in their queues (shared batches), unread.
-    assert_eq!(counter(&sensor, "subscriber_lost"), 0);
+    assert_eq!(sensor.counter("subscriber_lost"), 0);
     eprintln!(
         "{FLOOD} chmods in {flood_took:.2?} with {CHURN} churning clients and {NEVER_READ} silent ones"
     );
@@ -214,7 +210,7 @@ fn abusive_clients_get_the_right_codes_and_do_not_disturb_the_others() {
         let next = sensor.status()["journal"]["next_seq"].as_u64().unwrap();
         assert_eq!(code_of(&socket, from(next)).await.0, Code::Ok);
     });
-    assert_eq!(counter(&sensor, "streams_refused"), 1);
+    assert_eq!(sensor.counter("streams_refused"), 1);
     drop(never_read);
     sensor.wait_status("every abusive stream closed", |s| {
         s["counters"]["streams_open"] == 1
